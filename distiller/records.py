@@ -1,0 +1,173 @@
+"""Records that cross a stage boundary. Each is a pydantic model; the Parquet schema is derived from it,
+so the model is the one source of truth for every artifact's columns."""
+
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+
+Split = Literal["train", "val", "test"]
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SkippedInput(Record):
+    """An input (a file, or one line of a .jsonl) that did not go through, and why."""
+
+    path: str
+    reason: str
+    line: int | None = None
+
+
+class Document(Record):
+    doc_id: str = Field(description="Content hash of the document's text: stable across paths and runs.")
+    source_path: str
+    format: str
+    n_chars: int
+    title: str | None = None
+
+
+class Chunk(Record):
+    chunk_id: str
+    doc_id: str
+    source_path: str
+    chunk_index: int
+    char_start: int = Field(description="Span in the document's extracted text, [start, end).")
+    char_end: int
+    text: str
+    n_tokens: int
+
+
+class Passage(Record):
+    """An entry of the retrieval corpus that mining and evaluation search over."""
+
+    passage_id: str
+    doc_id: str
+    chunk_id: str | None = None
+    text: str
+
+
+class Query(Record):
+    query_id: str
+    text: str
+    positive_ids: list[str] = Field(description="Passage ids that answer the query (the qrels).")
+    doc_id: str = Field(description="Source document (or topic group): the unit splits are made of.")
+    chunk_id: str | None = None
+    concept_id: str | None = None
+    split: Split = "train"
+    teacher: str = Field(description="'offline-ict', a model name, or 'labeled'.")
+    language: str = "en"
+    complexity: str | None = None
+    query_type: str | None = None
+    answer_type: str | None = None
+    key_concepts: list[str] = Field(default_factory=list)
+
+
+class QAPair(Record):
+    qa_id: str
+    question: str
+    answer: str
+    reasoning: str | None = None
+    difficulty: str | None = None
+    source_chunk: str | None = None
+    doc_id: str
+    split: Split = "train"
+    teacher: str
+    validation: Literal["approved", "rejected", "unvalidated"] = "unvalidated"
+
+
+class Triplet(Record):
+    query_id: str
+    query: str
+    positive_id: str
+    positive: str
+    negative_id: str
+    negative: str
+    kind: Literal["hard", "easy", "generated"]
+    iteration: int
+    positive_rank: int | None = None
+    negative_rank: int | None = None
+    positive_score: float | None = None
+    negative_score: float | None = None
+
+
+class MetricRow(Record):
+    model: str = Field(description="'base', 'iter<k>', 'bm25'.")
+    iteration: int = Field(description="0 for the base model and BM25.")
+    metric: str
+    value: float
+    n_queries: int
+
+
+# --- Parquet <-> records -----------------------------------------------------------------------------
+
+_SCALARS: dict[Any, pa.DataType] = {
+    str: pa.string(),
+    int: pa.int64(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+}
+
+
+def _arrow_type(annotation: Any) -> tuple[pa.DataType, bool]:
+    """(arrow type, nullable) for a field annotation."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        inner, _ = _arrow_type(args[0]) if len(args) == 1 else (pa.string(), True)
+        return inner, True
+    if origin is Literal:
+        return _SCALARS[type(get_args(annotation)[0])], False
+    if origin in (list, typing.List):  # noqa: UP006
+        inner, _ = _arrow_type(get_args(annotation)[0])
+        return pa.list_(inner), False
+    if origin is dict or annotation is dict:
+        return pa.string(), False  # stored as JSON text
+    if annotation in _SCALARS:
+        return _SCALARS[annotation], False
+    raise TypeError(f"no Parquet type for {annotation!r}")
+
+
+def arrow_schema(model: type[BaseModel]) -> pa.Schema:
+    hints = typing.get_type_hints(model)
+    fields = []
+    for name in model.model_fields:
+        typ, nullable = _arrow_type(hints[name])
+        fields.append(pa.field(name, typ, nullable=nullable))
+    return pa.schema(fields, metadata={b"record": model.__name__.encode()})
+
+
+R = TypeVar("R", bound=BaseModel)
+
+
+def to_table(records: list[R] | list[dict[str, Any]], model: type[R]) -> pa.Table:
+    rows = [r.model_dump(mode="json") if isinstance(r, BaseModel) else r for r in records]
+    schema = arrow_schema(model)
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def write_parquet(path: Path, records: list[R] | list[dict[str, Any]], model: type[R]) -> int:
+    """Write records atomically (temporary name, then rename): a killed run never leaves a half file."""
+    table = to_table(records, model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(path)
+    return table.num_rows
+
+
+def read_parquet(path: Path, model: type[R]) -> list[R]:
+    table = pq.read_table(path)
+    return [model.model_validate(row) for row in table.to_pylist()]
+
+
+def parquet_rows(path: Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows

@@ -1,0 +1,276 @@
+"""The run folder (the product's data contract) and the content-addressed stage cache.
+
+`runs/<run-name>/` holds one run: `manifest.json`, one Parquet file per stage output, `models/`,
+`exports/`, `report.html`. A stage's cache key is a hash of its name, its code version, the config
+sections it reads and the *contents* of the artifacts it reads, never paths or timestamps. Finished
+stage outputs are kept under `<cache>/stages/<stage>/<key>/` and hard-linked into any run folder that
+asks for the same key, so a re-run, a resumed run, or a new run that shares upstream settings redoes
+nothing that was done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+StageStatus = Literal["pending", "running", "completed", "cached", "failed", "skipped"]
+
+
+class StageResult(BaseModel):
+    """What a stage did: the manifest's per-stage entry and what the Prefect task returns."""
+
+    stage: str
+    status: StageStatus
+    key: str | None = None
+    outputs: dict[str, int] = Field(default_factory=dict, description="artifact -> row count (-1: a folder)")
+    seconds: float = 0.0
+    cost_usd: float = 0.0
+    message: str | None = None
+    finished_at: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_path(path: Path) -> str:
+    """Hash of a file, or of a folder's files (relative names and contents), independent of mtimes."""
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(str(p.relative_to(path)).encode())
+        h.update(sha256_file(p).encode())
+    return h.hexdigest()
+
+
+def stage_key(stage: str, version: str, config_hash: str, inputs: Iterable[Path | str]) -> str:
+    h = hashlib.sha256(f"{stage}|{version}|{config_hash}".encode())
+    for item in inputs:
+        h.update(b"|")
+        h.update(sha256_path(item).encode() if isinstance(item, Path) else str(item).encode())
+    return h.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("domain-distiller", "torch", "sentence-transformers", "transformers", "prefect", "faiss-cpu"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link src to dst (a file or a folder tree); copy where links cannot be made."""
+    if dst.exists() or dst.is_symlink():
+        if dst.is_dir() and not dst.is_symlink():
+            shutil.rmtree(dst)
+        else:
+            dst.unlink()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=_link_file)
+    else:
+        _link_file(src, dst)
+
+
+def _link_file(src: str | Path, dst: str | Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+class StageCache:
+    """Finished stage outputs, addressed by stage key; shared by every run under the same cache dir."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def entry(self, stage: str, key: str) -> Path:
+        return self.root / "stages" / stage / key
+
+    def lookup(self, stage: str, key: str) -> StageResult | None:
+        meta = self.entry(stage, key) / "result.json"
+        if not meta.is_file():
+            return None
+        return StageResult.model_validate_json(meta.read_text(encoding="utf-8"))
+
+    def put(self, result: StageResult, run_dir: Path, outputs: Iterable[str]) -> None:
+        assert result.key
+        entry = self.entry(result.stage, result.key)
+        tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        for rel in outputs:
+            _link_or_copy(run_dir / rel, tmp / "files" / rel)
+        atomic_write_text(tmp / "result.json", result.model_dump_json(indent=2))
+        if entry.exists():
+            shutil.rmtree(entry)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(entry)  # the entry appears whole or not at all
+
+    def restore(self, stage: str, key: str, run_dir: Path) -> None:
+        files = self.entry(stage, key) / "files"
+        if files.is_dir():
+            for item in files.iterdir():
+                _link_or_copy(item, run_dir / item.name)
+
+
+class RunStore:
+    """One run folder and its manifest."""
+
+    MANIFEST = "manifest.json"
+
+    def __init__(self, run_dir: Path | str, cache: StageCache | None = None) -> None:
+        self.dir = Path(run_dir)
+        self.cache = cache or StageCache(self.dir.parent / ".cache")
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    def path(self, rel: str) -> Path:
+        return self.dir / rel
+
+    def has(self, rel: str) -> bool:
+        return self.path(rel).exists()
+
+    # -- manifest -----------------------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        p = self.dir / self.MANIFEST
+        if not p.is_file():
+            return {"run_name": self.name, "created_at": _now(), "stages": {}, "skipped_inputs": [], "notes": []}
+        return json.loads(p.read_text(encoding="utf-8"))
+
+    def update_manifest(self, fn: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        m = self.manifest()
+        fn(m)
+        m["updated_at"] = _now()
+        atomic_write_text(self.dir / self.MANIFEST, json.dumps(m, indent=2, sort_keys=False))
+        return m
+
+    def record_config(self, config_json: dict[str, Any]) -> None:
+        def _set(m: dict[str, Any]) -> None:
+            m["config"] = config_json
+            m["versions"] = package_versions()
+
+        self.update_manifest(_set)
+
+    def record_stage(self, result: StageResult) -> None:
+        def _set(m: dict[str, Any]) -> None:
+            m.setdefault("stages", {})[result.stage] = result.model_dump(mode="json")
+
+        self.update_manifest(_set)
+
+    def stage_results(self) -> dict[str, StageResult]:
+        return {k: StageResult.model_validate(v) for k, v in self.manifest().get("stages", {}).items()}
+
+    # -- running a stage ----------------------------------------------------------------------------
+    def run_stage(
+        self,
+        stage: str,
+        key: str,
+        outputs: list[str],
+        fn: Callable[[], StageResult | dict[str, Any] | None],
+    ) -> StageResult:
+        """Serve the stage from the cache if its key is known, else run `fn` (which writes `outputs`
+        into the run folder) and remember the result under the key."""
+        cached = self.cache.lookup(stage, key)
+        if cached is not None:
+            t0 = time.perf_counter()
+            self.cache.restore(stage, key, self.dir)
+            result = cached.model_copy(
+                update={
+                    "status": "cached",
+                    "seconds": round(time.perf_counter() - t0, 3),
+                    "cost_usd": 0.0,
+                    "finished_at": _now(),
+                    "details": {**cached.details, "first_run_seconds": cached.seconds},
+                }
+            )
+            self.record_stage(result)
+            return result
+
+        self.record_stage(StageResult(stage=stage, status="running", key=key))
+        t0 = time.perf_counter()
+        try:
+            produced = fn()
+        except BaseException as e:
+            self.record_stage(
+                StageResult(
+                    stage=stage,
+                    status="failed",
+                    key=key,
+                    seconds=round(time.perf_counter() - t0, 3),
+                    message=f"{type(e).__name__}: {e}",
+                    finished_at=_now(),
+                )
+            )
+            raise
+        if isinstance(produced, StageResult):
+            result = produced
+        else:
+            result = StageResult(stage=stage, status="completed", **(produced or {}))
+        result = result.model_copy(
+            update={
+                "stage": stage,
+                "key": key,
+                "status": result.status if result.status != "running" else "completed",
+                "seconds": round(time.perf_counter() - t0, 3),
+                "finished_at": _now(),
+            }
+        )
+        if not result.outputs:
+            result.outputs = {rel: _rows(self.path(rel)) for rel in outputs}
+        if result.status == "completed":
+            self.cache.put(result, self.dir, outputs)
+        self.record_stage(result)
+        return result
+
+
+def _rows(path: Path) -> int:
+    if path.suffix == ".parquet" and path.is_file():
+        from distiller.records import parquet_rows
+
+        return parquet_rows(path)
+    return -1
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[dict[str, float]]:
+    box: dict[str, float] = {}
+    t0 = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box["seconds"] = time.perf_counter() - t0
