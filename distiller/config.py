@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from distiller.errors import ConfigError
@@ -66,7 +74,8 @@ class LLMConfig(Section):
     model: str = "gpt-4o-mini"
     base_url: str | None = None
     api_key_env: str | None = Field(
-        default=None, description="Environment variable holding the key (default OPENAI_API_KEY / ANTHROPIC_API_KEY)."
+        default=None,
+        description="Environment variable holding the key (default OPENAI_API_KEY / ANTHROPIC_API_KEY).",
     )
     api_key_secret_block: str | None = Field(default=None, description="Name of a Prefect Secret block.")
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
@@ -117,15 +126,27 @@ class ValidationConfig(Section):
 class MiningConfig(Section):
     iterations: int = Field(default=1, ge=1, le=10)
     top_k: int = Field(default=100, ge=2)
-    hard_positive_rank_min: int = Field(default=5, ge=1, description="Ground truth ranked here or worse is hard.")
+    hard_positive_rank_min: int = Field(
+        default=5, ge=1, description="Ground truth ranked here or worse is hard."
+    )
     hard_positive_rank_max: int = Field(default=100, ge=1)
     negative_rank_max: int = Field(default=15, ge=1, description="Negatives come from ranks 1..this.")
     negatives_per_query: int = Field(default=3, ge=1)
     easy_hard_ratio: float = Field(default=2.0, ge=0.0)
     false_negative_margin: float = Field(
-        default=0.05, ge=0.0, le=1.0, description="Drop a negative scoring above (1 - margin) x positive score."
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Drop a negative scoring above (1 - margin) x positive score.",
     )
-    exact_index_max_corpus: int = Field(default=200_000, ge=1, description="Above this, an approximate index.")
+    false_negative_guard: Literal["duplicate", "score", "both", "none"] = Field(
+        default="duplicate",
+        description="'duplicate': drop a negative whose passage is a near-copy of the positive (cosine >= "
+        "1 - margin) or contains the query; 'score': drop one scoring above (1 - margin) x positive score.",
+    )
+    exact_index_max_corpus: int = Field(
+        default=200_000, ge=1, description="Above this, an approximate index."
+    )
     encode_batch_size: int = Field(default=64, ge=1)
 
 
@@ -241,7 +262,11 @@ class DistillConfig(BaseSettings):
 def _redact(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {
-            k: ("***" if any(s in k.lower() for s in ("secret", "password", "token_value")) and v else _redact(v))
+            k: (
+                "***"
+                if any(s in k.lower() for s in ("secret", "password", "token_value")) and v
+                else _redact(v)
+            )
             for k, v in obj.items()
         }
     if isinstance(obj, list):
@@ -292,9 +317,7 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(
-    path: str | Path | None = None, overrides: dict[str, Any] | None = None
-) -> DistillConfig:
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> DistillConfig:
     """Build the config from a YAML file (optional), the environment and explicit overrides."""
     data: dict[str, Any] = load_yaml(path) if path else {}
     data = _deep_merge(data, overrides or {})

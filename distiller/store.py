@@ -82,7 +82,14 @@ def stage_key(stage: str, version: str, config_hash: str, inputs: Iterable[Path 
 
 def package_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for name in ("domain-distiller", "torch", "sentence-transformers", "transformers", "prefect", "faiss-cpu"):
+    for name in (
+        "domain-distiller",
+        "torch",
+        "sentence-transformers",
+        "transformers",
+        "prefect",
+        "faiss-cpu",
+    ):
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
     return out
@@ -90,11 +97,7 @@ def package_versions() -> dict[str, str]:
 
 def _link_or_copy(src: Path, dst: Path) -> None:
     """Hard-link src to dst (a file or a folder tree); copy where links cannot be made."""
-    if dst.exists() or dst.is_symlink():
-        if dst.is_dir() and not dst.is_symlink():
-            shutil.rmtree(dst)
-        else:
-            dst.unlink()
+    _remove(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     if src.is_dir():
         shutil.copytree(src, dst, copy_function=_link_file)
@@ -169,7 +172,13 @@ class RunStore:
     def manifest(self) -> dict[str, Any]:
         p = self.dir / self.MANIFEST
         if not p.is_file():
-            return {"run_name": self.name, "created_at": _now(), "stages": {}, "skipped_inputs": [], "notes": []}
+            return {
+                "run_name": self.name,
+                "created_at": _now(),
+                "stages": {},
+                "skipped_inputs": [],
+                "notes": [],
+            }
         return json.loads(p.read_text(encoding="utf-8"))
 
     def update_manifest(self, fn: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
@@ -222,6 +231,10 @@ class RunStore:
             return result
 
         self.record_stage(StageResult(stage=stage, status="running", key=key))
+        # Outputs may be hard links into the cache (from an earlier restore): remove them so the stage
+        # writes new files and never overwrites a cached one in place.
+        for rel in outputs:
+            _remove(self.path(rel))
         t0 = time.perf_counter()
         try:
             produced = fn()
@@ -256,6 +269,13 @@ class RunStore:
             self.cache.put(result, self.dir, outputs)
         self.record_stage(result)
         return result
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def _rows(path: Path) -> int:

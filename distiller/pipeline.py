@@ -1,0 +1,390 @@
+"""The pipeline's stages as plain Python: each reads the artifacts of the stages before it from the run
+folder, writes its own, and is served from the stage cache when its key (config section + input
+contents + code version) was seen before. Prefect tasks in `tasks/` are thin wrappers around these.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from distiller.config import DistillConfig
+from distiller.errors import StageError
+from distiller.records import (
+    Chunk,
+    Document,
+    MetricRow,
+    Passage,
+    QAPair,
+    Query,
+    Triplet,
+    read_parquet,
+    write_parquet,
+)
+from distiller.store import RunStore, StageCache, StageResult, stage_key
+
+log = logging.getLogger("distiller")
+
+# Bump a stage's version when its code changes what it writes: old cache entries stop matching.
+VERSIONS = {
+    "ingest": "1",
+    "generate": "1",
+    "mine": "1",
+    "train": "1",
+    "evaluate": "1",
+    "export": "1",
+    "report": "1",
+}
+
+STAGES = ("ingest", "generate", "mine", "train", "evaluate", "export", "report")
+
+Progress = Callable[[str], None]
+
+
+def default_run_name(cfg: DistillConfig) -> str:
+    """A stable name, so the same command twice lands in the same folder and resumes."""
+    if cfg.run_name:
+        return cfg.run_name
+    if cfg.input.qa_file:
+        base = Path(cfg.input.qa_file).stem
+    elif cfg.input.paths:
+        first = cfg.input.paths[0].rstrip("/")
+        base = Path(first.split("*")[0].rstrip("/") or "corpus").name or "corpus"
+    elif cfg.generation.domain:
+        base = f"{cfg.generation.domain}-{cfg.generation.language}"
+    else:
+        base = "run"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-.") or "run"
+
+
+def open_store(cfg: DistillConfig) -> RunStore:
+    store = RunStore(cfg.runs_path / default_run_name(cfg), StageCache(cfg.cache_path))
+    store.record_config(cfg.redacted())
+    return store
+
+
+def _input_file_hashes(cfg: DistillConfig) -> list[str]:
+    from distiller.ingest.readers import expand_inputs
+    from distiller.store import sha256_file
+
+    files, _ = expand_inputs(cfg.input.paths)
+    # Contents only, sorted: moving or renaming the corpus keeps the key.
+    return sorted(sha256_file(f) for f in files)
+
+
+def _config_hash(cfg: DistillConfig, *sections: str, exclude: dict[str, set[str]] | None = None) -> str:
+    import hashlib
+    import json
+
+    dumped = cfg.model_dump(mode="json")
+    payload: dict[str, Any] = {"seed": cfg.seed}
+    for s in sections:
+        value = dumped[s]
+        if exclude and s in exclude and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in exclude[s]}
+        payload[s] = value
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------
+def ingest_stage(store: RunStore, cfg: DistillConfig, progress: Progress | None = None) -> StageResult:
+    from distiller.ingest import ingest
+
+    tokenizer = cfg.chunking.tokenizer or cfg.training.student
+    key = stage_key(
+        "ingest",
+        VERSIONS["ingest"],
+        _config_hash(cfg, "input", "chunking", exclude={"input": {"paths"}}) + tokenizer,
+        _input_file_hashes(cfg),
+    )
+
+    def run() -> dict[str, Any]:
+        result = ingest(cfg, on_file=progress)
+        write_parquet(store.path("sources.parquet"), result.documents, Document)
+        write_parquet(store.path("chunks.parquet"), result.chunks, Chunk)
+        skipped = [s.model_dump() for s in result.skipped]
+        for s in result.skipped:
+            log.warning("skipped %s%s: %s", s.path, f":{s.line}" if s.line else "", s.reason)
+        return {
+            "message": f"{len(result.documents)} documents, {len(result.chunks)} chunks, "
+            f"{len(result.skipped)} skipped",
+            "details": {
+                "documents": len(result.documents),
+                "skipped_inputs": skipped,
+                "short_chunks_dropped": result.short_chunks_dropped,
+                "duplicate_documents": result.duplicates,
+                "tokens": sum(c.n_tokens for c in result.chunks),
+            },
+        }
+
+    res = store.run_stage("ingest", key, ["sources.parquet", "chunks.parquet"], run)
+    store.update_manifest(lambda m: m.__setitem__("skipped_inputs", res.details.get("skipped_inputs", [])))
+    return res
+
+
+def generate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
+    chunks_path = store.path("chunks.parquet")
+    if not chunks_path.is_file():
+        raise StageError("generate needs chunks.parquet: run the ingest stage first (distill ingest)")
+    key = stage_key(
+        "generate",
+        VERSIONS["generate"],
+        _config_hash(cfg, "teacher", "generation", "split", "budget"),
+        [chunks_path],
+    )
+
+    def run() -> dict[str, Any]:
+        chunks = read_parquet(chunks_path, Chunk)
+        if cfg.teacher.offline:
+            from distiller.teachers.offline import inverse_cloze
+
+            out = inverse_cloze(
+                chunks,
+                cfg.generation.queries_per_chunk,
+                cfg.generation.min_query_words,
+                cfg.split.train_ratio,
+                cfg.split.val_ratio,
+                cfg.seed,
+                cfg.generation.language,
+            )
+        else:
+            from distiller.teachers.llm import generate_with_llm  # the LLM teacher (issue: generation)
+
+            out = generate_with_llm(chunks, cfg, store)
+        for note in out.notes:
+            log.warning(note)
+        write_parquet(store.path("passages.parquet"), out.passages, Passage)
+        write_parquet(store.path("queries.parquet"), out.queries, Query)
+        write_parquet(store.path("qa_pairs.parquet"), out.qa_pairs, QAPair)
+        by_split: dict[str, int] = {}
+        for q in out.queries:
+            by_split[q.split] = by_split.get(q.split, 0) + 1
+        return {
+            "message": f"{len(out.queries)} queries ({', '.join(f'{k} {v}' for k, v in sorted(by_split.items()))}), "
+            f"{len(out.qa_pairs)} Q&A pairs, teacher {'offline-ict' if cfg.teacher.offline else cfg.teacher.model}",
+            "details": {"notes": out.notes, "queries_by_split": by_split, **out.stats},
+        }
+
+    return store.run_stage("generate", key, ["passages.parquet", "queries.parquet", "qa_pairs.parquet"], run)
+
+
+def _model_ref(store: RunStore, cfg: DistillConfig, iteration: int) -> tuple[str, Path | str]:
+    """(model to load, what identifies it in a cache key) for the model that starts iteration k."""
+    from distiller.models import resolve_student
+
+    if iteration <= 1:
+        ref = resolve_student(cfg.training.student)
+        p = Path(ref)
+        # A local folder is identified by its name (packaged or user model); contents are hashed only
+        # for trained iterations, whose files this pipeline wrote.
+        return ref, f"{cfg.training.student}|{p.name if p.exists() else ref}"
+    prev = store.path(f"models/iter{iteration - 1}")
+    if not prev.is_dir():
+        raise StageError(f"iteration {iteration} needs models/iter{iteration - 1}: run train for it first")
+    return str(prev), prev
+
+
+def mine_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageResult:
+    from distiller.mining import mine_triplets
+    from distiller.models import load_student
+
+    passages_p, queries_p = store.path("passages.parquet"), store.path("queries.parquet")
+    if not (passages_p.is_file() and queries_p.is_file()):
+        raise StageError("mine needs passages.parquet and queries.parquet: run generate first")
+    model_path, model_id = _model_ref(store, cfg, iteration)
+    prev_triplets = store.path(f"triplets_iter{iteration - 1}.parquet") if iteration > 1 else None
+    inputs: list[Path | str] = [passages_p, queries_p, model_id]
+    if prev_triplets is not None:
+        inputs.append(prev_triplets)
+    key = stage_key(
+        "mine", VERSIONS["mine"], _config_hash(cfg, "mining") + cfg.training.kind + str(iteration), inputs
+    )
+    out_name = f"triplets_iter{iteration}.parquet"
+
+    def run() -> dict[str, Any]:
+        passages = read_parquet(passages_p, Passage)
+        queries = read_parquet(queries_p, Query)
+        previous = read_parquet(prev_triplets, Triplet) if prev_triplets is not None else []
+        model = load_student(model_path, kind=cfg.training.kind, max_seq_length=cfg.training.max_seq_length)
+        result = mine_triplets(model, passages, queries, cfg.mining, iteration, cfg.seed, previous=previous)
+        allrows = previous + result.triplets
+        if not allrows:
+            raise StageError(
+                f"mining found no triplets in iteration {iteration}: too few training queries "
+                f"({sum(q.split == 'train' for q in queries)}) or passages ({len(passages)})"
+            )
+        write_parquet(store.path(out_name), allrows, Triplet)
+        return {
+            "message": f"{len(result.triplets)} new triplets, {len(allrows)} accumulated",
+            "details": {"new": len(result.triplets), "accumulated": len(allrows), **result.stats},
+        }
+
+    return store.run_stage(f"mine_iter{iteration}", key, [out_name], run)
+
+
+def train_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageResult:
+    from distiller.training import train_student
+
+    triplets_p = store.path(f"triplets_iter{iteration}.parquet")
+    if not triplets_p.is_file():
+        raise StageError(f"train needs triplets_iter{iteration}.parquet: run mine first")
+    model_path, model_id = _model_ref(store, cfg, iteration)
+    key = stage_key(
+        "train", VERSIONS["train"], _config_hash(cfg, "training") + str(iteration), [triplets_p, model_id]
+    )
+    out_rel = f"models/iter{iteration}"
+
+    def run() -> dict[str, Any]:
+        triplets = read_parquet(triplets_p, Triplet)
+        # Checkpoints are keyed like the stage, so a changed config never resumes a stale training.
+        ckpt = store.path(f"checkpoints/{key[:16]}")
+        result = train_student(model_path, triplets, cfg.training, store.path(out_rel), cfg.seed, ckpt)
+        shutil.rmtree(ckpt, ignore_errors=True)
+        return {
+            "message": f"{result.steps} steps on {result.device} in {result.seconds:.0f}s"
+            + (f" (resumed from {Path(result.resumed_from).name})" if result.resumed_from else ""),
+            "details": {
+                "steps": result.steps,
+                "train_loss": result.train_loss,
+                "device": result.device,
+                "resumed_from": result.resumed_from,
+                "triplets": len(triplets),
+            },
+        }
+
+    return store.run_stage(f"train_iter{iteration}", key, [out_rel], run)
+
+
+def evaluate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
+    """Base model, BM25 and every iteration's model on the held-out queries; the best goes to models/best."""
+    from distiller.evaluation import evaluate_bm25, evaluate_model, pick_best
+    from distiller.models import load_student
+
+    passages_p, queries_p = store.path("passages.parquet"), store.path("queries.parquet")
+    iters = cfg.mining.iterations
+    model_dirs = [store.path(f"models/iter{k}") for k in range(1, iters + 1)]
+    missing = [str(p) for p in model_dirs if not p.is_dir()]
+    if missing:
+        raise StageError(f"evaluate needs the trained models: missing {', '.join(missing)}")
+    base_path, base_id = _model_ref(store, cfg, 1)
+    key = stage_key(
+        "evaluate",
+        VERSIONS["evaluate"],
+        _config_hash(cfg, "evaluation") + cfg.training.kind + str(cfg.training.max_seq_length),
+        [passages_p, queries_p, base_id, *model_dirs],
+    )
+
+    def run() -> dict[str, Any]:
+        passages = read_parquet(passages_p, Passage)
+        queries = [q for q in read_parquet(queries_p, Query) if q.split == "test"]
+        if not queries:
+            raise StageError("no held-out (test) queries to evaluate on: the corpus needs more documents")
+        ks = cfg.evaluation.ks
+        kind, msl = cfg.training.kind, cfg.training.max_seq_length
+        rows: list[MetricRow] = []
+        rows += evaluate_bm25(passages, queries, ks)
+        rows += evaluate_model(
+            load_student(base_path, kind=kind, max_seq_length=msl), passages, queries, ks, "base", 0
+        )
+        for k, d in enumerate(model_dirs, start=1):
+            rows += evaluate_model(
+                load_student(str(d), kind=kind, max_seq_length=msl), passages, queries, ks, f"iter{k}", k
+            )
+        write_parquet(store.path("metrics.parquet"), rows, MetricRow)
+        best = pick_best([r for r in rows if r.model != "bm25"], cfg.evaluation.metric)
+        best_dir = store.path("models/best")
+        if best_dir.exists():
+            shutil.rmtree(best_dir)
+        src = base_path if best == "base" else str(store.path(f"models/{best}"))
+        shutil.copytree(src, best_dir)
+        (best_dir / "distiller_best.txt").write_text(f"{best}\n", encoding="utf-8")
+        metric = cfg.evaluation.metric
+        table = {r.model: r.value for r in rows if r.metric == metric}
+        return {
+            "message": f"best: {best} ({metric} "
+            + ", ".join(f"{m} {v:.3f}" for m, v in table.items())
+            + f") on {len(queries)} held-out queries",
+            "details": {"best": best, "metric": metric, "values": table, "held_out_queries": len(queries)},
+        }
+
+    return store.run_stage("evaluate", key, ["metrics.parquet", "models/best"], run)
+
+
+def export_stage(store: RunStore, cfg: DistillConfig, command: str | None = None) -> StageResult:
+    from distiller.export import export_run
+
+    inputs = [p for p in sorted(store.dir.glob("*.parquet")) if p.name != "ledger.parquet"]
+    key = stage_key("export", VERSIONS["export"], _config_hash(cfg, "export", "split", "validation"), inputs)
+
+    def run() -> dict[str, Any]:
+        res = export_run(store.dir, cfg.export.formats, cfg.split, cfg.seed, command=command)
+        return {
+            "message": f"{len(res.files)} files in {Path(res.out_dir).name}/",
+            "details": {"files": res.files},
+        }
+
+    return store.run_stage("export", key, ["exports"], run)
+
+
+def report_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
+    from distiller.report import render_report
+
+    inputs = [p for p in sorted(store.dir.glob("*.parquet"))]
+    key = stage_key("report", VERSIONS["report"], "", inputs)
+
+    def run() -> dict[str, Any]:
+        path = render_report(store.dir)
+        return {"message": f"report at {path}"}
+
+    return store.run_stage("report", key, ["report.html"], run)
+
+
+def run_pipeline(
+    cfg: DistillConfig, progress: Progress | None = None, command: str | None = None
+) -> RunStore:
+    """The whole pipeline without Prefect (used by tests and `distill run --no-prefect`)."""
+    store = open_store(cfg)
+    ingest_stage(store, cfg, progress)
+    generate_stage(store, cfg)
+    for k in range(1, cfg.mining.iterations + 1):
+        mine_stage(store, cfg, k)
+        train_stage(store, cfg, k)
+    evaluate_stage(store, cfg)
+    export_stage(store, cfg, command)
+    report_stage(store, cfg)
+    return store
+
+
+def summary_markdown(store: RunStore) -> str:
+    """The run at a glance, as Markdown (the flow's final Prefect artifact)."""
+    lines = [
+        f"# Run `{store.name}`",
+        "",
+        "| stage | status | outputs | seconds | note |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in store.stage_results().items():
+        outs = ", ".join(f"{k} ({v})" if v >= 0 else k for k, v in r.outputs.items())
+        lines.append(
+            f"| {name} | {r.status} | {outs} | {r.seconds:.1f} | {(r.message or '').replace('|', '/')} |"
+        )
+    metrics = store.path("metrics.parquet")
+    if metrics.is_file():
+        import pandas as pd
+
+        df = pd.read_parquet(metrics).pivot_table(index="model", columns="metric", values="value")
+        lines += ["", "## Retrieval metrics (held-out queries)", ""]
+        lines.append("| model | " + " | ".join(df.columns) + " |")
+        lines.append("|---" * (len(df.columns) + 1) + "|")
+        lines += [f"| {m} | " + " | ".join(f"{v:.4f}" for v in row) + " |" for m, row in df.iterrows()]
+    skipped = store.manifest().get("skipped_inputs", [])
+    if skipped:
+        lines += ["", f"## Skipped inputs ({len(skipped)})", ""]
+        lines += [
+            f"- `{s['path']}{':' + str(s['line']) if s.get('line') else ''}`: {s['reason']}" for s in skipped
+        ]
+    return "\n".join(lines)

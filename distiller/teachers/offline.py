@@ -1,0 +1,114 @@
+"""The offline teacher: inverse-cloze pseudo-queries (Lee et al. 2019, "Latent Retrieval for Weakly
+Supervised Open Domain Question Answering", ICT). A sentence of a chunk becomes the query and the chunk
+*without* that sentence becomes its positive, so retrieval cannot succeed by copying words verbatim.
+
+Deterministic for a seed: the sentence picked in a chunk depends only on (seed, chunk id)."""
+
+from __future__ import annotations
+
+import random
+from functools import lru_cache
+
+import pysbd
+
+from distiller.records import Chunk, Passage, QAPair, Query
+from distiller.teachers.base import GenerationOutput, document_splits
+
+TEACHER = "offline-ict"
+PYSBD_LANGUAGES = {"en", "de", "es", "fr", "it", "nl", "ru", "pl", "da", "el", "ja", "zh", "ar", "hi", "fa"}
+
+
+@lru_cache(maxsize=8)
+def _segmenter(language: str) -> pysbd.Segmenter:
+    return pysbd.Segmenter(
+        language=language if language in PYSBD_LANGUAGES else "en", clean=False, char_span=True
+    )
+
+
+def sentence_spans(text: str, language: str = "en") -> list[tuple[int, int]]:
+    return [(s.start, s.end) for s in _segmenter(language).segment(text)]
+
+
+def _tidy(text: str) -> str:
+    return " ".join(text.split())
+
+
+def inverse_cloze(
+    chunks: list[Chunk],
+    queries_per_chunk: int,
+    min_words: int,
+    train_ratio: float,
+    val_ratio: float,
+    seed: int,
+    language: str = "en",
+) -> GenerationOutput:
+    splits = document_splits(chunks, train_ratio, val_ratio, seed)
+    passages: list[Passage] = []
+    queries: list[Query] = []
+    qa_pairs: list[QAPair] = []
+    without_query = 0
+    for chunk in chunks:
+        spans = sentence_spans(chunk.text, language)
+        candidates = [(s, e) for s, e in spans if len(chunk.text[s:e].split()) >= min_words]
+        # A chunk of one sentence has nothing left to be its positive.
+        if len(spans) < 2 or not candidates:
+            passages.append(
+                Passage(
+                    passage_id=chunk.chunk_id, doc_id=chunk.doc_id, chunk_id=chunk.chunk_id, text=chunk.text
+                )
+            )
+            without_query += 1
+            continue
+        rng = random.Random(f"{seed}:{chunk.chunk_id}")
+        picked = sorted(rng.sample(candidates, k=min(queries_per_chunk, len(candidates), len(spans) - 1)))
+        kept, cursor = [], 0
+        for s, e in picked:
+            kept.append(chunk.text[cursor:s])
+            cursor = e
+        kept.append(chunk.text[cursor:])
+        positive = _tidy(" ".join(kept))
+        passages.append(
+            Passage(passage_id=chunk.chunk_id, doc_id=chunk.doc_id, chunk_id=chunk.chunk_id, text=positive)
+        )
+        split = splits[chunk.doc_id]
+        for i, (s, e) in enumerate(picked):
+            sentence = _tidy(chunk.text[s:e])
+            qid = f"{chunk.chunk_id}-q{i}"
+            queries.append(
+                Query(
+                    query_id=qid,
+                    text=sentence,
+                    positive_ids=[chunk.chunk_id],
+                    doc_id=chunk.doc_id,
+                    chunk_id=chunk.chunk_id,
+                    split=split,
+                    teacher=TEACHER,
+                    language=language,
+                    query_type="inverse-cloze",
+                )
+            )
+            qa_pairs.append(
+                QAPair(
+                    qa_id=qid,
+                    question=sentence,
+                    answer=positive,
+                    reasoning="inverse cloze: the sentence was cut from this passage",
+                    source_chunk=chunk.chunk_id,
+                    doc_id=chunk.doc_id,
+                    split=split,
+                    teacher=TEACHER,
+                )
+            )
+    return GenerationOutput(
+        passages=passages,
+        queries=queries,
+        qa_pairs=qa_pairs,
+        notes=[
+            "No LLM configured: the offline teacher made inverse-cloze pseudo-queries (a sentence of each chunk "
+            "as the query, the rest of the chunk as its positive). For real questions and Q&A pairs set "
+            "teacher.provider (openai | anthropic) and teacher.model, e.g. "
+            "`distill run --teacher openai --model gpt-4o-mini` with OPENAI_API_KEY set, or "
+            "`--teacher openai --base-url http://localhost:8000/v1` for vLLM/Ollama."
+        ],
+        stats={"chunks_without_query": without_query, "queries": len(queries)},
+    )

@@ -1,0 +1,46 @@
+"""The end-to-end DAG: ingest → generate → (mine → train) × iterations → evaluate → export → report.
+
+Its one parameter is the validated `DistillConfig`, so the Prefect UI renders the whole configuration as
+a form; `distill run` calls the same flow from the command line.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from distiller import pipeline
+from distiller.config import DistillConfig
+from tasks.stages import (
+    artifact_key,
+    evaluate_task,
+    export_task,
+    generate_task,
+    ingest_task,
+    mine_task,
+    report_task,
+    train_task,
+)
+
+
+@flow(name="distill", log_prints=True)
+def distill(config: DistillConfig = DistillConfig(), command: str | None = None) -> dict:
+    """Distill a corpus into training data and a domain-adapted retrieval model."""
+    store = pipeline.open_store(config)
+    ingest_task(config)
+    generate_task(config)
+    for k in range(1, config.mining.iterations + 1):
+        mine_task(config, k)
+        train_task(config, k)
+    evaluate_task(config)
+    export_task(config, command)
+    report_task(config)
+    summary = pipeline.summary_markdown(store)
+    create_markdown_artifact(
+        key=artifact_key(store.name, "summary"), markdown=summary, description=f"Run {store.name}"
+    )
+    return {"run_dir": str(store.dir), "stages": {k: v.status for k, v in store.stage_results().items()}}
+
+
+if __name__ == "__main__":
+    distill()

@@ -1,0 +1,82 @@
+"""Prefect tasks: one per pipeline stage, each a thin wrapper over `distiller.pipeline`.
+
+The stage cache lives in the run store (content-addressed, shared by every run), so Prefect's own
+result cache is off; a stage served from the store finishes in a `Cached` state, which the UI shows.
+Every task publishes a table artifact of what it wrote.
+"""
+
+from __future__ import annotations
+
+import re
+
+from prefect import task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+from prefect.states import Completed, State
+
+from distiller import pipeline
+from distiller.config import DistillConfig
+from distiller.store import StageResult
+
+LLM_TAG = "llm"
+"""LLM stages carry this tag, so a Prefect concurrency limit on it caps calls across runs and workers."""
+
+
+def artifact_key(run_name: str, stage: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", f"{run_name}-{stage}".lower()).strip("-")[:120]
+
+
+def _finish(config: DistillConfig, result: StageResult) -> State:
+    logger = get_run_logger()
+    run_name = pipeline.default_run_name(config)
+    rows = [{"artifact": k, "rows": v if v >= 0 else "folder"} for k, v in result.outputs.items()]
+    rows.append({"artifact": "(stage)", "rows": f"{result.status} in {result.seconds:.1f}s"})
+    create_table_artifact(
+        key=artifact_key(run_name, result.stage),
+        table=rows,
+        description=f"**{result.stage}** — {result.message or result.status} (run `{run_name}`)",
+    )
+    logger.info("%s: %s — %s", result.stage, result.status, result.message or "")
+    if result.status == "cached":
+        return Completed(name="Cached", data=result, message=f"served from the stage cache: {result.message}")
+    return Completed(data=result, message=result.message)
+
+
+def _store(config: DistillConfig):
+    return pipeline.open_store(config)
+
+
+@task(name="ingest", cache_policy=NO_CACHE, tags=["distiller"])
+def ingest_task(config: DistillConfig) -> State:
+    return _finish(config, pipeline.ingest_stage(_store(config), config))
+
+
+@task(name="generate", cache_policy=NO_CACHE, tags=["distiller", LLM_TAG])
+def generate_task(config: DistillConfig) -> State:
+    return _finish(config, pipeline.generate_stage(_store(config), config))
+
+
+@task(name="mine", cache_policy=NO_CACHE, tags=["distiller"], task_run_name="mine-iter{iteration}")
+def mine_task(config: DistillConfig, iteration: int) -> State:
+    return _finish(config, pipeline.mine_stage(_store(config), config, iteration))
+
+
+@task(name="train", cache_policy=NO_CACHE, tags=["distiller", "gpu"], task_run_name="train-iter{iteration}")
+def train_task(config: DistillConfig, iteration: int) -> State:
+    return _finish(config, pipeline.train_stage(_store(config), config, iteration))
+
+
+@task(name="evaluate", cache_policy=NO_CACHE, tags=["distiller"])
+def evaluate_task(config: DistillConfig) -> State:
+    return _finish(config, pipeline.evaluate_stage(_store(config), config))
+
+
+@task(name="export", cache_policy=NO_CACHE, tags=["distiller"])
+def export_task(config: DistillConfig, command: str | None = None) -> State:
+    return _finish(config, pipeline.export_stage(_store(config), config, command))
+
+
+@task(name="report", cache_policy=NO_CACHE, tags=["distiller"])
+def report_task(config: DistillConfig) -> State:
+    return _finish(config, pipeline.report_stage(_store(config), config))

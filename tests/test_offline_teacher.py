@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from distiller.config import load_config
+from distiller.ingest import ingest
+from distiller.teachers.offline import inverse_cloze
+
+
+def _chunks(corpus: Path):
+    cfg = load_config(overrides={"input": {"paths": [str(corpus)]}, "chunking": {"chunk_size": 96}})
+    return ingest(cfg).chunks
+
+
+def test_inverse_cloze_is_deterministic_and_removes_the_query(tiny_corpus: Path) -> None:
+    chunks = _chunks(tiny_corpus)
+    a = inverse_cloze(chunks, 1, 5, 0.7, 0.1, seed=3)
+    b = inverse_cloze(chunks, 1, 5, 0.7, 0.1, seed=3)
+    c = inverse_cloze(chunks, 1, 5, 0.7, 0.1, seed=4)
+    assert [q.model_dump() for q in a.queries] == [q.model_dump() for q in b.queries]
+    assert [q.text for q in a.queries] != [q.text for q in c.queries]
+    passages = {p.passage_id: p for p in a.passages}
+    assert len(passages) == len(chunks)  # every chunk is in the corpus, with or without a query
+    for q in a.queries:
+        assert len(q.text.split()) >= 5
+        positive = passages[q.positive_ids[0]].text
+        assert q.text not in positive  # the query sentence was cut out of its positive
+        assert positive  # and something is left
+    assert "No LLM configured" in a.notes[0]
+
+
+def test_split_is_by_document(tiny_corpus: Path) -> None:
+    chunks = _chunks(tiny_corpus)
+    out = inverse_cloze(chunks, 2, 5, 0.6, 0.2, seed=1)
+    split_of_doc: dict[str, set[str]] = {}
+    for q in out.queries:
+        split_of_doc.setdefault(q.doc_id, set()).add(q.split)
+    assert all(len(s) == 1 for s in split_of_doc.values())
+    assert {s for v in split_of_doc.values() for s in v} == {"train", "val", "test"}
+    for qa in out.qa_pairs:
+        assert qa.split == next(iter(split_of_doc[qa.doc_id]))
