@@ -1,0 +1,242 @@
+"""Encode a corpus once and search it in batches, with memory bounded by batch size, not corpus size.
+
+Dense models: passage embeddings are streamed into a float32 numpy memmap on disk, `encode_batch_size`
+texts at a time; exact search runs per query batch over corpus blocks read from the memmap (FAISS
+`knn` per block, merged in a `ResultHeap`), so resident memory is one query batch x one corpus block plus
+the top-k of that query batch. Above `exact_index_max_corpus` passages an IVF index with 8-bit scalar
+quantisation is trained on a sample and filled block by block (its codes take N x dim bytes, a quarter
+of the float32 embeddings; the float vectors stay on disk).
+
+Sparse (SPLADE) models: embeddings go into a scipy CSR matrix built batch by batch (memory grows with
+the number of active terms, not the vocabulary); search is a sparse product per query batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+Role = Literal["query", "document"]
+
+QUERY_BATCH = 1024
+"""Queries searched at once: their scores against one corpus block are QUERY_BATCH x CORPUS_BLOCK floats."""
+CORPUS_BLOCK = 65_536
+"""Corpus rows read from the memmap per search step (100 MB at 384 dimensions)."""
+
+
+def is_sparse_model(model: Any) -> bool:
+    from sentence_transformers import SparseEncoder
+
+    return isinstance(model, SparseEncoder)
+
+
+def _normalize(model: Any) -> bool:
+    # Cosine models get unit vectors so that inner product = cosine; "dot" models are searched raw.
+    return getattr(model, "similarity_fn_name", "cosine") != "dot"
+
+
+def _encode_batch(model: Any, texts: Sequence[str], role: Role, batch_size: int, **kw: Any) -> Any:
+    fn = model.encode_query if role == "query" else model.encode_document
+    return fn(list(texts), batch_size=batch_size, show_progress_bar=False, **kw)
+
+
+def encode_dense(
+    model: Any, texts: Sequence[str], role: Role, batch_size: int, path: Path | None = None
+) -> np.ndarray:
+    """Encode `texts` into a float32 memmap at `path` (or an in-memory array when `path` is None),
+    `batch_size` x 16 texts per encode call so the model's own batching and sorting still pay off."""
+    dim = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else None
+    if dim is None:
+        dim = model.get_sentence_embedding_dimension()
+    n = len(texts)
+    out: np.ndarray = (
+        np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
+        if path is not None
+        else np.empty((n, dim), dtype=np.float32)
+    )
+    step = batch_size * 16
+    norm = _normalize(model)
+    for start in range(0, n, step):
+        emb = _encode_batch(
+            model,
+            texts[start : start + step],
+            role,
+            batch_size,
+            normalize_embeddings=norm,
+            convert_to_numpy=True,
+        )
+        out[start : start + len(emb)] = emb
+    if isinstance(out, np.memmap):
+        out.flush()
+    return out
+
+
+def encode_sparse(model: Any, texts: Sequence[str], role: Role, batch_size: int) -> Any:
+    """Encode with a SparseEncoder into a scipy CSR matrix, one batch at a time."""
+    import scipy.sparse as sp
+
+    parts = []
+    step = batch_size * 16
+    for start in range(0, len(texts), step):
+        emb = _encode_batch(
+            model, texts[start : start + step], role, batch_size, convert_to_sparse_tensor=True
+        )
+        coo = emb.coalesce().cpu()
+        idx = coo.indices().numpy()
+        parts.append(
+            sp.csr_matrix(
+                (coo.values().float().numpy(), (idx[0], idx[1])), shape=tuple(coo.shape), dtype=np.float32
+            )
+        )
+    if not parts:
+        return sp.csr_matrix((0, 1), dtype=np.float32)
+    return sp.vstack(parts).tocsr()
+
+
+@dataclass
+class EncodedCorpus:
+    """Document embeddings of one model: a memmap (dense) or CSR matrix (sparse), plus an optional
+    approximate FAISS index."""
+
+    embeddings: Any
+    sparse: bool
+    ann: Any = None
+
+    def __len__(self) -> int:
+        return self.embeddings.shape[0]
+
+
+def _build_ann(emb: np.ndarray, block: int, seed: int) -> Any:
+    """IVF + 8-bit scalar quantiser, inner product; trained on a sample, filled block by block."""
+    import faiss
+
+    n, dim = emb.shape
+    nlist = max(1, min(65_536, int(4 * math.sqrt(n))))
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFScalarQuantizer(
+        quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+    )
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=min(n, max(nlist * 39, 10_000)), replace=False))
+    index.train(np.ascontiguousarray(emb[sample]))
+    for start in range(0, n, block):
+        index.add(np.ascontiguousarray(emb[start : start + block]))
+    index.nprobe = max(1, min(nlist, 32))
+    return index
+
+
+def encode_corpus(
+    model: Any,
+    texts: Sequence[str],
+    batch_size: int,
+    workdir: Path | None = None,
+    exact_max: int | None = None,
+    seed: int = 0,
+) -> EncodedCorpus:
+    """Encode the corpus once (dense: into `workdir/corpus.npy` as a memmap)."""
+    if is_sparse_model(model):
+        return EncodedCorpus(encode_sparse(model, texts, "document", batch_size), sparse=True)
+    emb = encode_dense(
+        model, texts, "document", batch_size, path=(workdir / "corpus.npy") if workdir else None
+    )
+    ann = None
+    if exact_max is not None and len(texts) > exact_max:
+        logger.info("corpus of %d > %d passages: approximate IVF-SQ8 index", len(texts), exact_max)
+        ann = _build_ann(emb, CORPUS_BLOCK, seed)
+    return EncodedCorpus(emb, sparse=False, ann=ann)
+
+
+def _search_dense(corpus: EncodedCorpus, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    import faiss
+
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    if corpus.ann is not None:
+        return corpus.ann.search(q, k)
+    emb = corpus.embeddings
+    heap = faiss.ResultHeap(len(q), k, keep_max=True)
+    for start in range(0, len(emb), CORPUS_BLOCK):
+        block = np.ascontiguousarray(emb[start : start + CORPUS_BLOCK])
+        d, i = faiss.knn(q, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
+        if d.shape[1] < k:  # a last block smaller than k: pad so the heap sees (nq, k)
+            pad = k - d.shape[1]
+            d = np.hstack([d, np.full((len(q), pad), -np.inf, dtype=np.float32)])
+            i = np.hstack([i, np.full((len(q), pad), -1 - start, dtype=np.int64)])
+        heap.add_result(d, i + start)
+    heap.finalize()
+    return heap.D, heap.I
+
+
+def _search_sparse(corpus: EncodedCorpus, q: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = (q @ corpus.embeddings.T).toarray()
+    k = min(k, scores.shape[1])
+    idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    part = np.take_along_axis(scores, idx, axis=1)
+    order = np.argsort(-part, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(idx, order, axis=1)
+
+
+def search_batches(
+    model: Any,
+    corpus: EncodedCorpus,
+    queries: Sequence[str],
+    k: int,
+    batch_size: int,
+    query_batch: int = QUERY_BATCH,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray, Any]]:
+    """Yield (offset, scores [b, k], corpus indices [b, k], query embeddings) for each query batch,
+    best first. Indices < 0 mean fewer than k passages exist."""
+    k = min(k, len(corpus)) if len(corpus) else k
+    for start in range(0, len(queries), query_batch):
+        chunk = queries[start : start + query_batch]
+        if corpus.sparse:
+            q = encode_sparse(model, chunk, "query", batch_size)
+            d, i = _search_sparse(corpus, q, k)
+        else:
+            q = encode_dense(model, chunk, "query", batch_size)
+            d, i = _search_dense(corpus, q, k)
+        yield start, d, i, q
+
+
+def passage_cosine(corpus: EncodedCorpus, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of corpus rows a[j] and b[j] (used to spot near-duplicate passages)."""
+    if len(a) == 0:
+        return np.zeros(0, dtype=np.float32)
+    if corpus.sparse:
+        x, y = corpus.embeddings[a], corpus.embeddings[b]
+        dots = np.asarray(x.multiply(y).sum(axis=1)).ravel()
+        nx = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+        ny = np.sqrt(np.asarray(y.multiply(y).sum(axis=1)).ravel())
+    else:
+        x, y = np.asarray(corpus.embeddings[a]), np.asarray(corpus.embeddings[b])
+        dots = np.einsum("ij,ij->i", x, y)
+        nx, ny = np.linalg.norm(x, axis=1), np.linalg.norm(y, axis=1)
+    return (dots / np.maximum(nx * ny, 1e-12)).astype(np.float32)
+
+
+@contextmanager
+def scratch_dir(prefix: str = "distiller-") -> Iterator[Path]:
+    """A temporary folder for memmaps (under $TMPDIR), removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as d:
+        yield Path(d)
+
+
+__all__ = [
+    "EncodedCorpus",
+    "encode_corpus",
+    "encode_dense",
+    "encode_sparse",
+    "is_sparse_model",
+    "passage_cosine",
+    "scratch_dir",
+    "search_batches",
+]
