@@ -1,0 +1,216 @@
+"""A read-only view of one run folder, shared by exports, the HTML report and the status tables.
+
+Every artifact except the manifest is optional here: an offline-teacher run has no ledger and no judgments,
+a run stopped early has no triplets or metrics. Readers get `None` (or an empty list) and a note, never an
+exception, so each consumer can say what is missing instead of crashing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from distiller.records import Chunk, MetricRow, Passage, QAPair, Query, R, Triplet, read_parquet
+
+_ITER_FILE = re.compile(r"^triplets_iter(\d+)\.parquet$")
+
+# Stages in pipeline order; anything else the manifest names is shown after these, in manifest order.
+STAGE_ORDER = (
+    "ingest",
+    "bootstrap",
+    "concepts",
+    "generate",
+    "documents",
+    "validate",
+    "mine",
+    "train",
+    "evaluate",
+    "export",
+)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion: honest at small n and at 0% / 100%, unlike p ± z·se."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+class RunView:
+    """Lazy, cached access to a run folder's manifest and artifacts."""
+
+    def __init__(self, run_dir: Path | str) -> None:
+        self.dir = Path(run_dir)
+        if not self.dir.is_dir():
+            raise FileNotFoundError(f"{self.dir}: no such run folder")
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("run_name") or self.dir.name)
+
+    # -- manifest -----------------------------------------------------------------------------------
+    @cached_property
+    def manifest(self) -> dict[str, Any]:
+        p = self.dir / "manifest.json"
+        if not p.is_file():
+            return {"run_name": self.dir.name, "stages": {}, "skipped_inputs": []}
+        return json.loads(p.read_text(encoding="utf-8"))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.manifest.get("config") or {}
+
+    def config_get(self, dotted: str, default: Any = None) -> Any:
+        node: Any = self.config
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return default if node is None else node
+
+    @property
+    def stages(self) -> dict[str, dict[str, Any]]:
+        raw: dict[str, dict[str, Any]] = self.manifest.get("stages") or {}
+        known = [s for s in STAGE_ORDER if s in raw]
+        return {s: raw[s] for s in known + [s for s in raw if s not in STAGE_ORDER]}
+
+    @property
+    def total_seconds(self) -> float:
+        return float(sum(s.get("seconds") or 0.0 for s in self.stages.values()))
+
+    @property
+    def total_cost(self) -> float:
+        """Spend of the run: the ledger's sum when there is a ledger (it is per call), else the manifest's."""
+        ledger = self.ledger
+        if ledger is not None and "cost_usd" in ledger:
+            return float(ledger["cost_usd"].fillna(0).sum())
+        return float(sum(s.get("cost_usd") or 0.0 for s in self.stages.values()))
+
+    @property
+    def teacher(self) -> str:
+        provider = self.config_get("teacher.provider", "offline")
+        if provider == "offline":
+            return "offline inverse-cloze (no LLM)"
+        return f"{provider}:{self.config_get('teacher.model', '?')}"
+
+    @property
+    def judge(self) -> str:
+        if not self.config_get("validation.enabled", True):
+            return "none (validation disabled)"
+        judge = self.config_get("validation.judge")
+        if judge:
+            if judge.get("provider") == "offline":
+                return "none (offline)"
+            return f"{judge.get('provider')}:{judge.get('model')}"
+        return (
+            "none (offline)" if self.config_get("teacher.provider", "offline") == "offline" else self.teacher
+        )
+
+    @property
+    def unvalidated_policy(self) -> str:
+        return str(self.config_get("validation.unvalidated_policy", "keep"))
+
+    # -- artifacts ----------------------------------------------------------------------------------
+    def path(self, rel: str) -> Path:
+        return self.dir / rel
+
+    def has(self, rel: str) -> bool:
+        return self.path(rel).is_file()
+
+    def frame(self, rel: str) -> pd.DataFrame | None:
+        """Any Parquet artifact as a DataFrame (None when absent): for artifacts whose schema is not mine
+        to know (ledger, judgments, concepts), read column-agnostically."""
+        p = self.path(rel)
+        return pq.read_table(p).to_pandas() if p.is_file() else None
+
+    def _records(self, rel: str, model: type[R]) -> list[R]:
+        return read_parquet(self.path(rel), model) if self.has(rel) else []
+
+    @cached_property
+    def ledger(self) -> pd.DataFrame | None:
+        return self.frame("ledger.parquet")
+
+    @cached_property
+    def judgments(self) -> pd.DataFrame | None:
+        return self.frame("judgments.parquet")
+
+    @cached_property
+    def chunks(self) -> list[Chunk]:
+        return self._records("chunks.parquet", Chunk)
+
+    @cached_property
+    def passages(self) -> list[Passage]:
+        return self._records("passages.parquet", Passage)
+
+    @cached_property
+    def queries(self) -> list[Query]:
+        return self._records("queries.parquet", Query)
+
+    @cached_property
+    def qa_pairs(self) -> list[QAPair]:
+        return self._records("qa_pairs.parquet", QAPair)
+
+    @cached_property
+    def metrics(self) -> list[MetricRow]:
+        return self._records("metrics.parquet", MetricRow)
+
+    @cached_property
+    def triplet_files(self) -> dict[int, Path]:
+        """iteration -> triplets_iter<k>.parquet, ascending."""
+        found = {
+            int(m.group(1)): p
+            for p in self.dir.glob("triplets_iter*.parquet")
+            if (m := _ITER_FILE.match(p.name))
+        }
+        return dict(sorted(found.items()))
+
+    @cached_property
+    def triplets(self) -> list[Triplet]:
+        """All triplets: triplets accumulate across iterations, so the last iteration's file has them all."""
+        if not self.triplet_files:
+            return []
+        return read_parquet(list(self.triplet_files.values())[-1], Triplet)
+
+    # -- derived figures ----------------------------------------------------------------------------
+    def approval(self) -> dict[str, Any]:
+        """Counts by validation status, and the approval rate among judged pairs with its Wilson interval."""
+        counts = {"approved": 0, "rejected": 0, "unvalidated": 0}
+        for qa in self.qa_pairs:
+            counts[qa.validation] += 1
+        judged = counts["approved"] + counts["rejected"]
+        rate = counts["approved"] / judged if judged else None
+        low, high = wilson_interval(counts["approved"], judged)
+        return {
+            **counts,
+            "judged": judged,
+            "rate": rate,
+            "low": low if judged else None,
+            "high": high if judged else None,
+        }
+
+    def missing_optional(self) -> list[str]:
+        """Optional artifacts this run does not have, each with the reason a reader should assume."""
+        offline = self.config_get("teacher.provider", "offline") == "offline"
+        why = " (offline teacher: no LLM calls)" if offline else ""
+        out = []
+        if self.ledger is None:
+            out.append(f"ledger.parquet{why}")
+        if self.judgments is None:
+            out.append(f"judgments.parquet{why}")
+        for rel in ("qa_pairs.parquet", "metrics.parquet"):
+            if not self.has(rel):
+                out.append(rel)
+        if not self.triplet_files:
+            out.append("triplets_iter<k>.parquet")
+        return out

@@ -1,0 +1,159 @@
+"""export_run: what leaves a run (never rejected rows), how it is split (no leakage), the data card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from run_fixtures import NEAR_DUP, REJECTED_MARK, SEED, TRAIN_RATIO, VAL_RATIO, make_run
+
+from distiller.config import SplitConfig
+from distiller.errors import ConfigError
+from distiller.export import FORMATS, export_run, parse_formats
+from distiller.export.run import RunView
+from distiller.records import Chunk, Passage, read_parquet
+from distiller.splits import SPLITS, word_set
+
+RUN_SPLIT = SplitConfig(train_ratio=TRAIN_RATIO, val_ratio=VAL_RATIO)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _rows(out: Path, fmt: str) -> dict[str, list[dict]]:
+    return {
+        s: _jsonl(out / fmt / f"{s}.jsonl") if (out / fmt / f"{s}.jsonl").exists() else [] for s in SPLITS
+    }
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_run(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def exported(run: Path) -> Path:
+    export_run(run, ["jsonl", "triplets"], RUN_SPLIT, SEED)
+    return run / "exports"
+
+
+def test_jsonl_has_the_documented_fields_and_no_rejected_rows(run: Path, exported: Path) -> None:
+    rows = _rows(exported, "jsonl")
+    every = [r for s in SPLITS for r in rows[s]]
+    assert every, "nothing exported"
+    for r in every:
+        assert {"instruction", "input", "output", "reasoning", "difficulty", "source"} <= set(r)
+        assert r["validation"] in ("approved", "unvalidated")
+        assert REJECTED_MARK not in r["output"]
+    view = RunView(run)
+    kept = [qa for qa in view.qa_pairs if qa.validation != "rejected"]
+    assert len(every) == len(kept)
+    # tabs and newlines survive JSON unchanged
+    assert any("\t" in r["instruction"] for r in every) and any("\n" in r["reasoning"] for r in every)
+
+
+def test_unvalidated_policy_drop(run: Path, tmp_path: Path) -> None:
+    res = export_run(run, ["jsonl"], RUN_SPLIT, SEED, out_dir=tmp_path, unvalidated_policy="drop")
+    every = [r for s in SPLITS for r in _rows(tmp_path, "jsonl")[s]]
+    assert every and all(r["validation"] == "approved" for r in every)
+    assert res.dropped["qa unvalidated"] > 0 and res.dropped["qa rejected"] > 0
+
+
+def test_triplets_take_their_query_split_and_train_never_sees_held_out_text(
+    run: Path, exported: Path
+) -> None:
+    view = RunView(run)
+    passages = {p.passage_id: p for p in read_parquet(run / "passages.parquet", Passage)}
+    rows = _rows(exported, "triplets")
+    assert all(rows[s] for s in SPLITS)
+    doc_split = {}
+    for s in SPLITS:
+        for r in rows[s]:
+            assert set(r) >= {"anchor", "positive", "negative"}
+            doc = passages[r["positive_id"]].doc_id
+            assert doc_split.setdefault(doc, s) == s, f"document {doc} in two splits"
+    held_out_docs = {d for d, s in doc_split.items() if s != "train"}
+    for r in rows["train"]:
+        assert passages[r["negative_id"]].doc_id not in held_out_docs
+    assert len(view.triplets) > sum(len(v) for v in rows.values())  # the held-out negatives were dropped
+
+
+def test_no_source_chunk_and_no_near_duplicate_crosses_splits(run: Path, tmp_path: Path) -> None:
+    chunks = {c.chunk_id: c for c in read_parquet(run / "chunks.parquet", Chunk)}
+    # both with the run's split and with a re-split
+    for split, seed in ((RUN_SPLIT, SEED), (SplitConfig(train_ratio=0.5, val_ratio=0.25), 99)):
+        out = tmp_path / f"{split.train_ratio}-{seed}"
+        res = export_run(run, ["jsonl", "triplets", "hf"], split, seed, out_dir=out)
+        assert res.resplit == (seed != SEED)
+        split_of_chunk: dict[str, set[str]] = {}
+        split_of_doc: dict[str, set[str]] = {}
+        for s in SPLITS:
+            for r in _rows(out, "jsonl")[s]:
+                split_of_chunk.setdefault(r["source_chunk"], set()).add(s)
+            from datasets import load_from_disk
+
+            queries = load_from_disk(str(out / "hf" / "queries"))
+            for r in queries.get(s, []):
+                split_of_chunk.setdefault(r["source_chunk"], set()).add(s)
+                split_of_doc.setdefault(r["doc_id"], set()).add(s)
+        assert split_of_chunk and all(len(v) == 1 for v in split_of_chunk.values())
+        assert all(len(v) == 1 for v in split_of_doc.values())
+        assert set(split_of_chunk) <= set(chunks)
+        # the near-duplicate pair (placed apart by the run) now sits in one split
+        dup_splits = {
+            s
+            for s in SPLITS
+            if s in queries
+            for r in queries[s]
+            if word_set(r["query"]) == word_set(NEAR_DUP[0])
+        }
+        assert len(dup_splits) == 1
+
+
+def test_resplit_is_deterministic_and_follows_the_ratios(run: Path, tmp_path: Path) -> None:
+    split = SplitConfig(train_ratio=0.8, val_ratio=0.0)
+    a = export_run(run, ["jsonl"], split, 7, out_dir=tmp_path / "a")
+    b = export_run(run, ["jsonl"], split, 7, out_dir=tmp_path / "b")
+    assert a.counts == b.counts and a.resplit
+    assert (tmp_path / "a/jsonl/train.jsonl").read_bytes() == (tmp_path / "b/jsonl/train.jsonl").read_bytes()
+    assert a.counts["qa"]["val"] == 0 and a.counts["queries"]["val"] == 0
+    total = sum(a.counts["queries"].values())
+    assert a.counts["queries"]["train"] > a.counts["queries"]["test"] > 0
+    assert 0.5 < a.counts["queries"]["train"] / total < 0.95
+
+
+def test_datacard_beside_every_format(run: Path, tmp_path: Path) -> None:
+    res = export_run(
+        run, list(FORMATS), RUN_SPLIT, SEED, out_dir=tmp_path, command="distill export demo --format all"
+    )
+    for fmt in FORMATS:
+        card = (tmp_path / fmt / "README.md").read_text(encoding="utf-8")
+        assert "distill export demo --format all" in card
+        assert "openai:gpt-4o-mini" in card and "approval rate" in card and "95% CI" in card
+        assert "$0.0036" in card and "## Licence" in card
+    assert set(res.formats) == set(FORMATS)
+    assert all(n > 0 for n in res.files.values())
+    info = json.loads((tmp_path / "sharegpt" / "dataset_info.json").read_text())
+    assert info["demo_train"]["formatting"] == "sharegpt" and info["demo_train"]["file_name"] == "train.json"
+
+
+def test_offline_run_exports_triplets_and_says_why_qa_is_empty(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "offline", offline=True)
+    res = export_run(run, "jsonl,triplets", None, SEED)
+    assert not any(k.startswith("jsonl/") and k.endswith(".jsonl") for k in res.files)
+    assert any(k.startswith("triplets/") for k in res.files)
+    assert any("offline teacher" in n for n in res.notes)
+    card = (run / "exports" / "jsonl" / "README.md").read_text(encoding="utf-8")
+    assert "no ledger" in card and "offline" in card
+
+
+def test_bad_formats_and_ratios_are_refused(run: Path) -> None:
+    with pytest.raises(ConfigError, match="choose from"):
+        parse_formats(["jsonl", "parquet"])
+    assert parse_formats("jsonl, TSV,jsonl") == ["jsonl", "tsv"]
+    with pytest.raises(ValueError):
+        SplitConfig(train_ratio=0.8, val_ratio=0.3)
+    with pytest.raises(ValueError):
+        SplitConfig(train_ratio=-0.1, val_ratio=0.3)
