@@ -5,7 +5,7 @@ moves it, and the same seed always gives the same split.
 
 Near-duplicates: two queries that differ only in case, punctuation, word order or a word or two would leak
 a test answer into training if they sat in different splits. `near_duplicate_clusters` finds them
-(MinHash-LSH over word sets, every candidate checked by exact Jaccard), and `merge_groups` joins the
+(exact Jaccard over word sets, with prefix filtering), and `merge_groups` joins the
 documents they come from into one group before `assign_groups` places it.
 """
 
@@ -14,11 +14,8 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-
-import numpy as np
 
 from distiller.records import Split
 
@@ -60,12 +57,13 @@ def assign_groups(
     targets: list[tuple[Split, float]] = [("test", test_ratio * total), ("val", val_ratio * total)]
     out: dict[Hashable, Split] = {}
     i = 0
-    for split, target in targets:
-        if target <= 0:
-            continue
+    to_fill = [(split, target) for split, target in targets if target > 0]
+    for k, (split, target) in enumerate(to_fill):
+        # take at least one group for a non-empty split, but leave one for each split still to fill
+        # (val, then train always): greedy test-first filling must not starve val with few groups
+        reserve = len(to_fill) - k
         filled = 0.0
-        # take at least one group for a non-empty split, but always leave one for train
-        while i < len(unique) - 1 and (filled == 0 or filled + w[unique[i]] / 2 <= target):
+        while i < len(unique) - reserve and (filled == 0 or filled + w[unique[i]] / 2 <= target):
             out[unique[i]] = split
             filled += w[unique[i]]
             i += 1
@@ -121,7 +119,6 @@ def merge_groups(
 # --- near-duplicate detection ---------------------------------------------------------------------------
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-_PRIME = (1 << 31) - 1  # products of two values below 2**31 fit in int64
 
 
 def word_set(text: str) -> frozenset[str]:
@@ -135,39 +132,38 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b)
 
 
-def near_duplicate_clusters(
-    texts: Sequence[str], threshold: float = 0.9, bands: int = 16, rows: int = 4
-) -> list[int]:
+def near_duplicate_clusters(texts: Sequence[str], threshold: float = 0.9) -> list[int]:
     """A cluster label per text; texts whose word sets have Jaccard >= threshold share a cluster
-    (transitively). Word sets catch copies that differ in case, punctuation, order or a word of a long
-    query; paraphrases need embeddings (generation's own dedup). The threshold is high because short
+    (transitively). Word sets catch copies that differ in case, punctuation, word order or a word of a
+    long query; paraphrases need embeddings (generation's own dedup). The threshold is high because short
     queries that differ in one word (the entity) are different questions: 9 shared words of 11 is 0.82.
 
-    MinHash-LSH proposes candidate pairs in about linear time and every candidate is checked exactly, so
-    no false link is ever made; with 16 bands of 4 rows a pair at Jaccard 0.9 is proposed with probability
-    1 - (1 - 0.9^4)^16 > 0.999999, while unrelated pairs (Jaccard 0.2) rarely are (2.5%)."""
+    Exact, not sampled: prefix filtering (Chaudhuri et al. 2006; Bayardo et al. 2007, "All-Pairs"). Words
+    are ordered rarest first; two sets with Jaccard >= t must share a word among the first
+    |x| - ceil(t|x|) + 1 of the smaller one, so only pairs sharing a *rare* word are ever compared.
+    Templated queries that differ only in their entity thus cost about nothing, where MinHash-LSH would
+    propose nearly every pair of them."""
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1] (got {threshold})")
     sets = [word_set(t) for t in texts]
-    n_hash = bands * rows
-    # A fixed universal hash family (a*x + b mod p) over CRC32 word ids: deterministic across processes,
-    # unlike Python's salted str hash.
-    rng = np.random.default_rng(0x5EED)
-    a = rng.integers(1, _PRIME, size=n_hash, dtype=np.int64)
-    b = rng.integers(0, _PRIME, size=n_hash, dtype=np.int64)
+    freq: Counter[str] = Counter(w for ws in sets for w in ws)
+    ordered = [sorted(ws, key=lambda w: (freq[w], w)) for ws in sets]
     uf = UnionFind(range(len(texts)))
-    buckets: dict[tuple[int, bytes], list[int]] = defaultdict(list)
-    for idx, words in enumerate(sets):
-        if not words:
+    index: dict[str, list[int]] = defaultdict(list)
+    for x in sorted(range(len(sets)), key=lambda i: (len(sets[i]), i)):  # smaller sets first
+        size = len(sets[x])
+        if size == 0:
             continue
-        ids = np.fromiter((zlib.crc32(w.encode()) % _PRIME for w in words), dtype=np.int64, count=len(words))
-        sig = ((ids[:, None] * a[None, :] + b[None, :]) % _PRIME).min(axis=0)
-        for band in range(bands):
-            buckets[(band, sig[band * rows : (band + 1) * rows].tobytes())].append(idx)
-    for members in buckets.values():
-        for i, x in enumerate(members):
-            for y in members[i + 1 :]:
-                if uf.find(x) != uf.find(y) and jaccard(sets[x], sets[y]) >= threshold:
+        prefix = size - math.ceil(threshold * size - 1e-9) + 1
+        min_size = threshold * size - 1e-9  # |y| <= |x| here; Jaccard >= t needs |y| >= t|x|
+        for w in ordered[x][:prefix]:
+            for y in index[w]:
+                if (
+                    len(sets[y]) >= min_size
+                    and uf.find(x) != uf.find(y)
+                    and jaccard(sets[x], sets[y]) >= threshold
+                ):
                     uf.union(x, y)
+            index[w].append(x)
     labels = uf.groups()
     return [int(labels[i]) for i in range(len(texts))]  # type: ignore[call-overload]

@@ -199,6 +199,20 @@ class RunView:
             "high": high if judged else None,
         }
 
+    def best_model(self) -> str | None:
+        """The iteration kept as best: the evaluate stage's word, else models/best's marker, else the
+        metrics' argmax of the configured metric."""
+        for stage in self.stages.values():
+            best = (stage.get("details") or {}).get("best")
+            if best:
+                return str(best)
+        marker = self.path("models/best/distiller_best.txt")
+        if marker.is_file():
+            return marker.read_text(encoding="utf-8").strip() or None
+        metric = self.config_get("evaluation.metric", "MRR@5")
+        scored = [m for m in self.metrics if m.metric == metric and m.model != "bm25"]
+        return max(scored, key=lambda m: m.value).model if scored else None
+
     def missing_optional(self) -> list[str]:
         """Optional artifacts this run does not have, each with the reason a reader should assume."""
         offline = self.config_get("teacher.provider", "offline") == "offline"

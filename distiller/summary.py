@@ -1,0 +1,260 @@
+"""Key figures of one run (`distill status RUN`) and of all runs in a folder (`distill runs DIR`), as rich
+renderables: the CLI prints them, tests render them to text.
+
+Everything shown comes from the run folder; text from the run (messages, paths, model names) is put in
+`rich.text.Text`, never parsed as markup, so a `[red]` inside a file name prints as written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from distiller.export.run import RunView
+
+STATUS_STYLE = {
+    "completed": "green",
+    "cached": "cyan",
+    "failed": "bold red",
+    "running": "yellow",
+    "skipped": "dim",
+    "pending": "dim",
+}
+
+
+class RunFigures(BaseModel):
+    """The numbers `distill runs` shows for one run."""
+
+    name: str
+    path: str
+    updated: str = ""
+    state: str = "new"
+    stages_done: int = 0
+    stages_total: int = 0
+    documents: int = 0
+    chunks: int = 0
+    queries: int = 0
+    qa_pairs: int = 0
+    approval_rate: float | None = None
+    triplets: int = 0
+    seconds: float = 0.0
+    cost_usd: float = 0.0
+    best: str | None = None
+    metric: str = "MRR@5"
+    best_value: float | None = None
+    base_value: float | None = None
+    error: str | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+def _state(stages: dict[str, dict[str, Any]]) -> str:
+    states = {s.get("status") for s in stages.values()}
+    if not states:
+        return "new"
+    for s in ("failed", "running"):
+        if s in states:
+            return s
+    return "done"
+
+
+def run_figures(run_dir: Path | str) -> RunFigures:
+    """One run's key figures, read from its manifest and artifacts (Parquet footers where possible)."""
+    run_dir = Path(run_dir)
+    try:
+        return _figures(RunView(run_dir))
+    except (OSError, ValueError) as e:  # one broken run folder is shown as such, not raised
+        return RunFigures(
+            name=run_dir.name, path=str(run_dir), state="unreadable", error=f"{type(e).__name__}: {e}"
+        )
+
+
+def _figures(view: RunView) -> RunFigures:
+    stages = view.stages
+    metric = str(view.config_get("evaluation.metric", "MRR@5"))
+    values = {m.model: m.value for m in view.metrics if m.metric == metric}
+    best = view.best_model()
+    appr = view.approval()
+    return RunFigures(
+        name=view.name,
+        path=str(view.dir),
+        updated=str(view.manifest.get("updated_at", "")),
+        state=_state(stages),
+        stages_done=sum(s.get("status") in ("completed", "cached") for s in stages.values()),
+        stages_total=len(stages),
+        documents=len({c.doc_id for c in view.chunks}),
+        chunks=len(view.chunks),
+        queries=len(view.queries),
+        qa_pairs=len(view.qa_pairs),
+        approval_rate=appr["rate"],
+        triplets=len(view.triplets),
+        seconds=view.total_seconds,
+        cost_usd=view.total_cost,
+        best=best,
+        metric=metric,
+        best_value=values.get(best) if best else None,
+        base_value=values.get("base"),
+        notes=[f"missing: {m}" for m in view.missing_optional()],
+    )
+
+
+def _metric_cell(value: float | None, base: float | None) -> str:
+    if value is None:
+        return "–"
+    if base is None:
+        return f"{value:.3f}"
+    return f"{value:.3f} ({value - base:+.3f})"
+
+
+def runs_table(runs_dir: Path | str) -> Table:
+    """All runs in a folder (any subfolder with a manifest.json), newest update first."""
+    runs_dir = Path(runs_dir)
+    found = sorted(runs_dir.glob("*/manifest.json")) if runs_dir.is_dir() else []
+    figures = sorted((run_figures(m.parent) for m in found), key=lambda f: f.updated, reverse=True)
+    table = Table(title=f"Runs in {runs_dir} ({len(figures)})", caption="metric: best model (change vs base)")
+    for col, justify in (
+        ("run", "left"),
+        ("updated", "left"),
+        ("state", "left"),
+        ("stages", "right"),
+        ("chunks", "right"),
+        ("queries", "right"),
+        ("Q&A (approved)", "right"),
+        ("triplets", "right"),
+        ("time s", "right"),
+        ("cost $", "right"),
+        ("best", "left"),
+        ("metric", "right"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for f in figures:
+        qa = f"{f.qa_pairs}" + (f" ({100 * f.approval_rate:.0f}%)" if f.approval_rate is not None else "")
+        state_style = (
+            "bold red" if f.state in ("failed", "unreadable") else "yellow" if f.state == "running" else ""
+        )
+        table.add_row(
+            Text(f.name),
+            Text(f.updated[:19]),
+            Text(f.state, style=state_style),
+            f"{f.stages_done}/{f.stages_total}",
+            str(f.chunks),
+            str(f.queries),
+            qa,
+            str(f.triplets),
+            f"{f.seconds:.1f}",
+            f"{f.cost_usd:.4f}",
+            Text(f.best or "–"),
+            Text(
+                f"{f.metric} {_metric_cell(f.best_value, f.base_value)}" if f.best_value is not None else "–"
+            ),
+        )
+    broken = [f"{f.name}: {f.error}" for f in figures if f.error]
+    if broken:
+        table.caption = "\n".join([str(table.caption), *broken])
+    return table
+
+
+def _stages_table(view: RunView) -> Table:
+    t = Table(title=f"Run {view.name}: stages")
+    for col, justify in (
+        ("stage", "left"),
+        ("status", "left"),
+        ("outputs (rows)", "left"),
+        ("seconds", "right"),
+        ("cost $", "right"),
+        ("note", "left"),
+    ):
+        t.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for name, s in view.stages.items():
+        status = str(s.get("status", "?"))
+        outs = ", ".join(f"{k} ({v})" if v >= 0 else k for k, v in (s.get("outputs") or {}).items())
+        t.add_row(
+            Text(name),
+            Text(status, style=STATUS_STYLE.get(status, "")),
+            Text(outs),
+            f"{s.get('seconds') or 0.0:.1f}",
+            f"{s.get('cost_usd') or 0.0:.4f}",
+            Text(s.get("message") or ""),
+        )
+    t.add_section()
+    t.add_row("total", "", "", f"{view.total_seconds:.1f}", f"{view.total_cost:.4f}", "")
+    return t
+
+
+def _metrics_table(view: RunView) -> Table | None:
+    if not view.metrics:
+        return None
+    metrics = list(dict.fromkeys(m.metric for m in view.metrics))
+    models = sorted({m.model for m in view.metrics}, key=lambda m: (m != "bm25", m != "base", m))
+    value = {(m.model, m.metric): m.value for m in view.metrics}
+    n = max(m.n_queries for m in view.metrics)
+    best = view.best_model()
+    t = Table(title=f"Retrieval on {n} held-out queries (change vs base)")
+    t.add_column("model")
+    for k in metrics:
+        t.add_column(k, justify="right")
+    for model in models:
+        cells = [
+            _metric_cell(value.get((model, k)), None if model == "base" else value.get(("base", k)))
+            for k in metrics
+        ]
+        label = Text(model + (" ★ best" if model == best else ""), style="bold" if model == best else "")
+        t.add_row(label, *cells)
+    return t
+
+
+def _figures_line(view: RunView) -> Text:
+    appr = view.approval()
+    parts = [
+        f"teacher {view.teacher}",
+        f"judge {view.judge}",
+        f"{len(view.chunks)} chunks",
+        f"{len(view.queries)} queries",
+        f"{len(view.qa_pairs)} Q&A pairs",
+    ]
+    if appr["rate"] is not None:
+        parts.append(
+            f"approval {100 * appr['rate']:.1f}% (95% CI {100 * appr['low']:.0f}–{100 * appr['high']:.0f}%)"
+        )
+    parts.append(f"{len(view.triplets)} triplets")
+    return Text(" · ".join(parts))
+
+
+def status_renderable(run_dir: Path | str) -> RenderableType:
+    """One run at a glance: key figures, stages (status, rows, time, cost), metrics, skipped inputs."""
+    view = RunView(run_dir)
+    parts: list[RenderableType] = [_figures_line(view), _stages_table(view)]
+    metrics = _metrics_table(view)
+    if metrics is not None:
+        parts.append(metrics)
+    skipped = view.manifest.get("skipped_inputs") or []
+    if skipped:
+        st = Table(title=f"Skipped inputs ({len(skipped)})", title_style="yellow")
+        st.add_column("file", overflow="fold")
+        st.add_column("why", overflow="fold")
+        for s in skipped:
+            st.add_row(
+                Text(f"{s.get('path')}{':' + str(s['line']) if s.get('line') else ''}"),
+                Text(str(s.get("reason"))),
+            )
+        parts.append(st)
+    for m in view.missing_optional():
+        parts.append(Text(f"missing: {m}", style="dim"))
+    extras = [p for p in ("models/best", "exports", "report.html") if view.path(p).exists()]
+    parts.append(Text(f"Run folder: {view.dir}" + (f"  ({', '.join(extras)})" if extras else "")))
+    return Group(*parts)
+
+
+def runs_json(runs_dir: Path | str) -> str:
+    """The same figures as `runs_table`, as JSON (for scripts: `distill runs --json`)."""
+    runs_dir = Path(runs_dir)
+    found = sorted(runs_dir.glob("*/manifest.json")) if runs_dir.is_dir() else []
+    return json.dumps([run_figures(m.parent).model_dump() for m in found], indent=2)
+
+
+__all__ = ["RunFigures", "run_figures", "runs_json", "runs_table", "status_renderable"]
