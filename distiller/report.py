@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import random
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from distiller.export.run import RunView, wilson_interval
 from distiller.store import atomic_write_text
 
 SAMPLE_ROWS = 5
+SPLIT_COLORS = {"train": "#1c7ed6", "val": "#f59f00", "test": "#ae3ec9"}
 STATUS_COLORS = {"approved": "#2f9e44", "unvalidated": "#adb5bd", "rejected": "#e03131"}
 CELL_CHARS = 240
 # Which budget caps a stage's spend (config.budget.<field>); stages not named here count only to run_usd.
@@ -100,6 +102,11 @@ def _figure_html(fig: go.Figure, div_id: str) -> str:
     )
 
 
+def _base_stage(stage: str) -> str:
+    """'mine_iter2' -> 'mine': per-iteration stages share their stage's budget."""
+    return re.sub(r"_iter\d+$", "", stage)
+
+
 def _empty(title: str, why: str) -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(text=_label(why), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
@@ -130,12 +137,14 @@ def cost_figure(view: RunView) -> go.Figure:
     calls: dict[str, str] = {}
     ledger = view.ledger
     if ledger is not None and {"stage", "cost_usd"} <= set(ledger.columns):
-        for stage, g in ledger.groupby("stage", sort=False):
+        frame = ledger.assign(_stage=ledger["stage"].astype(str).map(_base_stage))
+        for stage, g in frame.groupby("_stage", sort=False):
             spent[str(stage)] = float(g["cost_usd"].fillna(0).sum())
             cached = int(g["cached"].fillna(False).astype(bool).sum()) if "cached" in g else 0
             calls[str(stage)] = f"{len(g)} calls, {cached} cached"
     else:
-        spent = {s: float(r.get("cost_usd") or 0.0) for s, r in view.stages.items()}
+        for s, r in view.stages.items():
+            spent[_base_stage(s)] = spent.get(_base_stage(s), 0.0) + float(r.get("cost_usd") or 0.0)
     if not any(spent.values()):
         why = "no ledger: offline teacher, no LLM spend" if ledger is None else "no LLM spend recorded"
         return _empty("Cost per stage against budget", why)
@@ -173,7 +182,7 @@ def approval_figure(view: RunView) -> go.Figure:
         rates.append(100 * rate)
         lows.append(100 * (rate - lo))
         highs.append(100 * (hi - rate))
-        texts.append(f"{c['approved']}/{n}")
+        texts.append(f"{c['approved']} of {n}")
     fig = go.Figure(
         go.Bar(
             x=labels,
@@ -214,13 +223,14 @@ def mix_figure(view: RunView) -> go.Figure:
     types: dict[str, Counter[str]] = defaultdict(Counter)
     for q in view.queries:
         types[q.split][q.query_type or "unknown"] += 1
-    for split in ("train", "val", "test"):
+    for split, color in SPLIT_COLORS.items():
         if types[split]:
             keys = sorted(types[split])
             fig.add_bar(
                 x=[_label(k) for k in keys],
                 y=[types[split][k] for k in keys],
                 name=f"queries: {split}",
+                marker_color=color,
                 row=1,
                 col=2,
             )
@@ -309,6 +319,14 @@ def _samples(view: RunView, rng: random.Random) -> str:
     return "".join(parts) or "<p class='note'>No artifacts.</p>"
 
 
+def _skipped_table(skipped: list[dict[str, Any]]) -> str:
+    if not skipped:
+        return "<p class='note'>None: every input was read.</p>"
+    return _table(
+        ["path", "line", "reason"], ([s.get("path"), s.get("line"), s.get("reason")] for s in skipped)
+    )
+
+
 def _kpis(view: RunView) -> str:
     appr = view.approval()
     rate = (
@@ -337,7 +355,7 @@ def _kpis(view: RunView) -> str:
 
 def render_report(run_dir: Path, out: Path | None = None, seed: int = 0) -> Path:
     """Write the run's report (default `<run>/report.html`) and return its path."""
-    view = RunView(run_dir)
+    view = RunView(run_dir, require_manifest=True)
     out = Path(out) if out is not None else view.dir / "report.html"
     rng = random.Random(seed)
     notes = [f"missing: {m}" for m in view.missing_optional()]
@@ -365,7 +383,7 @@ run updated {e(view.manifest.get("updated_at", "?"))}.</p>
 {_stage_table(view)}
 {figures}
 <h2>Skipped inputs ({len(skipped)})</h2>
-{_table(["path", "line", "reason"], ([s.get("path"), s.get("line"), s.get("reason")] for s in skipped))}
+{_skipped_table(skipped)}
 <h2 id="samples">Sampled rows</h2>
 {_samples(view, rng)}
 </body></html>

@@ -9,8 +9,8 @@ import pytest
 from run_fixtures import NEAR_DUP, REJECTED_MARK, SEED, TRAIN_RATIO, VAL_RATIO, make_run
 
 from distiller.config import SplitConfig
-from distiller.errors import ConfigError
-from distiller.export import FORMATS, export_run, parse_formats
+from distiller.errors import ConfigError, DistillError
+from distiller.export import FORMATS, export_run, parse_formats, split_from_ratios
 from distiller.export.run import RunView
 from distiller.records import Chunk, Passage, read_parquet
 from distiller.splits import SPLITS, word_set
@@ -157,3 +157,20 @@ def test_bad_formats_and_ratios_are_refused(run: Path) -> None:
         SplitConfig(train_ratio=0.8, val_ratio=0.3)
     with pytest.raises(ValueError):
         SplitConfig(train_ratio=-0.1, val_ratio=0.3)
+
+
+def test_cli_facing_errors_are_one_line_distill_errors(run: Path, tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"--train-ratio/--val-ratio: split ratios must be >= 0 and sum to <= 1"
+    ):
+        split_from_ratios(0.8, 0.3)
+    with pytest.raises(ConfigError, match="val_ratio must be a number in"):
+        split_from_ratios(0.8, -0.1)
+    assert split_from_ratios(0.8, 0.1).test_ratio == pytest.approx(0.1)
+    with pytest.raises(DistillError, match="not a run folder"):
+        export_run(tmp_path, ["jsonl"], None)
+
+
+def test_seed_defaults_to_the_runs_seed(run: Path, tmp_path: Path) -> None:
+    res = export_run(run, ["jsonl"], RUN_SPLIT, None, out_dir=tmp_path)
+    assert not res.resplit and f"--seed {SEED}" in res.command

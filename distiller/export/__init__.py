@@ -59,6 +59,15 @@ def parse_formats(formats: list[str] | str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def split_from_ratios(train_ratio: float, val_ratio: float) -> SplitConfig:
+    """A SplitConfig from CLI ratios, with a one-line error (not pydantic's report) when they are wrong."""
+    try:
+        validate_ratios(train_ratio, val_ratio)
+        return SplitConfig(train_ratio=train_ratio, val_ratio=val_ratio)
+    except ValueError as e:
+        raise ConfigError(f"--train-ratio/--val-ratio: {e}") from None
+
+
 def default_command(run_dir: Path, formats: list[str], split: SplitConfig | None, seed: int) -> str:
     parts = ["distill", "export", str(run_dir)]
     for f in formats:
@@ -101,22 +110,25 @@ def export_run(
     run_dir: Path,
     formats: list[str] | str,
     split: SplitConfig | None,
-    seed: int,
+    seed: int | None = None,
     out_dir: Path | None = None,
     command: str | None = None,
     unvalidated_policy: Policy | None = None,
 ) -> ExportResult:
     """Export a run's approved (and, by policy, unvalidated) rows in each format, split by source document.
 
-    `split`: ratios for the export; when they (and `seed`) match the run's, the run's own split is kept,
-    otherwise documents are re-split. None keeps the run's split. `unvalidated_policy` defaults to the
-    run's `validation.unvalidated_policy`. `command` is recorded in each data card (default: the
-    equivalent `distill export` command line)."""
+    `split`: ratios for the export; when they (and the seed) match the run's, the run's own split is kept,
+    otherwise documents are re-split; None keeps the run's split. `seed` None: the run's seed.
+    `unvalidated_policy` None: the run's `validation.unvalidated_policy`. `command` is recorded in each
+    data card (default: the equivalent `distill export` command line).
+    Raises ConfigError (unknown format, bad ratios) and NotARunError (no manifest.json): both DistillError."""
     run_dir = Path(run_dir)
     names = parse_formats(formats)
     if split is not None:
         validate_ratios(split.train_ratio, split.val_ratio)
-    view = RunView(run_dir)
+    view = RunView(run_dir, require_manifest=True)
+    if seed is None:
+        seed = int(view.config_get("seed", 13))
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "exports"
     command = command or default_command(run_dir, names, split, seed)
     rows = collect_rows(view, split, seed, unvalidated_policy)
@@ -148,4 +160,4 @@ def export_run(
     return result
 
 
-__all__ = ["FORMATS", "ExportResult", "RunView", "export_run", "parse_formats"]
+__all__ = ["FORMATS", "ExportResult", "RunView", "export_run", "parse_formats", "split_from_ratios"]

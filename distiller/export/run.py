@@ -17,23 +17,14 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
+from distiller.errors import DistillError
 from distiller.records import Chunk, MetricRow, Passage, QAPair, Query, R, Triplet, read_parquet
 
 _ITER_FILE = re.compile(r"^triplets_iter(\d+)\.parquet$")
 
-# Stages in pipeline order; anything else the manifest names is shown after these, in manifest order.
-STAGE_ORDER = (
-    "ingest",
-    "bootstrap",
-    "concepts",
-    "generate",
-    "documents",
-    "validate",
-    "mine",
-    "train",
-    "evaluate",
-    "export",
-)
+
+class NotARunError(DistillError, FileNotFoundError):
+    """The path given as a run is not a run folder."""
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -50,10 +41,10 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 class RunView:
     """Lazy, cached access to a run folder's manifest and artifacts."""
 
-    def __init__(self, run_dir: Path | str) -> None:
+    def __init__(self, run_dir: Path | str, require_manifest: bool = False) -> None:
         self.dir = Path(run_dir)
-        if not self.dir.is_dir():
-            raise FileNotFoundError(f"{self.dir}: no such run folder")
+        if not self.dir.is_dir() or (require_manifest and not (self.dir / "manifest.json").is_file()):
+            raise NotARunError(f"{self.dir}: not a run folder (no manifest.json)")
 
     @property
     def name(self) -> str:
@@ -81,9 +72,9 @@ class RunView:
 
     @property
     def stages(self) -> dict[str, dict[str, Any]]:
-        raw: dict[str, dict[str, Any]] = self.manifest.get("stages") or {}
-        known = [s for s in STAGE_ORDER if s in raw]
-        return {s: raw[s] for s in known + [s for s in raw if s not in STAGE_ORDER]}
+        """stage -> its StageResult as JSON, in the order the run first recorded them (run order; per-
+        iteration stages are named like `mine_iter1`)."""
+        return dict(self.manifest.get("stages") or {})
 
     @property
     def total_seconds(self) -> float:
