@@ -80,36 +80,46 @@ def test_triplets_take_their_query_split_and_train_never_sees_held_out_text(
     assert len(view.triplets) > sum(len(v) for v in rows.values())  # the held-out negatives were dropped
 
 
-def test_no_source_chunk_and_no_near_duplicate_crosses_splits(run: Path, tmp_path: Path) -> None:
-    chunks = {c.chunk_id: c for c in read_parquet(run / "chunks.parquet", Chunk)}
-    # both with the run's split and with a re-split
-    for split, seed in ((RUN_SPLIT, SEED), (SplitConfig(train_ratio=0.5, val_ratio=0.25), 99)):
-        out = tmp_path / f"{split.train_ratio}-{seed}"
-        res = export_run(run, ["jsonl", "triplets", "hf"], split, seed, out_dir=out)
-        assert res.resplit == (seed != SEED)
-        split_of_chunk: dict[str, set[str]] = {}
-        split_of_doc: dict[str, set[str]] = {}
-        for s in SPLITS:
-            for r in _rows(out, "jsonl")[s]:
-                split_of_chunk.setdefault(r["source_chunk"], set()).add(s)
-            from datasets import load_from_disk
+@pytest.mark.parametrize(
+    ("train", "val", "seed"),
+    [(TRAIN_RATIO, VAL_RATIO, SEED), (0.5, 0.25, 99), (0.8, 0.1, 1), (0.34, 0.33, 2024)],
+    ids=["run-split", "resplit-a", "resplit-b", "resplit-c"],
+)
+def test_no_source_chunk_and_no_near_duplicate_crosses_splits(
+    run: Path, tmp_path: Path, train: float, val: float, seed: int
+) -> None:
+    """Every exported row's source chunk (and document) belongs to exactly one split, across Q&A pairs,
+    queries and triplets; the near-duplicate pair the run had split apart is reunited."""
+    from datasets import load_from_disk
 
-            queries = load_from_disk(str(out / "hf" / "queries"))
-            for r in queries.get(s, []):
-                split_of_chunk.setdefault(r["source_chunk"], set()).add(s)
-                split_of_doc.setdefault(r["doc_id"], set()).add(s)
-        assert split_of_chunk and all(len(v) == 1 for v in split_of_chunk.values())
-        assert all(len(v) == 1 for v in split_of_doc.values())
-        assert set(split_of_chunk) <= set(chunks)
-        # the near-duplicate pair (placed apart by the run) now sits in one split
-        dup_splits = {
-            s
-            for s in SPLITS
-            if s in queries
-            for r in queries[s]
-            if word_set(r["query"]) == word_set(NEAR_DUP[0])
-        }
-        assert len(dup_splits) == 1
+    passages = {p.passage_id: p for p in read_parquet(run / "passages.parquet", Passage)}
+    chunks = {c.chunk_id for c in read_parquet(run / "chunks.parquet", Chunk)}
+    res = export_run(
+        run,
+        ["jsonl", "triplets", "hf"],
+        SplitConfig(train_ratio=train, val_ratio=val),
+        seed,
+        out_dir=tmp_path,
+    )
+    assert res.resplit == (seed != SEED)
+    queries = load_from_disk(str(tmp_path / "hf" / "queries"))
+    split_of_chunk: dict[str, set[str]] = {}
+    split_of_doc: dict[str, set[str]] = {}
+    for s in SPLITS:
+        sources = [(r["source_chunk"], r["doc_id"]) for r in _rows(tmp_path, "jsonl")[s]]
+        sources += [(r["source_chunk"], r["doc_id"]) for r in queries.get(s, [])]
+        sources += [
+            (passages[r["positive_id"]].chunk_id, passages[r["positive_id"]].doc_id)
+            for r in _rows(tmp_path, "triplets")[s]
+        ]
+        for chunk, doc in sources:
+            split_of_chunk.setdefault(chunk, set()).add(s)
+            split_of_doc.setdefault(doc, set()).add(s)
+    assert split_of_chunk and set(split_of_chunk) <= chunks
+    assert all(len(v) == 1 for v in split_of_chunk.values())
+    assert all(len(v) == 1 for v in split_of_doc.values())
+    dup_splits = {s for s in queries for r in queries[s] if word_set(r["query"]) == word_set(NEAR_DUP[0])}
+    assert len(dup_splits) == 1
 
 
 def test_resplit_is_deterministic_and_follows_the_ratios(run: Path, tmp_path: Path) -> None:
