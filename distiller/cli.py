@@ -23,8 +23,10 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-out = Console()
+# Wide enough for the tables when the output is a log, not a terminal.
+_WIDTH = None if sys.stdout.isatty() else 160
+console = Console(stderr=True, width=_WIDTH)
+out = Console(width=_WIDTH)
 
 ConfigOpt = Annotated[
     Path | None,
@@ -164,6 +166,14 @@ def run(
     except DistillError as e:
         _fail(e)
     _print_status(run_dir, title=f"Run finished in {time.perf_counter() - t0:.1f}s")
+    if cfg.teacher.offline:
+        console.print(
+            "[yellow]note:[/] no LLM was configured, so the queries are inverse-cloze pseudo-queries. "
+            "For real "
+            "questions, Q&A pairs and contrastive negatives: [bold]--teacher openai --model gpt-4o-mini[/] "
+            "(OPENAI_API_KEY), [bold]--teacher anthropic --model claude-...[/] (ANTHROPIC_API_KEY), or "
+            "[bold]--teacher openai --base-url http://localhost:8000/v1[/] for vLLM/Ollama/llama.cpp."
+        )
 
 
 @app.command()
@@ -213,7 +223,10 @@ def ingest(
 def status(
     run: Annotated[Path, typer.Argument(help="A run folder, e.g. runs/medquad-mini.")],
 ) -> None:
-    """Show a run's stages (status, rows, time, cost) and metrics."""
+    """Show a run's stages (status, rows, time, cost), key figures and metrics.
+
+    Example:  distill status runs/medquad-mini
+    """
     if not (run / "manifest.json").is_file():
         _fail(DistillError(f"{run}: not a run folder (no manifest.json)"))
     _print_status(run, title=f"Run {run.name}")
@@ -221,34 +234,91 @@ def status(
 
 @app.command()
 def runs(runs_dir: Annotated[Path, typer.Argument(help="Folder of run folders.")] = Path("runs")) -> None:
-    """List the runs in a folder with their state and key figures."""
-    import json
+    """List the runs in a folder with their state and key figures.
 
-    table = Table(title=f"Runs in {runs_dir}")
-    for col in ("run", "updated", "stages", "state", "queries", "best", "cost $"):
-        table.add_column(col)
-    found = sorted(p for p in runs_dir.glob("*/manifest.json")) if runs_dir.is_dir() else []
-    for m in found:
-        data = json.loads(m.read_text(encoding="utf-8"))
-        stages = data.get("stages", {})
-        states = {s["status"] for s in stages.values()}
-        state = "failed" if "failed" in states else "running" if "running" in states else "done"
-        gen = stages.get("generate", {}).get("outputs", {})
-        best = stages.get("evaluate", {}).get("details", {}).get("best", "")
-        cost = sum(s.get("cost_usd", 0.0) for s in stages.values())
-        table.add_row(
-            m.parent.name,
-            data.get("updated_at", ""),
-            str(len(stages)),
-            state,
-            str(gen.get("queries.parquet", "")),
-            best,
-            f"{cost:.4f}",
+    Example:  distill runs runs/
+    """
+    from distiller.summary import runs_table
+
+    out.print(runs_table(runs_dir))
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="A run folder, e.g. runs/medquad-mini.")],
+    fmt: Annotated[
+        list[str],
+        typer.Option(
+            "--format",
+            "-f",
+            help="jsonl, json, csv, tsv, splade, triplets, alpaca, sharegpt, hf (repeat or comma-separate).",
+        ),
+    ] = ["jsonl"],  # noqa: B006 - typer reads the default
+    split: Annotated[
+        bool, typer.Option("--split", help="Re-split by document with the ratios below.")
+    ] = False,
+    train_ratio: Annotated[float, typer.Option("--train-ratio", help="Share of documents for train.")] = 0.8,
+    val_ratio: Annotated[float, typer.Option("--val-ratio", help="Share of documents for val.")] = 0.1,
+    seed: Annotated[int | None, typer.Option(help="Split seed [default: the run's seed].")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="[default: RUN/exports]")] = None,
+    unvalidated: Annotated[
+        str | None, typer.Option(help="keep | drop rows no judge checked [default: the run's policy].")
+    ] = None,
+) -> None:
+    """Export a run's approved data in the formats trainers read, split by source document.
+
+    No document and no near-duplicate query crosses splits; rejected rows are never exported.
+
+    Examples:
+
+      distill export runs/medquad-mini -f jsonl -f sharegpt
+
+      distill export runs/medquad-mini -f hf --split --train-ratio 0.8 --val-ratio 0.1
+    """
+    from rich.markup import escape
+
+    from distiller.export import export_run, split_from_ratios
+
+    command = "distill " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        res = export_run(
+            run,
+            fmt,
+            split_from_ratios(train_ratio, val_ratio) if split else None,
+            seed,
+            out_dir=out_dir,
+            command=command,
+            unvalidated_policy=unvalidated,
         )
-    if not found:
-        console.print(f"no runs in {runs_dir}")
-        return
-    out.print(table)
+    except DistillError as e:
+        _fail(e)
+    t = Table(title=f"Exported to {res.out_dir}")
+    t.add_column("file")
+    t.add_column("rows", justify="right")
+    for f, n in res.files.items():
+        t.add_row(f, str(n))
+    out.print(t)
+    for why, n in res.dropped.items():
+        out.print(f"left out: {n} {escape(why)}")
+    for note in res.notes:
+        out.print(f"[yellow]note:[/] {escape(note)}")
+
+
+@app.command()
+def report(run: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
+    """Write RUN/report.html, a self-contained page of plots and samples.
+
+    It needs no network to view: the funnel, costs against budget, approval rate, score
+    distributions and metrics of a run.
+
+    Example:  distill report runs/medquad-mini
+    """
+    from distiller.report import render_report
+
+    try:
+        out.print(f"report: {render_report(run)}")
+    except DistillError as e:
+        _fail(e)
 
 
 def _print_skipped(skipped: list[dict[str, Any]]) -> None:
@@ -263,42 +333,12 @@ def _print_skipped(skipped: list[dict[str, Any]]) -> None:
 
 
 def _print_status(run_dir: Path, title: str) -> None:
-    import json
+    from rich.rule import Rule
 
-    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    t = Table(title=title)
-    for col in ("stage", "status", "outputs", "seconds", "cost $", "note"):
-        t.add_column(col, overflow="fold")
-    colors = {"completed": "green", "cached": "cyan", "failed": "red", "running": "yellow"}
-    for name, s in manifest.get("stages", {}).items():
-        outs = ", ".join(f"{k} ({v})" if v >= 0 else k for k, v in s.get("outputs", {}).items())
-        c = colors.get(s["status"], "white")
-        t.add_row(
-            name,
-            f"[{c}]{s['status']}[/]",
-            outs,
-            f"{s.get('seconds', 0):.1f}",
-            f"{s.get('cost_usd', 0):.4f}",
-            s.get("message") or "",
-        )
-    out.print(t)
-    _print_skipped(manifest.get("skipped_inputs", []))
-    metrics = run_dir / "metrics.parquet"
-    if metrics.is_file():
-        import pandas as pd
+    from distiller.summary import status_renderable
 
-        df = pd.read_parquet(metrics).pivot_table(index="model", columns="metric", values="value")
-        mt = Table(title="Retrieval on held-out queries")
-        mt.add_column("model")
-        for c in df.columns:
-            mt.add_column(c, justify="right")
-        for m, row in df.iterrows():
-            mt.add_row(str(m), *(f"{v:.3f}" for v in row))
-        out.print(mt)
-    for note in manifest.get("stages", {}).get("generate", {}).get("details", {}).get("notes", []):
-        out.print(f"[yellow]note:[/] {note}")
-    extras = [p for p in ("models/best", "exports", "report.html") if (run_dir / p).exists()]
-    out.print(f"Run folder: {run_dir}  ({', '.join(extras)})")
+    out.print(Rule(title))
+    out.print(status_renderable(run_dir))
 
 
 def main() -> None:  # pragma: no cover - console entry point

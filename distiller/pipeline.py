@@ -33,7 +33,7 @@ log = logging.getLogger("distiller")
 VERSIONS = {
     "ingest": "1",
     "generate": "1",
-    "mine": "1",
+    "mine": "2",
     "train": "1",
     "evaluate": "1",
     "export": "1",
@@ -163,9 +163,10 @@ def generate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
         by_split: dict[str, int] = {}
         for q in out.queries:
             by_split[q.split] = by_split.get(q.split, 0) + 1
+        splits = ", ".join(f"{k} {v}" for k, v in sorted(by_split.items()))
+        teacher = "offline-ict" if cfg.teacher.offline else cfg.teacher.model
         return {
-            "message": f"{len(out.queries)} queries ({', '.join(f'{k} {v}' for k, v in sorted(by_split.items()))}), "
-            f"{len(out.qa_pairs)} Q&A pairs, teacher {'offline-ict' if cfg.teacher.offline else cfg.teacher.model}",
+            "message": f"{len(out.queries)} queries ({splits}), {len(out.qa_pairs)} Q&A pairs, teacher {teacher}",
             "details": {"notes": out.notes, "queries_by_split": by_split, **out.stats},
         }
 
@@ -209,6 +210,10 @@ def mine_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageResu
         passages = read_parquet(passages_p, Passage)
         queries = read_parquet(queries_p, Query)
         previous = read_parquet(prev_triplets, Triplet) if prev_triplets is not None else []
+        # Mine among training documents only: a held-out passage must never be seen in training,
+        # not even as a negative.
+        train_docs = {q.doc_id for q in queries if q.split == "train"}
+        passages = [p for p in passages if p.doc_id in train_docs]
         model = load_student(model_path, kind=cfg.training.kind, max_seq_length=cfg.training.max_seq_length)
         result = mine_triplets(model, passages, queries, cfg.mining, iteration, cfg.seed, previous=previous)
         allrows = previous + result.triplets
