@@ -54,7 +54,9 @@ def test_malformed_yaml_names_file_and_line(tmp_path: Path) -> None:
         ("teacher:\n  provider: gemini\n", "teacher.provider", "'offline', 'openai' or 'anthropic'"),
     ],
 )
-def test_field_errors_name_field_and_problem(tmp_path: Path, yaml_text: str, field: str, problem: str) -> None:
+def test_field_errors_name_field_and_problem(
+    tmp_path: Path, yaml_text: str, field: str, problem: str
+) -> None:
     f = tmp_path / "c.yaml"
     f.write_text(yaml_text)
     with pytest.raises(ConfigError) as e:

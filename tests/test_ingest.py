@@ -19,8 +19,9 @@ GOOD = (
 
 
 def _cfg(paths: list[Path], **input_extra: object):
-    return load_config(overrides={"input": {"paths": [str(p) for p in paths], **input_extra},
-                                  "chunking": {"chunk_size": 48}})
+    return load_config(
+        overrides={"input": {"paths": [str(p) for p in paths], **input_extra}, "chunking": {"chunk_size": 48}}
+    )
 
 
 def test_every_format_is_read(tiny_corpus: Path) -> None:
@@ -59,7 +60,8 @@ def test_bad_inputs_are_named_and_the_rest_goes_through(tmp_path: Path) -> None:
     (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >>\ngarbage")
     (tmp_path / "notpdf.pdf").write_text("just text")
     (tmp_path / "image.png").write_bytes(b"\x89PNG")
-    lines = [json.dumps({"text": GOOD.replace("Aicardi", "Other")}), "{not json", json.dumps({"body": "x"}), "[1]"]
+    other = json.dumps({"text": GOOD.replace("Aicardi", "Other")})
+    lines = [other, "{not json", json.dumps({"body": "x"}), "[1]"]
     (tmp_path / "docs.jsonl").write_text("\n".join(lines) + "\n")
 
     result = ingest(_cfg([tmp_path]))

@@ -2,13 +2,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from distiller.records import Chunk, read_parquet, write_parquet
 from distiller.store import RunStore, StageCache, stage_key
 
 
 def _chunk(i: int) -> Chunk:
-    return Chunk(chunk_id=f"c{i}", doc_id="d", source_path="x.md", chunk_index=i, char_start=0, char_end=3,
-                 text=f"t{i}", n_tokens=1)
+    return Chunk(
+        chunk_id=f"c{i}",
+        doc_id="d",
+        source_path="x.md",
+        chunk_index=i,
+        char_start=0,
+        char_end=3,
+        text=f"t{i}",
+        n_tokens=1,
+    )
 
 
 def test_stage_runs_once_then_is_served_from_cache(tmp_path: Path) -> None:
@@ -20,6 +30,7 @@ def test_stage_runs_once_then_is_served_from_cache(tmp_path: Path) -> None:
             calls.append(1)
             write_parquet(store.path("chunks.parquet"), [_chunk(1), _chunk(2)], Chunk)
             return {"message": "two chunks"}
+
         return run
 
     a = RunStore(tmp_path / "runs" / "a", cache)
@@ -38,11 +49,19 @@ def test_stage_runs_once_then_is_served_from_cache(tmp_path: Path) -> None:
 def test_rerun_never_overwrites_a_cached_file_in_place(tmp_path: Path) -> None:
     cache = StageCache(tmp_path / "cache")
     s = RunStore(tmp_path / "run", cache)
-    s.run_stage("x", "k1", ["chunks.parquet"], lambda: write_parquet(s.path("chunks.parquet"), [_chunk(1)], Chunk)
-                and None)
+    s.run_stage(
+        "x",
+        "k1",
+        ["chunks.parquet"],
+        lambda: write_parquet(s.path("chunks.parquet"), [_chunk(1)], Chunk) and None,
+    )
     # a new key rewrites the run folder's file; the cached copy for k1 must stay intact
-    s.run_stage("x", "k2", ["chunks.parquet"],
-                lambda: write_parquet(s.path("chunks.parquet"), [_chunk(7), _chunk(8)], Chunk) and None)
+    s.run_stage(
+        "x",
+        "k2",
+        ["chunks.parquet"],
+        lambda: write_parquet(s.path("chunks.parquet"), [_chunk(7), _chunk(8)], Chunk) and None,
+    )
     cached = cache.entry("x", "k1") / "files" / "chunks.parquet"
     assert [c.chunk_id for c in read_parquet(cached, Chunk)] == ["c1"]
 
@@ -53,10 +72,8 @@ def test_failed_stage_is_recorded_and_not_cached(tmp_path: Path) -> None:
     def boom():
         raise RuntimeError("disk on fire")
 
-    try:
+    with pytest.raises(RuntimeError):
         s.run_stage("x", "k", ["out.parquet"], boom)
-    except RuntimeError:
-        pass
     entry = s.manifest()["stages"]["x"]
     assert entry["status"] == "failed" and "disk on fire" in entry["message"]
     assert s.cache.lookup("x", "k") is None
