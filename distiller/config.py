@@ -274,13 +274,32 @@ def _redact(obj: Any) -> Any:
     return obj
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def _yaml_line(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line in the YAML file where the setting at `loc` was written, if it was."""
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _format_validation_error(err: ValidationError, source: str, yaml_root: yaml.Node | None = None) -> str:
     lines = [f"invalid configuration ({source}):"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(root)"
         got = e.get("input")
         shown = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"  {loc}: {e['msg']}{shown}")
+        line = _yaml_line(yaml_root, tuple(e["loc"])) if yaml_root is not None else None
+        where = f"line {line}: " if line else ""
+        lines.append(f"  {where}{loc}: {e['msg']}{shown}")
     return "\n".join(lines)
 
 
@@ -325,7 +344,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     try:
         return DistillConfig(**data)
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, source)) from e
+        root = yaml.compose(Path(path).read_text(encoding="utf-8")) if path else None
+        raise ConfigError(_format_validation_error(e, source, root)) from e
 
 
 __all__ = [

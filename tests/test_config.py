@@ -65,6 +65,14 @@ def test_field_errors_name_field_and_problem(
     assert field in msg and problem in msg and str(f) in msg
 
 
+def test_field_error_names_the_yaml_line(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("seed: 1\ntraining:\n  epochs: 2\n  batch_size: zero\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(f)
+    assert "line 4: training.batch_size" in str(e.value)
+
+
 def test_top_level_must_be_mapping(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
     f.write_text("- a\n- b\n")
