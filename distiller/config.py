@@ -162,6 +162,14 @@ class TrainingConfig(Section):
     max_seq_length: int = Field(default=128, ge=8)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     save_steps: int = Field(default=50, ge=1, description="Checkpoint every N steps (resume after a kill).")
+    deployment: str | None = Field(
+        default=None,
+        description="Send training to this Prefect deployment (e.g. 'distill-train/gpu', on a GPU work "
+        "pool) and wait for it; runs_dir must be storage both workers share.",
+    )
+    deployment_timeout_s: float = Field(
+        default=6 * 3600, gt=0, description="How long the flow waits for the training deployment's run."
+    )
 
 
 class EvaluationConfig(Section):
@@ -208,6 +216,14 @@ class DistillConfig(BaseSettings):
         default=None, description="Stage and LLM-call cache shared across runs; default <runs_dir>/.cache."
     )
     seed: int = 13
+    runner: Literal["thread", "dask"] = Field(
+        default="thread",
+        description="Where stage tasks run: threads of the flow's process, or a Dask cluster.",
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="Scheduler of an existing Dask cluster (tcp://host:8786); default: a local cluster.",
+    )
     input: InputConfig = Field(default_factory=InputConfig)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     teacher: LLMConfig = Field(default_factory=LLMConfig)

@@ -239,7 +239,12 @@ def train_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageRes
         raise StageError(f"train needs triplets_iter{iteration}.parquet: run mine first")
     model_path, model_id = _model_ref(store, cfg, iteration)
     key = stage_key(
-        "train", VERSIONS["train"], _config_hash(cfg, "training") + str(iteration), [triplets_p, model_id]
+        "train",
+        VERSIONS["train"],
+        # Where training runs (a deployment or in-process) does not change what it makes.
+        _config_hash(cfg, "training", exclude={"training": {"deployment", "deployment_timeout_s"}})
+        + str(iteration),
+        [triplets_p, model_id],
     )
     out_rel = f"models/iter{iteration}"
 
