@@ -1,0 +1,261 @@
+"""Labeled mode: the user's own question/answer pairs become the retrieval task.
+
+Answers are the corpus, questions the queries. An answer longer than `chunking.chunk_size` tokens (the
+student's tokenizer) is split with semchunk; every chunk of a query's answer counts as relevant.
+Identical answer texts (after whitespace normalisation) become one passage, so a question's
+ground truth never shows up as a "negative" copy of itself.
+
+Splits are made by group, never by row: by `input.group_column` (a topic or document) when given,
+otherwise by the answer text. Groups that share an answer text are merged first (union-find): the
+shared passage would otherwise be a training positive and a test positive at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from distiller.config import DistillConfig
+from distiller.errors import InputFileError
+from distiller.records import Passage, Query
+from distiller.splits import assign_groups
+
+logger = logging.getLogger(__name__)
+
+_WS = re.compile(r"\s+")
+
+
+def _norm(text: str) -> str:
+    return _WS.sub(" ", text).strip()
+
+
+def _hash(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
+# --- reading -------------------------------------------------------------------------------------------
+
+
+def _json_rows(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputFileError(str(path), f"not valid JSON: {e.msg} (column {e.colno})", line=e.lineno) from e
+    if isinstance(data, dict):
+        # {"data": [...]} or a column-oriented {"question": [...], "answer": [...]}
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) == 1 and all(isinstance(r, dict) for r in lists[0]):
+            data = lists[0]
+        elif lists and all(isinstance(v, list) for v in data.values()):
+            n = len(lists[0])
+            if any(len(v) != n for v in data.values()):
+                raise InputFileError(str(path), "column lists have different lengths")
+            data = [{k: v[i] for k, v in data.items()} for i in range(n)]
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise InputFileError(str(path), "expected a list of objects with question and answer fields")
+    return data
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputFileError(str(path), f"not valid JSON: {e.msg} (column {e.colno})", line=n) from e
+            if not isinstance(row, dict):
+                raise InputFileError(str(path), f"expected a JSON object, got {type(row).__name__}", line=n)
+            yield n, row
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        for row in reader:
+            yield reader.line_num, row
+
+
+def read_qa_rows(path: Path) -> tuple[list[tuple[int | None, dict[str, Any]]], list[str]]:
+    """Rows of the file as (line number or None, mapping), and the columns seen."""
+    if not path.is_file():
+        raise InputFileError(str(path), "labeled Q&A file not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            rows: list[tuple[int | None, dict[str, Any]]] = list(_jsonl_rows(path))
+        elif suffix == ".json":
+            rows = [(None, r) for r in _json_rows(path)]
+        elif suffix == ".csv":
+            rows = list(_csv_rows(path))
+        elif suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            try:
+                table = pq.read_table(path)
+            except Exception as e:  # pyarrow raises several types for a broken file
+                raise InputFileError(str(path), f"not a readable Parquet file: {e}") from e
+            return [(None, r) for r in table.to_pylist()], list(table.column_names)
+        else:
+            raise InputFileError(
+                str(path), f"unsupported format {suffix!r}: use .json, .jsonl, .csv or .parquet"
+            )
+    except UnicodeDecodeError as e:
+        raise InputFileError(str(path), f"not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except csv.Error as e:
+        raise InputFileError(str(path), f"malformed CSV: {e}") from e
+    columns = list(dict.fromkeys(k for _, r in rows for k in r))
+    return rows, columns
+
+
+# --- grouping ------------------------------------------------------------------------------------------
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            # the user's group name beats an answer hash, then the smaller name: the representative does
+            # not depend on row order
+            keep, drop = sorted((ra, rb), key=lambda n: (not n.startswith("g:"), n))
+            self.parent[drop] = keep
+
+
+def _chunker(cfg: DistillConfig) -> Callable[[str], list[str]]:
+    """Split an answer longer than chunk_size tokens of the student's (or configured) tokenizer."""
+    import semchunk
+
+    from distiller.ingest.chunking import load_tokenizer
+
+    tok = load_tokenizer(cfg.chunking.tokenizer or cfg.training.student)
+
+    def count(text: str) -> int:
+        return len(tok.encode(text, add_special_tokens=False))
+
+    chunk = semchunk.chunkerify(count, cfg.chunking.chunk_size)
+    size = cfg.chunking.chunk_size
+
+    def split(text: str) -> list[str]:
+        if count(text) <= size:
+            return [text]
+        return [c for c in chunk(text, overlap=cfg.chunking.overlap or None) if c.strip()]
+
+    return split
+
+
+def load_labeled(cfg: DistillConfig) -> tuple[list[Passage], list[Query]]:
+    """Read `cfg.input.qa_file` into passages (answers, chunked) and queries (questions, split by group)."""
+    inp = cfg.input
+    if not inp.qa_file:
+        raise InputFileError("(config)", "labeled mode needs input.qa_file")
+    path = Path(inp.qa_file)
+    rows, columns = read_qa_rows(path)
+    needed = [inp.question_column, inp.answer_column] + ([inp.group_column] if inp.group_column else [])
+    for col in needed:
+        if col not in columns:
+            raise InputFileError(
+                str(path), f"missing column {col!r} (columns found: {', '.join(columns) or 'none'})"
+            )
+
+    pairs: list[tuple[str, str, str]] = []  # (question, answer, raw group)
+    skipped = 0
+    for line, row in rows:
+        q, a = row.get(inp.question_column), row.get(inp.answer_column)
+        if not isinstance(q, str | None) or not isinstance(a, str | None):
+            where = f"line {line}" if line else f"row {len(pairs) + skipped + 1}"
+            raise InputFileError(str(path), f"{where}: question and answer must be text", line=line)
+        q, a = _norm(q or ""), (a or "").strip()
+        if not q or not a:
+            skipped += 1
+            continue
+        g = row.get(inp.group_column) if inp.group_column else None
+        pairs.append((q, a, "" if g is None else str(g)))
+    if skipped:
+        logger.warning("%s: %d rows without a question or an answer were skipped", path, skipped)
+    if not pairs:
+        raise InputFileError(str(path), "no question/answer pairs found")
+
+    # One passage (or chunk list) per distinct answer text.
+    split_text = _chunker(cfg)
+    answer_chunks: dict[str, list[str]] = {}
+    for _, a, _ in pairs:
+        key = _norm(a)
+        if key not in answer_chunks:
+            answer_chunks[key] = split_text(a)
+
+    # Groups: the user's column, else the answer; merged where they share an answer.
+    uf = _UnionFind()
+    for _, a, g in pairs:
+        ak = "a:" + _hash(_norm(a))
+        uf.union(ak, "g:" + g if inp.group_column else ak)
+
+    def group_of(answer_key: str) -> str:
+        rep = uf.find("a:" + _hash(answer_key))
+        return rep[2:] if rep.startswith("g:") else "answer-" + rep[2:]
+
+    passages: list[Passage] = []
+    chunk_ids: dict[str, list[str]] = {}
+    for key, chunks in answer_chunks.items():
+        aid = _hash(key)
+        group = group_of(key)
+        ids = []
+        for i, text in enumerate(chunks):
+            pid = f"a{aid}-{i}"
+            ids.append(pid)
+            passages.append(Passage(passage_id=pid, doc_id=group, chunk_id=pid, text=text))
+        chunk_ids[key] = ids
+
+    seen: set[str] = set()
+    queries: list[Query] = []
+    weights: dict[str, int] = {}
+    for q, a, _ in pairs:
+        key = _norm(a)
+        qid = "q" + _hash(q, key)
+        if qid in seen:  # an exact duplicate pair
+            continue
+        seen.add(qid)
+        group = group_of(key)
+        weights[group] = weights.get(group, 0) + 1
+        queries.append(
+            Query(
+                query_id=qid,
+                text=q,
+                positive_ids=chunk_ids[key],
+                doc_id=group,
+                split="train",
+                teacher="labeled",
+            )
+        )
+
+    splits = assign_groups(weights, cfg.split.train_ratio, cfg.split.val_ratio, cfg.seed, weights=weights)
+    for query in queries:
+        query.split = splits[query.doc_id]
+    logger.info(
+        "%s: %d questions, %d passages from %d answers, %d groups",
+        path,
+        len(queries),
+        len(passages),
+        len(answer_chunks),
+        len(weights),
+    )
+    return passages, queries
+
+
+__all__ = ["load_labeled", "read_qa_rows"]
