@@ -151,6 +151,7 @@ def run(
             "local server to generate real questions."
         )
     command = "distill " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    _live_stages()
     t0 = time.perf_counter()
     try:
         if no_prefect:
@@ -319,6 +320,30 @@ def report(run: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
         out.print(f"report: {render_report(run)}")
     except DistillError as e:
         _fail(e)
+
+
+def _live_stages() -> None:
+    """One line per stage as it starts and ends, so a long run shows where it is."""
+    from distiller.store import add_stage_listener
+
+    icons = {
+        "running": "[yellow]▶[/]",
+        "completed": "[green]✓[/]",
+        "cached": "[cyan]↺[/]",
+        "failed": "[red]✗[/]",
+        "skipped": "[dim]–[/]",
+    }
+
+    def show(run: str, r: Any) -> None:
+        if r.status == "running":
+            console.print(f"{icons['running']} {r.stage} …")
+        else:
+            note = f": {r.message}" if r.message else ""
+            console.print(
+                f"{icons.get(r.status, '?')} {r.stage} [dim]{r.status} in {r.seconds:.1f}s[/]{note}"
+            )
+
+    add_stage_listener(show)
 
 
 def _print_skipped(skipped: list[dict[str, Any]]) -> None:

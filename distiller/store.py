@@ -42,6 +42,16 @@ class StageResult(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+StageListener = Callable[[str, "StageResult"], None]
+_LISTENERS: list[StageListener] = []
+
+
+def add_stage_listener(fn: StageListener) -> None:
+    """Be told (run name, result) whenever a stage starts, finishes, fails or is served from cache:
+    the CLI prints live progress from this, whether the stages run under Prefect or not."""
+    _LISTENERS.append(fn)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -200,6 +210,8 @@ class RunStore:
             m.setdefault("stages", {})[result.stage] = result.model_dump(mode="json")
 
         self.update_manifest(_set)
+        for fn in _LISTENERS:
+            fn(self.name, result)
 
     def stage_results(self) -> dict[str, StageResult]:
         return {k: StageResult.model_validate(v) for k, v in self.manifest().get("stages", {}).items()}
