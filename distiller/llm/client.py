@@ -1,0 +1,570 @@
+"""The one entry point stages call: `LLMClient(...).run_batch(requests)` -> one `LLMResult` per request.
+
+Per request: cache lookup -> budget reservation (worst case) -> rate limits -> the call (the provider
+client retries transport faults) -> settle the real cost -> parse into the schema; a malformed or
+truncated answer is re-asked with the error shown, up to `max_parse_retries`, then recorded as failed.
+Every answer is written to the cache as it arrives and every call to the ledger.
+
+Concurrency is a pool of `max_concurrency` workers taking requests in order, so at most that many
+reservations are open and a budget stop is clean: a worker that cannot reserve waits while other calls
+are in flight (their real cost is usually far below the worst case) and stops the stage only when the
+call does not fit with nothing in flight. The rest of that stage's requests come back as `budget`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiolimiter import AsyncLimiter
+from pydantic import BaseModel, SecretStr
+
+from distiller.config import DistillConfig, LLMConfig
+from distiller.errors import BudgetExceeded
+from distiller.llm.budget import Budget, Reservation, stage_group
+from distiller.llm.cache import CachedAnswer, CallCache, cache_key
+from distiller.llm.ledger import Ledger, LedgerEntry, LedgerStatus
+from distiller.llm.pricing import PriceUnknown, Pricing, nano_to_usd
+from distiller.llm.providers import CallSpec, Completion, Provider, ProviderError, make_provider
+from distiller.llm.secrets import install_log_redaction, redact_exception, register_secret, resolve_api_key
+from distiller.llm.structured import ParseFailure, feedback, parse_answer
+from distiller.llm.tokens import expected_prompt_tokens, max_prompt_tokens, schema_json
+from distiller.llm.types import LLMRequest, LLMResult, Message
+
+log = logging.getLogger("distiller.llm")
+
+RATE_PERIOD_S = 60.0
+"""The window of requests_per_minute / tokens_per_minute (a module constant so tests can shrink it)."""
+
+ProgressFn = Callable[[int, int, LLMResult], None]
+"""on_progress(done, total, result): called as each request finishes (from the event loop)."""
+
+
+class BatchSummary(BaseModel):
+    total: int
+    ok: int
+    cached: int
+    failed: int
+    budget: int
+    calls_sent: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    stopped_by_budget: bool
+    notes: list[str]
+    message: str
+
+
+@functools.lru_cache(maxsize=256)
+def _schema_info(schema: type[BaseModel]) -> tuple[str, str, dict[str, Any]]:
+    text = schema_json(schema)
+    return schema.__name__, text, json.loads(text)
+
+
+def _params(cfg: LLMConfig, req: LLMRequest) -> tuple[int, float]:
+    max_tokens = req.max_tokens or cfg.max_tokens
+    temperature = req.temperature if req.temperature is not None else cfg.temperature
+    return max_tokens, temperature
+
+
+def request_key(cfg: LLMConfig, req: LLMRequest) -> str:
+    """The call-cache key of a request sent to this endpoint."""
+    name, text, _ = _schema_info(req.schema_model)
+    max_tokens, temperature = _params(cfg, req)
+    return cache_key(
+        provider=cfg.provider,
+        model=cfg.model,
+        messages=req.messages,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        schema_name=name,
+        schema_text=text,
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class _BatchState:
+    total: int
+    # stage group (or "*" for the whole endpoint) -> (result status for the rest, reason)
+    stopped: dict[str, tuple[str, str]] = field(default_factory=dict)
+    budget_stop: dict[str, tuple[str, bool]] = field(default_factory=dict)  # stage -> (caps, cap is $0)
+    pending: dict[str, asyncio.Future[LLMResult]] = field(default_factory=dict)
+    settled: asyncio.Condition = field(default_factory=asyncio.Condition)
+    gate: asyncio.Lock = field(default_factory=asyncio.Lock)
+    calls_sent: int = 0
+
+
+class LLMClient:
+    """Calls one endpoint (`LLMConfig`) for any number of stages.
+
+    `budget` is required on purpose: pass `Budget.from_config(config.budget, ledger.spent_by_stage())`,
+    or `Budget.unlimited()` to opt out. Share one Budget (and one Ledger) between the clients of a run
+    (teacher and judge) so that the run cap sees all spend.
+    """
+
+    def __init__(
+        self,
+        config: LLMConfig,
+        *,
+        budget: Budget,
+        cache: CallCache | None = None,
+        ledger: Ledger | None = None,
+        api_key: str | SecretStr | None = None,
+    ) -> None:
+        self.config = config
+        self.budget = budget
+        self.cache = cache
+        self.ledger = ledger if ledger is not None else Ledger(None)
+        self.pricing = Pricing(config)
+        install_log_redaction()
+        if api_key is not None:
+            register_secret(api_key)
+            self._api_key: SecretStr | None = (
+                api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
+            )
+        else:
+            self._api_key = resolve_api_key(config)  # raises ConfigError for a hosted endpoint with no key
+        self._owned: list[CallCache] = []
+        self._limiters: tuple[asyncio.AbstractEventLoop, AsyncLimiter | None, AsyncLimiter | None] | None = (
+            None
+        )
+        self.last_summary: BatchSummary | None = None
+
+    @classmethod
+    def for_run(
+        cls,
+        config: DistillConfig,
+        run_dir: Path | str,
+        llm: LLMConfig | None = None,
+        *,
+        budget: Budget | None = None,
+        ledger: Ledger | None = None,
+    ) -> LLMClient:
+        """The usual wiring: ledger in the run folder, budget from the config minus what the ledger shows
+        was already spent (resume), the shared call cache under `config.cache_path`."""
+        ledger = ledger or Ledger.in_run(run_dir)
+        budget = budget or Budget.from_config(config.budget, ledger.spent_by_stage())
+        cache = CallCache.in_dir(config.cache_path)
+        client = cls(llm or config.teacher, budget=budget, cache=cache, ledger=ledger)
+        client._owned.append(cache)
+        return client
+
+    def close(self) -> None:
+        self.ledger.flush()
+        for c in self._owned:
+            c.close()
+        self._owned.clear()
+
+    def __enter__(self) -> LLMClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- keys ----------------------------------------------------------------------------------------
+    def _params(self, req: LLMRequest) -> tuple[int, float]:
+        return _params(self.config, req)
+
+    def key_for(self, req: LLMRequest) -> str:
+        return request_key(self.config, req)
+
+    # -- batch ---------------------------------------------------------------------------------------
+    def run_batch_sync(
+        self, requests: Sequence[LLMRequest], on_progress: ProgressFn | None = None
+    ) -> list[LLMResult]:
+        """`run_batch` from synchronous code (a Prefect task, the CLI). Inside a running event loop
+        (an async flow, a notebook) the batch runs on a helper thread with its own loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.run_batch(requests, on_progress))
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, self.run_batch(requests, on_progress)).result()
+
+    async def run_batch(
+        self, requests: Sequence[LLMRequest], on_progress: ProgressFn | None = None
+    ) -> list[LLMResult]:
+        reqs = list(requests)
+        self._check_prices(reqs)
+        state = _BatchState(total=len(reqs))
+        results: list[LLMResult | None] = [None] * len(reqs)
+        provider = make_provider(self.config, self._api_key.get_secret_value() if self._api_key else None)
+        todo = iter(enumerate(reqs))
+        done = 0
+
+        async def worker() -> None:
+            nonlocal done
+            for i, req in todo:  # a shared iterator: each worker takes the next request in order
+                results[i] = await self._guarded(provider, req, state)
+                done += 1
+                if on_progress is not None:
+                    on_progress(done, len(reqs), results[i])  # type: ignore[arg-type]
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(min(self.config.max_concurrency, len(reqs))):
+                    tg.create_task(worker())
+        finally:
+            await provider.aclose()
+            self.ledger.flush()
+        out = [r for r in results if r is not None]
+        self.last_summary = summarize(out, state.budget_stop, calls_sent=state.calls_sent)
+        log.info("%s", self.last_summary.message)
+        return out
+
+    def _check_prices(self, reqs: Sequence[LLMRequest]) -> None:
+        """Refuse to spend on a model with no price, unless that stage's budget is unlimited (nothing to
+        protect) or zero (nothing will be sent)."""
+        if self.pricing.known:
+            return
+        for stage in sorted({r.stage for r in reqs}):
+            if not self.budget.is_unlimited(stage) and not self.budget.is_zero(stage):
+                raise PriceUnknown(self.pricing.unknown_message())
+
+    async def _guarded(self, provider: Provider, req: LLMRequest, state: _BatchState) -> LLMResult:
+        try:
+            return await self._one(provider, req, state)
+        except Exception as e:  # a bug or a broken disk must not lose the other rows of the batch
+            msg = redact_exception(e)
+            log.error("internal error on item %s: %s", req.item_id, msg)
+            return LLMResult(
+                item_id=req.item_id, stage=req.stage, status="failed", error=f"internal error: {msg}"
+            )
+
+    def _limits(self) -> tuple[AsyncLimiter | None, AsyncLimiter | None]:
+        loop = asyncio.get_running_loop()
+        if self._limiters is None or self._limiters[0] is not loop:
+            # aiolimiter's limiters belong to one event loop. Batches awaited on the same loop share a
+            # rate window; each run_batch_sync call has its own loop and starts with a full bucket, so
+            # a stage should send its calls as one batch (the client also honours 429 Retry-After).
+            rpm_cfg, tpm_cfg = self.config.requests_per_minute, self.config.tokens_per_minute
+            rpm = AsyncLimiter(rpm_cfg, RATE_PERIOD_S) if rpm_cfg else None
+            tpm = AsyncLimiter(tpm_cfg, RATE_PERIOD_S) if tpm_cfg else None
+            self._limiters = (loop, rpm, tpm)
+        return self._limiters[1], self._limiters[2]
+
+    def _entry(self, req: LLMRequest, key: str, status: LedgerStatus, **kw: Any) -> LedgerEntry:
+        base: dict[str, Any] = {
+            "ts": _now(),
+            "stage": req.stage,
+            "item_id": req.item_id,
+            "provider": self.config.provider,
+            "model": self.config.model,
+            "cache_key": key,
+            "attempt": 0,
+            "status": status,
+            "cached": False,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cost_usd": 0.0,
+            "reserved_usd": 0.0,
+            "latency_s": 0.0,
+            "price_source": self.pricing.source,
+        }
+        base.update(kw)
+        return LedgerEntry(**base)
+
+    def _not_sent(self, req: LLMRequest, key: str, reason: str, status: str) -> LLMResult:
+        self.ledger.add(self._entry(req, key, "budget" if status == "budget" else "failed", error=reason))
+        return LLMResult(
+            item_id=req.item_id,
+            stage=req.stage,
+            status=status,
+            error=reason,
+            cache_key=key,  # type: ignore[arg-type]
+        )
+
+    def _from_cache(self, req: LLMRequest, key: str, hit: CachedAnswer) -> LLMResult:
+        self.ledger.add(self._entry(req, key, "cached", cached=True, saved_usd=hit.cost_usd))
+        return LLMResult(
+            item_id=req.item_id, stage=req.stage, status="cached", parsed=hit.parsed, cache_key=key
+        )
+
+    async def _one(self, provider: Provider, req: LLMRequest, state: _BatchState) -> LLMResult:
+        key = self.key_for(req)
+        # The same request twice in one batch is sent once; the copies wait for its answer.
+        first = state.pending.get(key)
+        if first is not None:
+            res = await asyncio.shield(first)
+            if res.ok and res.parsed is not None:
+                hit = CachedAnswer(
+                    parsed=res.parsed, raw="", input_tokens=0, output_tokens=0, cost_usd=res.cost_usd
+                )
+                return self._from_cache(req, key, hit)
+            reason = f"same request as item {res.item_id!r}: {res.error}"
+            return self._not_sent(req, key, reason, res.status)
+        fut: asyncio.Future[LLMResult] = asyncio.get_running_loop().create_future()
+        state.pending[key] = fut
+        try:
+            res = await self._answer(provider, req, key, state)
+        except BaseException as e:
+            fut.set_exception(e)
+            fut.exception()  # mark retrieved: copies may not exist
+            raise
+        fut.set_result(res)
+        return res
+
+    def _stopped(self, req: LLMRequest, state: _BatchState) -> tuple[str, str] | None:
+        return state.stopped.get("*") or state.stopped.get(stage_group(req.stage))
+
+    async def _reserve(self, req: LLMRequest, nano: int, state: _BatchState) -> Reservation | tuple[str, str]:
+        """A reservation, or (status, reason) when the stage has stopped.
+
+        One reserver at a time, in request order (the gate is a FIFO lock and workers reach it without
+        yielding after taking a request): a big request waiting for in-flight calls to settle is not
+        overtaken by smaller ones behind it, so a budget stop leaves a clean prefix of answered rows.
+        """
+        async with state.gate:
+            while True:
+                if (stop := self._stopped(req, state)) is not None:
+                    return stop
+                async with state.settled:  # held from the check to wait(): no settle slips between
+                    try:
+                        return self.budget.reserve(req.stage, nano=nano)
+                    except BudgetExceeded as e:
+                        if self.budget.in_flight() == 0:
+                            if req.stage not in state.budget_stop:
+                                zero = self.budget.is_zero(req.stage)
+                                state.budget_stop[req.stage] = (self.budget.describe(req.stage), zero)
+                            return state.stopped.setdefault(
+                                stage_group(req.stage), ("budget", f"not sent: budget reached ({e})")
+                            )
+                    # Woken by our own settles; the timeout covers other threads sharing the budget.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(state.settled.wait(), timeout=0.25)
+
+    async def _settle(self, res: Reservation, nano: int, state: _BatchState) -> None:
+        self.budget.settle(res, nano)
+        async with state.settled:
+            state.settled.notify_all()
+
+    async def _answer(self, provider: Provider, req: LLMRequest, key: str, state: _BatchState) -> LLMResult:
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            return self._from_cache(req, key, hit)
+        if (stop := self._stopped(req, state)) is not None:
+            return self._not_sent(req, key, stop[1], stop[0])
+
+        name, schema_text, schema_dict = _schema_info(req.schema_model)
+        max_tokens, temperature = self._params(req)
+        spec = CallSpec(req.schema_model, schema_dict, max_tokens, temperature)
+        rpm, tpm = self._limits()
+        messages: list[Message] = list(req.messages)
+        total_in = total_out = 0
+        total_nano = 0
+        latency = 0.0
+        last_error = ""
+        max_attempts = self.config.max_parse_retries + 1
+        for attempt in range(1, max_attempts + 1):
+            worst = (
+                self.pricing.cost_nano(max_prompt_tokens(messages, schema_text), max_tokens)
+                if self.pricing.known
+                else 0
+            )
+            reservation = await self._reserve(req, worst, state)
+            if isinstance(reservation, tuple):
+                if attempt == 1:
+                    return self._not_sent(req, key, reservation[1], reservation[0])
+                error = f"{last_error}; no re-ask: {reservation[1]}"
+                return self._failed(req, key, error, attempt - 1, total_in, total_out, total_nano, latency)
+            sent_at, t0 = _now(), time.perf_counter()
+            try:
+                if rpm is not None:
+                    await rpm.acquire()
+                if tpm is not None:
+                    need = expected_prompt_tokens(messages, schema_text) + max_tokens
+                    await tpm.acquire(min(need, self.config.tokens_per_minute or need))
+                sent_at, t0 = _now(), time.perf_counter()
+                state.calls_sent += 1
+                comp = await provider.complete(messages, spec)
+            except ProviderError as e:
+                # Not billed as far as we can know: a failed response carries no usage.
+                await self._settle(reservation, 0, state)
+                latency += time.perf_counter() - t0
+                self.ledger.add(
+                    self._entry(
+                        req, key, "failed", ts=sent_at, attempt=attempt, reserved_usd=reservation.usd,
+                        latency_s=time.perf_counter() - t0, error=str(e),
+                    )
+                )  # fmt: skip
+                if e.bad_format and attempt < max_attempts:
+                    # An unreadable body (a proxy's error page) is a glitch, not an answer: ask again.
+                    last_error = str(e)
+                    continue
+                if e.fatal:
+                    state.stopped.setdefault(
+                        "*", ("failed", f"not sent: an earlier call failed for good ({e})")
+                    )
+                return self._result(
+                    req, key, "failed", None, str(e), attempt, total_in, total_out, total_nano, latency
+                )
+            except BaseException:
+                # Cancelled, or a bug: nothing is known to be billed, and a leaked reservation would
+                # hold the budget (and make the other workers wait) for ever.
+                self.budget.release(reservation)
+                raise
+            call_latency = time.perf_counter() - t0
+            latency += call_latency
+            cost_nano, usage_note = self._cost(comp, reservation)
+            await self._settle(reservation, cost_nano, state)
+            in_tok, out_tok = comp.input_tokens or 0, comp.output_tokens or 0
+            total_in, total_out, total_nano = total_in + in_tok, total_out + out_tok, total_nano + cost_nano
+            entry_kw: dict[str, Any] = {
+                "ts": sent_at,
+                "attempt": attempt,
+                "input_tokens": in_tok,
+                "output_tokens": out_tok,
+                "cost_usd": nano_to_usd(cost_nano),
+                "reserved_usd": reservation.usd,
+                "latency_s": round(call_latency, 4),
+                "finish_reason": comp.finish_reason,
+            }
+            try:
+                parsed = parse_answer(comp.text, comp.data, req.schema_model, truncated=comp.truncated)
+            except ParseFailure as pf:
+                last_error = f"parse: {pf}"
+                self.ledger.add(
+                    self._entry(req, key, "parse_error", error=_join(last_error, usage_note), **entry_kw)
+                )
+                messages = [
+                    *messages,
+                    Message(role="assistant", content=comp.text or "(empty answer)"),
+                    Message(role="user", content=feedback(str(pf), req.schema_model)),
+                ]
+                continue
+            self.ledger.add(self._entry(req, key, "ok", error=usage_note, **entry_kw))
+            if self.cache is not None:
+                answer = CachedAnswer(
+                    parsed=parsed,
+                    raw=comp.text,
+                    input_tokens=total_in,
+                    output_tokens=total_out,
+                    cost_usd=nano_to_usd(total_nano),
+                )
+                self.cache.put(
+                    key, answer, provider=self.config.provider, model=self.config.model, schema_name=name
+                )
+            return self._result(
+                req, key, "ok", parsed, None, attempt, total_in, total_out, total_nano, latency
+            )
+        error = f"{last_error} (gave up after {max_attempts} attempts)"
+        return self._failed(req, key, error, max_attempts, total_in, total_out, total_nano, latency)
+
+    def _cost(self, comp: Completion, reservation: Reservation) -> tuple[int, str | None]:
+        if not self.pricing.known:
+            return 0, None
+        if comp.input_tokens is None or comp.output_tokens is None:
+            # Some compatible servers omit usage: charge the worst case rather than nothing.
+            return reservation.nano, "the endpoint reported no usage: charged the worst case"
+        nano = self.pricing.cost_nano(comp.input_tokens, comp.output_tokens)
+        if nano > reservation.nano:
+            note = (
+                f"billed ${nano_to_usd(nano):.6f} > reserved ${reservation.usd:.6f}: the provider counted "
+                "more prompt tokens than the bytes-based bound"
+            )
+            log.warning("%s", note)
+            return nano, note
+        return nano, None
+
+    def _result(
+        self,
+        req: LLMRequest,
+        key: str,
+        status: str,
+        parsed: dict[str, Any] | None,
+        error: str | None,
+        attempts: int,
+        in_tok: int,
+        out_tok: int,
+        nano: int,
+        latency: float,
+    ) -> LLMResult:
+        return LLMResult(
+            item_id=req.item_id,
+            stage=req.stage,
+            status=status,  # type: ignore[arg-type]
+            parsed=parsed,
+            error=error,
+            input_tokens=in_tok,
+            output_tokens=out_tok,
+            cost_usd=nano_to_usd(nano),
+            latency_s=round(latency, 4),
+            attempts=attempts,
+            cache_key=key,
+        )
+
+    def _failed(
+        self,
+        req: LLMRequest,
+        key: str,
+        error: str,
+        attempts: int,
+        in_tok: int,
+        out_tok: int,
+        nano: int,
+        lat: float,
+    ) -> LLMResult:
+        return self._result(req, key, "failed", None, error, attempts, in_tok, out_tok, nano, lat)
+
+
+def _join(*parts: str | None) -> str | None:
+    kept = [p for p in parts if p]
+    return "; ".join(kept) if kept else None
+
+
+def summarize(
+    results: Sequence[LLMResult],
+    budget_stop: dict[str, tuple[str, bool]] | None = None,
+    *,
+    calls_sent: int | None = None,
+) -> BatchSummary:
+    """Counts, tokens, cost and one line a human reads ("budget reached after N of M ...").
+    `budget_stop`: stage -> (the caps as text, whether a cap is $0) for each stage stopped by its budget."""
+    status = Counter(r.status for r in results)
+    notes: list[str] = []
+    for stage, (where, zero) in (budget_stop or {}).items():
+        mine = [r for r in results if r.stage == stage]
+        answered = sum(1 for r in mine if r.status != "budget")
+        if zero:
+            notes.append(
+                f"stage {stage!r}: budget is $0, no LLM call sent ({answered} of {len(mine)} from the cache)"
+            )
+        else:
+            notes.append(f"stage {stage!r}: budget reached after {answered} of {len(mine)} ({where})")
+    cost = sum(r.cost_usd for r in results)
+    head = (
+        f"{status['ok'] + status['cached']} of {len(results)} answered ({status['ok']} by the LLM, "
+        f"{status['cached']} from the cache), {status['failed']} failed, {status['budget']} not sent; "
+        f"${cost:.4f}"
+    )
+    return BatchSummary(
+        total=len(results),
+        ok=status["ok"],
+        cached=status["cached"],
+        failed=status["failed"],
+        budget=status["budget"],
+        calls_sent=calls_sent if calls_sent is not None else sum(r.attempts for r in results),
+        input_tokens=sum(r.input_tokens for r in results),
+        output_tokens=sum(r.output_tokens for r in results),
+        cost_usd=cost,
+        stopped_by_budget=bool(budget_stop),
+        notes=notes,
+        message="; ".join([head, *notes]),
+    )
+
+
+__all__ = ["BatchSummary", "LLMClient", "ProgressFn", "request_key", "summarize"]

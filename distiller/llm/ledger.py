@@ -1,0 +1,101 @@
+"""The ledger: one row per call sent (each parse retry is a call and is billed), plus one row per request
+answered from the cache or not sent because of the budget. Written to `<run>/ledger.parquet`.
+
+The file is rewritten atomically (write_parquet) at the end of each batch and at most every
+`flush_every_s` seconds during one, so a killed run keeps all but the last few seconds of rows. A ledger
+opened on an existing file continues it: a resumed run's budget starts from what was already spent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from distiller.records import Record, read_parquet, write_parquet
+
+LEDGER_FILENAME = "ledger.parquet"
+
+LedgerStatus = Literal["ok", "parse_error", "failed", "cached", "budget"]
+
+
+class LedgerEntry(Record):
+    ts: str = Field(description="UTC time the call was sent (or answered from the cache), ISO 8601.")
+    stage: str
+    item_id: str
+    provider: str
+    model: str
+    cache_key: str
+    attempt: int = Field(
+        description="1 for the first call of a request, 2+ for parse retries, 0 if none sent."
+    )
+    status: LedgerStatus = Field(
+        description="ok; parse_error (answer did not parse, retried or given up); failed (transport or API "
+        "error); cached (no call); budget (not sent: budget reached)."
+    )
+    cached: bool
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float = Field(description="What this call cost (0 for cached and unsent rows).")
+    reserved_usd: float = Field(description="Worst-case cost held against the budget before sending.")
+    saved_usd: float = Field(default=0.0, description="Cached rows: what the original call cost.")
+    latency_s: float
+    finish_reason: str | None = None
+    price_source: str = ""
+    error: str | None = Field(default=None, description="Secrets redacted.")
+
+
+class Ledger:
+    def __init__(self, path: Path | str | None = None, *, flush_every_s: float = 10.0) -> None:
+        """`path=None`: kept in memory only (tests, estimates)."""
+        self.path = Path(path) if path is not None else None
+        self.flush_every_s = flush_every_s
+        self._lock = threading.Lock()
+        self._entries: list[LedgerEntry] = []
+        if self.path is not None and self.path.is_file():
+            self._entries = read_parquet(self.path, LedgerEntry)
+        self._dirty = False
+        self._last_flush = time.monotonic()
+
+    @classmethod
+    def in_run(cls, run_dir: Path | str) -> Ledger:
+        return cls(Path(run_dir) / LEDGER_FILENAME)
+
+    def add(self, entry: LedgerEntry) -> None:
+        with self._lock:
+            self._entries.append(entry)
+            self._dirty = True
+            due = time.monotonic() - self._last_flush >= self.flush_every_s
+        if due:
+            self.flush()
+
+    @property
+    def entries(self) -> list[LedgerEntry]:
+        with self._lock:
+            return list(self._entries)
+
+    def flush(self) -> None:
+        if self.path is None:
+            return
+        with self._lock:
+            if not self._dirty and self.path.exists():
+                return
+            write_parquet(self.path, self._entries, LedgerEntry)
+            self._dirty = False
+            self._last_flush = time.monotonic()
+
+    def spent_by_stage(self) -> dict[str, float]:
+        out: dict[str, float] = defaultdict(float)
+        for e in self.entries:
+            out[e.stage] += e.cost_usd
+        return dict(out)
+
+    def total_cost_usd(self) -> float:
+        return sum(e.cost_usd for e in self.entries)
+
+
+__all__ = ["LEDGER_FILENAME", "Ledger", "LedgerEntry", "LedgerStatus"]
