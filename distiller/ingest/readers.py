@@ -185,7 +185,8 @@ def read_jsonl(path: Path, text_field: str, id_field: str | None) -> Iterator[Ra
             yield SkippedInput(
                 path=str(path),
                 line=n,
-                reason=f"no non-empty string field '{text_field}' (fields: {keys}); set input.jsonl_text_field",
+                reason=f"no non-empty string field '{text_field}' (fields: {keys}); "
+                "set input.jsonl_text_field",
             )
             continue
         key = str(obj.get(id_field)) if id_field and obj.get(id_field) is not None else str(n)

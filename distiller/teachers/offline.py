@@ -104,7 +104,8 @@ def inverse_cloze(
         queries=queries,
         qa_pairs=qa_pairs,
         notes=[
-            "No LLM configured: the offline teacher made inverse-cloze pseudo-queries (a sentence of each chunk "
+            "No LLM configured: the offline teacher made inverse-cloze pseudo-queries "
+            "(a sentence of each chunk "
             "as the query, the rest of the chunk as its positive). For real questions and Q&A pairs set "
             "teacher.provider (openai | anthropic) and teacher.model, e.g. "
             "`distill run --teacher openai --model gpt-4o-mini` with OPENAI_API_KEY set, or "
