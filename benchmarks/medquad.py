@@ -29,6 +29,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from distiller.config import DistillConfig, MiningConfig, TrainingConfig
 from distiller.evaluation import evaluate_bm25, evaluate_model, metrics_table
+from distiller.index import EncodedCorpus, encode_corpus
 from distiller.labeled import load_labeled
 from distiller.mining import mine_triplets
 from distiller.models import load_student
@@ -91,6 +92,12 @@ def configs(args: argparse.Namespace) -> tuple[MiningConfig, TrainingConfig]:
     return m, t
 
 
+def encode(model: object, passages: list[Passage], folder: Path) -> EncodedCorpus:
+    """One encoding per model, shared by its evaluation and the next iteration's mining."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return encode_corpus(model, [p.text for p in passages], 64, workdir=folder)
+
+
 def run_seed(
     args: argparse.Namespace,
     passages: list[Passage],
@@ -98,16 +105,18 @@ def run_seed(
     held_out: list[Query],
     seed: int,
     work: Path,
+    base_corpus: EncodedCorpus,
 ) -> tuple[list[MetricRow], dict[str, float]]:
     mcfg, tcfg = configs(args)
     timings: dict[str, float] = {}
     rows: list[MetricRow] = []
     model = load_student(args.student, max_seq_length=tcfg.max_seq_length)
+    corpus = base_corpus
     base = args.student
     triplets: list[Triplet] = []
     for k in range(1, mcfg.iterations + 1):
         t0 = time.perf_counter()
-        mined = mine_triplets(model, passages, queries, mcfg, k, seed, previous=triplets)
+        mined = mine_triplets(model, passages, queries, mcfg, k, seed, previous=triplets, corpus=corpus)
         timings[f"mine{k}"] = time.perf_counter() - t0
         triplets += mined.triplets
         s = mined.stats
@@ -126,10 +135,12 @@ def run_seed(
         )
         model = load_student(str(out.model_dir), max_seq_length=tcfg.max_seq_length)
         t0 = time.perf_counter()
-        rows += evaluate_model(model, passages, held_out, args.ks, f"iter{k}", k)
+        corpus = encode(model, passages, work / f"enc-s{seed}-{k}")
+        rows += evaluate_model(model, passages, held_out, args.ks, f"iter{k}", k, corpus=corpus)
         timings[f"eval{k}"] = time.perf_counter() - t0
         if k > 1:
             shutil.rmtree(work / f"s{seed}-iter{k - 1}", ignore_errors=True)
+            shutil.rmtree(work / f"enc-s{seed}-{k - 1}", ignore_errors=True)
         base = str(out.model_dir)
     shutil.rmtree(work / f"s{seed}-iter{mcfg.iterations}", ignore_errors=True)
     return rows, timings
@@ -177,14 +188,15 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         common = evaluate_bm25(passages, held_out, args.ks)
         base_model = load_student(args.student, max_seq_length=tcfg.max_seq_length)
-        common += evaluate_model(base_model, passages, held_out, args.ks, "base", 0)
+        base_corpus = encode(base_model, passages, work / "enc-base")
+        common += evaluate_model(base_model, passages, held_out, args.ks, "base", 0, corpus=base_corpus)
         del base_model
         print(f"base + BM25 evaluated in {time.perf_counter() - t0:.0f}s", flush=True)
         results: dict[int, list[MetricRow]] = {}
         timings: dict[int, dict[str, float]] = {}
         for seed in args.seeds:
             t0 = time.perf_counter()
-            rows, timings[seed] = run_seed(args, passages, queries, held_out, seed, work)
+            rows, timings[seed] = run_seed(args, passages, queries, held_out, seed, work, base_corpus)
             results[seed] = rows
             stages = json.dumps({k: round(v) for k, v in timings[seed].items()})
             print(f"\nseed {seed} ({time.perf_counter() - t0:.0f}s; {stages})")

@@ -16,7 +16,7 @@ from typing import Any
 import ir_measures
 from ir_measures import RR, Qrel, R, ScoredDoc, nDCG
 
-from distiller.index import encode_corpus, scratch_dir, search_batches
+from distiller.index import EncodedCorpus, encode_corpus, scratch_dir, search_batches
 from distiller.records import MetricRow, Passage, Query
 
 logger = logging.getLogger(__name__)
@@ -55,15 +55,24 @@ def score_run(
 
 
 def evaluate_model(
-    model: Any, passages: list[Passage], queries: list[Query], ks: list[int], name: str, iteration: int
+    model: Any,
+    passages: list[Passage],
+    queries: list[Query],
+    ks: list[int],
+    name: str,
+    iteration: int,
+    *,
+    corpus: EncodedCorpus | None = None,
 ) -> list[MetricRow]:
-    """Encode the corpus once, retrieve top-max(ks) for each held-out query, score with ir-measures."""
+    """Encode the corpus once (or reuse `corpus`, encoded by this same model), retrieve top-max(ks)
+    for each held-out query, score with ir-measures."""
     if not passages or not queries:
         return []
     k = max(max(ks), 10)
     run: dict[str, list[str]] = {}
     with scratch_dir() as work:
-        corpus = encode_corpus(model, [p.text for p in passages], ENCODE_BATCH, workdir=work)
+        if corpus is None:
+            corpus = encode_corpus(model, [p.text for p in passages], ENCODE_BATCH, workdir=work)
         for off, _, idx, _ in search_batches(model, corpus, [q.text for q in queries], k, ENCODE_BATCH):
             for row, ids in enumerate(idx):
                 run[queries[off + row].query_id] = [passages[i].passage_id for i in ids if i >= 0]

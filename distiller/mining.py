@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from distiller.config import MiningConfig
-from distiller.index import encode_corpus, passage_cosine, scratch_dir, search_batches
+from distiller.index import EncodedCorpus, encode_corpus, passage_cosine, scratch_dir, search_batches
 from distiller.records import Passage, Query, Triplet
 
 logger = logging.getLogger(__name__)
@@ -92,8 +92,13 @@ def mine_triplets(
     iteration: int,
     seed: int,
     previous: list[Triplet] | None = None,
+    *,
+    corpus: EncodedCorpus | None = None,
 ) -> MiningResult:
-    """Mine this iteration's new triplets from the training queries (split == "train")."""
+    """Mine this iteration's new triplets from the training queries (split == "train").
+
+    `corpus`: the passages already encoded by this same model (`distiller.index.encode_corpus`), to
+    reuse one encoding for mining and evaluation; encoded here otherwise."""
     train = [q for q in queries if q.split == "train"]
     pid_index = {p.passage_id: i for i, p in enumerate(passages)}
     seen = {(t.query_id, t.positive_id, t.negative_id) for t in previous or []}
@@ -113,9 +118,17 @@ def mine_triplets(
     cands: list[_Candidate] = []
     ranks: list[int] = []
     with scratch_dir() as work:
-        corpus = encode_corpus(
-            model, texts, cfg.encode_batch_size, workdir=work, exact_max=cfg.exact_index_max_corpus, seed=seed
-        )
+        if corpus is None:
+            corpus = encode_corpus(
+                model,
+                texts,
+                cfg.encode_batch_size,
+                workdir=work,
+                exact_max=cfg.exact_index_max_corpus,
+                seed=seed,
+            )
+        elif len(corpus) != len(passages):
+            raise ValueError(f"encoded corpus has {len(corpus)} rows for {len(passages)} passages")
         for off, scores, idx, _ in search_batches(
             model, corpus, [q.text for q in usable], top_k, cfg.encode_batch_size
         ):
