@@ -216,7 +216,7 @@ def test_property_budget_never_exceeded_end_to_end(
     budget = Budget(cap)
     ledger = Ledger(None)
     reqs = [
-        LLMRequest.build(f"r{i}", "generate", Answer, user="é" * (n // 2) + "x" * n)
+        LLMRequest.build(f"r{i}", "generate", Answer, user=f"{i}:" + "é" * (n // 2) + "x" * n)
         for i, n in enumerate(sizes)
     ]
     client = make_client(

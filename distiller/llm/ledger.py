@@ -1,9 +1,10 @@
 """The ledger: one row per call sent (each parse retry is a call and is billed), plus one row per request
 answered from the cache or not sent because of the budget. Written to `<run>/ledger.parquet`.
 
-The file is rewritten atomically (write_parquet) at the end of each batch and at most every
-`flush_every_s` seconds during one, so a killed run keeps all but the last few seconds of rows. A ledger
-opened on an existing file continues it: a resumed run's budget starts from what was already spent.
+Every row is appended to a journal (`ledger.journal.jsonl`) the moment it is added: a write to the
+kernel survives a SIGKILL of the process, so a killed run loses no row and a resumed run's budget starts
+from everything already spent. The Parquet file is rewritten atomically from the rows at the end of each
+batch and at most every `flush_every_s` seconds during one.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import Field
 from distiller.records import Record, read_parquet, write_parquet
 
 LEDGER_FILENAME = "ledger.parquet"
+JOURNAL_FILENAME = "ledger.journal.jsonl"
 
 LedgerStatus = Literal["ok", "parse_error", "failed", "cached", "budget"]
 
@@ -56,17 +58,35 @@ class Ledger:
         self.flush_every_s = flush_every_s
         self._lock = threading.Lock()
         self._entries: list[LedgerEntry] = []
-        if self.path is not None and self.path.is_file():
+        self.journal = self.path.with_name(JOURNAL_FILENAME) if self.path is not None else None
+        if self.journal is not None and self.journal.is_file():
+            self._entries = _read_journal(self.journal)
+        elif self.path is not None and self.path.is_file():
             self._entries = read_parquet(self.path, LedgerEntry)
-        self._dirty = False
+            self._append([*self._entries])
+        self._dirty = bool(self._entries) and self.path is not None and not self.path.is_file()
         self._last_flush = time.monotonic()
 
     @classmethod
     def in_run(cls, run_dir: Path | str) -> Ledger:
         return cls(Path(run_dir) / LEDGER_FILENAME)
 
+    def _append(self, entries: list[LedgerEntry]) -> None:
+        if self.journal is None or not entries:
+            return
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        lines = "".join(e.model_dump_json() + "\n" for e in entries)
+        with self.journal.open("a+b") as f:
+            # after a write torn by a kill, start on a fresh line so this row is not glued to the torn one
+            if f.tell() > 0:
+                f.seek(-1, 2)
+                if f.read(1) != b"\n":
+                    lines = "\n" + lines
+            f.write(lines.encode("utf-8"))
+
     def add(self, entry: LedgerEntry) -> None:
         with self._lock:
+            self._append([entry])
             self._entries.append(entry)
             self._dirty = True
             due = time.monotonic() - self._last_flush >= self.flush_every_s
@@ -98,4 +118,14 @@ class Ledger:
         return sum(e.cost_usd for e in self.entries)
 
 
-__all__ = ["LEDGER_FILENAME", "Ledger", "LedgerEntry", "LedgerStatus"]
+def _read_journal(path: Path) -> list[LedgerEntry]:
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entries.append(LedgerEntry.model_validate_json(line))
+        except ValueError:
+            continue  # a line torn by a kill in the middle of a write: that call was never counted
+    return entries
+
+
+__all__ = ["JOURNAL_FILENAME", "LEDGER_FILENAME", "Ledger", "LedgerEntry", "LedgerStatus"]
