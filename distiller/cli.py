@@ -161,8 +161,9 @@ def run(
             run_dir = store.dir
         else:
             from flows.distill import distill
+            from flows.stages import with_runner
 
-            result = distill(config=cfg, command=command)
+            result = with_runner(distill, cfg)(config=cfg, command=command)
             run_dir = Path(result["run_dir"])
     except DistillError as e:
         _fail(e)

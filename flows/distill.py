@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from distiller import pipeline
 from distiller.config import DistillConfig
+from flows.stages import on_runner, train_step
 from tasks.stages import (
     artifact_key,
     evaluate_task,
@@ -19,7 +20,6 @@ from tasks.stages import (
     ingest_task,
     mine_task,
     report_task,
-    train_task,
 )
 
 
@@ -27,14 +27,16 @@ from tasks.stages import (
 def distill(config: DistillConfig = DistillConfig(), command: str | None = None) -> dict:
     """Distill a corpus into training data and a domain-adapted retrieval model."""
     store = pipeline.open_store(config)
-    ingest_task(config)
-    generate_task(config)
+    # Stages run on the flow's task runner (threads, or Dask: config.runner); training may run as a
+    # deployment on a GPU work pool (config.training.deployment).
+    on_runner(ingest_task, config)
+    on_runner(generate_task, config)
     for k in range(1, config.mining.iterations + 1):
-        mine_task(config, k)
-        train_task(config, k)
-    evaluate_task(config)
-    export_task(config, command)
-    report_task(config)
+        on_runner(mine_task, config, k)
+        train_step(config, k)
+    on_runner(evaluate_task, config)
+    on_runner(export_task, config, command)
+    on_runner(report_task, config)
     summary = pipeline.summary_markdown(store)
     create_markdown_artifact(
         key=artifact_key(store.name, "summary"), markdown=summary, description=f"Run {store.name}"

@@ -1,0 +1,153 @@
+"""One flow per stage, so a stage can run alone (from the UI with the config as a form, from the CLI, or
+as a deployment) on the run folder the stages before it left; and what the end-to-end flow shares with
+them: where stage tasks run (`task_runner_for`, `on_runner`) and where training runs (`train_step`).
+
+Each flow takes the same `DistillConfig` as `distill`: the run folder is `<runs_dir>/<run_name>`, so a
+stage flow given the config of an earlier end-to-end run continues that run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import Flow, Task, flow
+from prefect.context import FlowRunContext
+from prefect.logging import get_run_logger
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from distiller import pipeline
+from distiller.config import DistillConfig
+from distiller.errors import StageError
+from distiller.store import StageResult
+from tasks.stages import (
+    evaluate_task,
+    export_task,
+    generate_task,
+    ingest_task,
+    mine_task,
+    report_task,
+    train_task,
+)
+
+
+# -- where tasks run ------------------------------------------------------------------------------------
+def task_runner_for(config: DistillConfig) -> TaskRunner:
+    """The task runner `config.runner` names: threads of the flow's process, or a Dask cluster."""
+    if config.runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if config.dask_address:
+            return DaskTaskRunner(address=config.dask_address)
+        # Processes with one thread each: tokenizers and torch hold the GIL for long stretches.
+        return DaskTaskRunner(cluster_kwargs={"processes": True, "threads_per_worker": 1})
+    return ThreadPoolTaskRunner()
+
+
+def with_runner(flow_: Flow[..., Any], config: DistillConfig) -> Flow[..., Any]:
+    """`flow_` on the task runner its config asks for: `with_runner(distill, cfg)(config=cfg)`."""
+    return flow_.with_options(task_runner=task_runner_for(config))
+
+
+def on_runner(task_: Task[..., Any], config: DistillConfig, *args: Any) -> StageResult:
+    """Run a stage task on the flow's task runner and wait for it. The stages form a chain, so this is
+    no parallelism within a run: with Dask the work moves to a cluster's workers (processes, or other
+    machines that see the same runs_dir), while the flow's own process only orchestrates."""
+    ctx = FlowRunContext.get()
+    if config.runner == "dask" and ctx is not None and type(ctx.task_runner).__name__ != "DaskTaskRunner":
+        get_run_logger().warning(
+            "config.runner is 'dask' but this flow runs on %s: start it with `distill run` or the "
+            "'distill/dask' deployment to use Dask",
+            type(ctx.task_runner).__name__,
+        )
+    return task_.submit(config, *args).result()
+
+
+# -- where training runs --------------------------------------------------------------------------------
+def train_step(config: DistillConfig, iteration: int) -> StageResult:
+    """Train iteration k here, or, when `training.deployment` is set, as a run of that deployment (the
+    train-only flow on a GPU work pool), waiting for it and picking up the model it wrote."""
+    if not config.training.deployment:
+        return on_runner(train_task, config, iteration)
+    return train_on_deployment(config, iteration)
+
+
+def train_on_deployment(config: DistillConfig, iteration: int) -> StageResult:
+    from prefect.deployments import run_deployment
+
+    name = config.training.deployment
+    assert name
+    # The remote run trains in-process; it must not send the work on again.
+    local = config.model_copy(update={"training": config.training.model_copy(update={"deployment": None})})
+    run = run_deployment(
+        name=name,
+        parameters={"config": local.model_dump(mode="json"), "iteration": iteration},
+        timeout=config.training.deployment_timeout_s,
+    )
+    state = run.state
+    if state is None or not state.is_completed():
+        shown = state.name if state else "no state"
+        raise StageError(
+            f"training deployment {name!r} (flow run {run.name}, {run.id}) ended {shown}; "
+            "see its logs in the Prefect UI"
+        )
+    store = pipeline.open_store(config)
+    if not store.path(f"models/iter{iteration}").is_dir():
+        raise StageError(
+            f"training deployment {name!r} completed but models/iter{iteration} is not in {store.dir}: "
+            "runs_dir must be storage both work pools' workers share (see docs/production.md)"
+        )
+    result = store.stage_results().get(f"train_iter{iteration}")
+    if result is None:
+        raise StageError(f"training deployment {name!r} left no train_iter{iteration} entry in the manifest")
+    return result
+
+
+# -- one flow per stage ---------------------------------------------------------------------------------
+def _done(config: DistillConfig, *results: StageResult) -> dict[str, Any]:
+    store = pipeline.open_store(config)
+    return {"run_dir": str(store.dir), "stages": {r.stage: r.status for r in results}}
+
+
+@flow(name="distill-ingest", log_prints=True)
+def ingest_flow(config: DistillConfig = DistillConfig()) -> dict[str, Any]:
+    """Read and chunk the documents into <run>/sources.parquet and chunks.parquet."""
+    return _done(config, on_runner(ingest_task, config))
+
+
+@flow(name="distill-generate", log_prints=True)
+def generate_flow(config: DistillConfig = DistillConfig()) -> dict[str, Any]:
+    """Make queries and Q&A pairs from the run's chunks (the LLM teacher, or offline inverse-cloze)."""
+    return _done(config, on_runner(generate_task, config))
+
+
+@flow(name="distill-iteration", log_prints=True)
+def iteration_flow(config: DistillConfig = DistillConfig(), iteration: int = 1) -> dict[str, Any]:
+    """One mine-and-train iteration: hard triplets with the current student, then train on them."""
+    mined = on_runner(mine_task, config, iteration)
+    return _done(config, mined, train_step(config, iteration))
+
+
+@flow(name="distill-train", log_prints=True)
+def train_flow(config: DistillConfig = DistillConfig(), iteration: int = 1) -> dict[str, Any]:
+    """Train iteration k on this worker: the deployment a GPU work pool serves (`training.deployment`)."""
+    if config.training.deployment:
+        raise StageError("distill-train trains where it runs: give it a config without training.deployment")
+    return _done(config, on_runner(train_task, config, iteration))
+
+
+@flow(name="distill-evaluate", log_prints=True)
+def evaluate_flow(config: DistillConfig = DistillConfig()) -> dict[str, Any]:
+    """Score the base model, BM25 and each iteration on held-out queries; copy the best to models/best."""
+    return _done(config, on_runner(evaluate_task, config))
+
+
+@flow(name="distill-export", log_prints=True)
+def export_flow(config: DistillConfig = DistillConfig(), command: str | None = None) -> dict[str, Any]:
+    """Write the run's data in the configured formats under <run>/exports/."""
+    return _done(config, on_runner(export_task, config, command))
+
+
+@flow(name="distill-report", log_prints=True)
+def report_flow(config: DistillConfig = DistillConfig()) -> dict[str, Any]:
+    """Render <run>/report.html from the run's artifacts."""
+    return _done(config, on_runner(report_task, config))
