@@ -136,7 +136,9 @@ def run_seed(
         model = load_student(str(out.model_dir), max_seq_length=tcfg.max_seq_length)
         t0 = time.perf_counter()
         corpus = encode(model, passages, work / f"enc-s{seed}-{k}")
-        rows += evaluate_model(model, passages, held_out, args.ks, f"iter{k}", k, corpus=corpus)
+        new = evaluate_model(model, passages, held_out, args.ks, f"iter{k}", k, corpus=corpus)
+        rows += new
+        print(f"  seed {seed} iter {k}: " + ", ".join(f"{r.metric} {r.value:.4f}" for r in new), flush=True)
         timings[f"eval{k}"] = time.perf_counter() - t0
         if k > 1:
             shutil.rmtree(work / f"s{seed}-iter{k - 1}", ignore_errors=True)
@@ -192,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         common += evaluate_model(base_model, passages, held_out, args.ks, "base", 0, corpus=base_corpus)
         del base_model
         print(f"base + BM25 evaluated in {time.perf_counter() - t0:.0f}s", flush=True)
+        print(metrics_table(common), flush=True)
         results: dict[int, list[MetricRow]] = {}
         timings: dict[int, dict[str, float]] = {}
         for seed in args.seeds:

@@ -207,17 +207,18 @@ def search_batches(
         yield start, d, i, q
 
 
-def passage_cosine(corpus: EncodedCorpus, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of corpus rows a[j] and b[j] (used to spot near-duplicate passages)."""
+def row_cosine(matrix: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of rows a[j] and b[j] of a dense array/memmap or a scipy sparse matrix
+    (near-duplicate passages, near-duplicate queries)."""
     if len(a) == 0:
         return np.zeros(0, dtype=np.float32)
-    if corpus.sparse:
-        x, y = corpus.embeddings[a], corpus.embeddings[b]
+    if hasattr(matrix, "multiply"):  # scipy sparse
+        x, y = matrix[a], matrix[b]
         dots = np.asarray(x.multiply(y).sum(axis=1)).ravel()
         nx = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
         ny = np.sqrt(np.asarray(y.multiply(y).sum(axis=1)).ravel())
     else:
-        x, y = np.asarray(corpus.embeddings[a]), np.asarray(corpus.embeddings[b])
+        x, y = np.asarray(matrix[a]), np.asarray(matrix[b])
         dots = np.einsum("ij,ij->i", x, y)
         nx, ny = np.linalg.norm(x, axis=1), np.linalg.norm(y, axis=1)
     return (dots / np.maximum(nx * ny, 1e-12)).astype(np.float32)
@@ -236,7 +237,7 @@ __all__ = [
     "encode_dense",
     "encode_sparse",
     "is_sparse_model",
-    "passage_cosine",
+    "row_cosine",
     "scratch_dir",
     "search_batches",
 ]

@@ -5,9 +5,12 @@ student's tokenizer) is split with semchunk; every chunk of a query's answer cou
 Identical answer texts (after whitespace normalisation) become one passage, so a question's
 ground truth never shows up as a "negative" copy of itself.
 
+Identical questions (up to case and spacing) become one query whose relevant passages are all their
+answers.
+
 Splits are made by group, never by row: by `input.group_column` (a topic or document) when given,
-otherwise by the answer text. Groups that share an answer text are merged first (union-find): the
-shared passage would otherwise be a training positive and a test positive at once.
+otherwise by the answer text. Groups that share an answer text or a question are merged first
+(union-find): the shared passage would otherwise be a training positive and a test positive at once.
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ _WS = re.compile(r"\s+")
 
 def _norm(text: str) -> str:
     return _WS.sub(" ", text).strip()
+
+
+def _question_key(question: str) -> str:
+    """Questions that differ only in case, spacing or the space before '?' are the same question."""
+    return re.sub(r"\s+(?=[?.!])", "", _norm(question)).casefold()
 
 
 def _hash(*parts: str) -> str:
@@ -200,11 +208,12 @@ def load_labeled(cfg: DistillConfig) -> tuple[list[Passage], list[Query]]:
         if key not in answer_chunks:
             answer_chunks[key] = split_text(a)
 
-    # Groups: the user's column, else the answer; merged where they share an answer.
+    # Groups: the user's column, else the answer; merged where they share an answer or a question.
     uf = _UnionFind()
-    for _, a, g in pairs:
+    for q, a, g in pairs:
         ak = "a:" + _hash(_norm(a))
         uf.union(ak, "g:" + g if inp.group_column else ak)
+        uf.union(ak, "q:" + _question_key(q))
 
     def group_of(answer_key: str) -> str:
         rep = uf.find("a:" + _hash(answer_key))
@@ -222,27 +231,28 @@ def load_labeled(cfg: DistillConfig) -> tuple[list[Passage], list[Query]]:
             passages.append(Passage(passage_id=pid, doc_id=group, chunk_id=pid, text=text))
         chunk_ids[key] = ids
 
-    seen: set[str] = set()
-    queries: list[Query] = []
-    weights: dict[str, int] = {}
+    # One query per distinct question: where the same question has several answers (MedQuAD: one per
+    # source collection), all of them answer it; as separate queries each answer would be mined as a
+    # (false) negative of the other, and evaluation would count a right answer as wrong.
+    by_question: dict[str, Query] = {}
     for q, a, _ in pairs:
-        key = _norm(a)
-        qid = "q" + _hash(q, key)
-        if qid in seen:  # an exact duplicate pair
-            continue
-        seen.add(qid)
-        group = group_of(key)
-        weights[group] = weights.get(group, 0) + 1
-        queries.append(
-            Query(
-                query_id=qid,
+        qk = _question_key(q)
+        query = by_question.get(qk)
+        if query is None:
+            by_question[qk] = Query(
+                query_id="q" + _hash(qk),
                 text=q,
-                positive_ids=chunk_ids[key],
-                doc_id=group,
+                positive_ids=list(chunk_ids[_norm(a)]),
+                doc_id=group_of(_norm(a)),
                 split="train",
                 teacher="labeled",
             )
-        )
+        else:
+            query.positive_ids += [p for p in chunk_ids[_norm(a)] if p not in query.positive_ids]
+    queries = list(by_question.values())
+    weights: dict[str, int] = {}
+    for query in queries:
+        weights[query.doc_id] = weights.get(query.doc_id, 0) + 1
 
     splits = assign_groups(weights, cfg.split.train_ratio, cfg.split.val_ratio, cfg.seed, weights=weights)
     for query in queries:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from distiller.config import MiningConfig
-from distiller.index import EncodedCorpus, encode_corpus, passage_cosine, scratch_dir, search_batches
+from distiller.index import EncodedCorpus, encode_corpus, row_cosine, scratch_dir, search_batches
 from distiller.records import Passage, Query, Triplet
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class _Candidate:
     """One training query's retrieval outcome, reduced to what triplet building needs."""
 
     q: Query
+    qi: int  # row in the training-query embeddings
     pos_idx: int
     pos_rank: int  # 1-based
     pos_score: float
@@ -49,13 +50,25 @@ class _Candidate:
 
 
 def _is_false_negative(
-    cfg: MiningConfig, pos_score: float, neg_score: float, dup_sim: float, neg_text: str, query: str
+    cfg: MiningConfig,
+    pos_score: float,
+    neg_score: float,
+    dup_sim: float,
+    qdup_sim: float,
+    neg: str,
+    query: str,
 ) -> bool:
     """The guard. 'duplicate': the negative is a near-copy of the positive passage (cosine of the two
-    passages >= 1 - margin) or contains the query verbatim. 'score': the negative scores above
-    (1 - margin) x the positive's score (sentence-transformers' relative margin). 'both': either."""
+    passages >= 1 - margin), the ground truth of a near-copy of the query (another training query with
+    cosine >= 1 - margin; its answer answers this one too), or contains the query verbatim.
+    'score': the negative scores above (1 - margin) x the positive's score (sentence-transformers'
+    relative margin; it also drops every negative ranked above a hard positive). 'both': either."""
     m = cfg.false_negative_margin
-    dup = dup_sim >= 1.0 - m or (len(query) >= 20 and query.strip().lower() in neg_text.lower())
+    dup = (
+        dup_sim >= 1.0 - m
+        or qdup_sim >= 1.0 - m
+        or (len(query) >= 20 and query.strip().lower() in neg.lower())
+    )
     score = neg_score > (1.0 - m) * pos_score if pos_score > 0 else neg_score > pos_score
     if cfg.false_negative_guard == "duplicate":
         return dup
@@ -117,6 +130,14 @@ def mine_triplets(
     texts = [p.text for p in passages]
     cands: list[_Candidate] = []
     ranks: list[int] = []
+    # passage -> training queries it answers (for the near-duplicate-query guard)
+    owners: dict[int, list[int]] = {}
+    for qi, q in enumerate(usable):
+        for p in q.positive_ids:
+            if p in pid_index:
+                owners.setdefault(pid_index[p], []).append(qi)
+    qsparse: list[Any] = []  # sparse query batches (CSR), or
+    qdense: np.ndarray | None = None  # dense query embeddings, a memmap filled batch by batch
     with scratch_dir() as work:
         if corpus is None:
             corpus = encode_corpus(
@@ -129,9 +150,16 @@ def mine_triplets(
             )
         elif len(corpus) != len(passages):
             raise ValueError(f"encoded corpus has {len(corpus)} rows for {len(passages)} passages")
-        for off, scores, idx, _ in search_batches(
+        for off, scores, idx, qemb in search_batches(
             model, corpus, [q.text for q in usable], top_k, cfg.encode_batch_size
         ):
+            if hasattr(qemb, "multiply"):
+                qsparse.append(qemb)
+            else:
+                if qdense is None:
+                    shape = (len(usable), qemb.shape[1])
+                    qdense = np.lib.format.open_memmap(work / "queries.npy", "w+", np.float32, shape)
+                qdense[off : off + len(qemb)] = qemb
             for row in range(len(idx)):
                 q = usable[off + row]
                 gt = {pid_index[p] for p in q.positive_ids if p in pid_index}
@@ -150,14 +178,18 @@ def mine_triplets(
                     for r, (i, s) in enumerate(zip(idx[row], scores[row], strict=True))
                     if r < cfg.negative_rank_max and i >= 0 and int(i) not in gt
                 ]
-                cands.append(_Candidate(q, pos_idx, r0 + 1, pos_score, negs))
-        # near-duplicate check needs passage-passage similarity: one vectorised pass over all pairs
+                cands.append(_Candidate(q, off + row, pos_idx, r0 + 1, pos_score, negs))
+        # the guard's similarities, each in one vectorised pass: positive vs negative passage, and this
+        # query vs the other training queries the negative answers
         pairs = [(c.pos_idx, n[0]) for c in cands for n in c.negs]
-        sims = passage_cosine(
-            corpus,
-            np.array([a for a, _ in pairs], dtype=np.int64),
-            np.array([b for _, b in pairs], dtype=np.int64),
-        )
+        sims = row_cosine(corpus.embeddings, *_columns(pairs))
+        flat = [(c.qi, n[0]) for c in cands for n in c.negs]
+        qpairs = [(j, qi, o) for j, (qi, neg) in enumerate(flat) for o in owners.get(neg, ()) if o != qi]
+        qsims = np.zeros(len(pairs), dtype=np.float32)
+        if qpairs:
+            qmat = qdense if qdense is not None else _vstack(qsparse)
+            per_pair = row_cosine(qmat, *_columns([(a, o) for _, a, o in qpairs]))
+            np.maximum.at(qsims, np.array([j for j, _, _ in qpairs], dtype=np.int64), per_pair)
 
     stats.update(_rank_summary(ranks, top_k))
     dropped = dup_skipped = 0
@@ -169,12 +201,12 @@ def mine_triplets(
         is_easy = c.pos_rank < cfg.hard_positive_rank_min
         chosen: list[Triplet] = []
         for neg_idx, neg_rank, neg_score in c.negs:
-            sim = float(sims[j])
+            sim, qsim = float(sims[j]), float(qsims[j])
             j += 1
             if not (is_hard or is_easy) or len(chosen) >= cfg.negatives_per_query:
                 continue
             neg = passages[neg_idx]
-            if _is_false_negative(cfg, c.pos_score, neg_score, sim, neg.text, c.q.text):
+            if _is_false_negative(cfg, c.pos_score, neg_score, sim, qsim, neg.text, c.q.text):
                 dropped += 1
                 continue
             pos = passages[c.pos_idx]
@@ -217,6 +249,16 @@ def mine_triplets(
     )
     logger.info("mining iteration %d: %s", iteration, stats)
     return MiningResult(hard + easy, stats)
+
+
+def _columns(pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    return np.array([a for a, _ in pairs], dtype=np.int64), np.array([b for _, b in pairs], dtype=np.int64)
+
+
+def _vstack(parts: list[Any]) -> Any:
+    import scipy.sparse as sp
+
+    return sp.vstack(parts).tocsr()
 
 
 def _sample_easy(pool: list[list[Triplet]], quota: int, rng: np.random.Generator) -> list[Triplet]:

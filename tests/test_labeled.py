@@ -152,3 +152,21 @@ def test_non_text_question_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match="line 2") as err:
         load_labeled(cfg_for(path))
     assert err.value.line == 2
+
+
+def test_identical_questions_become_one_query(tmp_path: Path) -> None:
+    rows = [
+        *ROWS,
+        {"q": "What is gout?", "a": "Gout, as one collection says.", "topic": "Gout"},
+        {"q": "what is  gout ?", "a": "Gout, as another collection says.", "topic": "Gout (GARD)"},
+    ]
+    passages, queries = load_labeled(cfg_for(write(tmp_path / "qa.jsonl", rows)))
+    gout = [q for q in queries if q.text.lower().startswith("what is") and "gout" in q.text.lower()]
+    assert len(gout) == 1 and len(queries) == 91
+    texts = {p.passage_id: p.text for p in passages}
+    assert sorted(texts[p] for p in gout[0].positive_ids) == [
+        "Gout, as another collection says.",
+        "Gout, as one collection says.",
+    ]
+    # both answers' topics are one group now: neither answer can sit in another split than the question
+    assert {p.doc_id for p in passages if p.passage_id in gout[0].positive_ids} == {gout[0].doc_id}

@@ -220,3 +220,20 @@ def test_real_student_mining_small() -> None:
         if t.kind == "hard":
             assert 2 <= t.positive_rank <= 20
         assert 1 <= t.negative_rank <= cfg.negative_rank_max
+
+
+def test_guard_drops_answer_of_a_near_duplicate_query(world) -> None:
+    """'d0' (rank 1 for the hard query) is the ground truth of another training query asking the same
+    thing: it answers the hard query too, so it must not be mined as its negative."""
+    model, passages, queries = world
+    model.table["q-hard-again"] = e(0) + 0.05 * e(63)  # cosine 0.999 to q-hard
+    model.table["q-hard-again"] /= np.linalg.norm(model.table["q-hard-again"])
+    twin = Query(query_id="again", text="q-hard-again", positive_ids=["d0"], doc_id="A", teacher="t")
+    cfg = MiningConfig(negatives_per_query=3, easy_hard_ratio=0, false_negative_guard="duplicate")
+    res = mine_triplets(model, passages, [*queries, twin], cfg, 1, 0)
+    assert [t.negative_id for t in res.triplets if t.query_id == "hard"] == ["d1", "d2", "d3"]
+    # a *different* question answered by d0 does not protect it
+    model.table["q-other"] = e(5)
+    other = Query(query_id="other", text="q-other", positive_ids=["d0"], doc_id="A", teacher="t")
+    res = mine_triplets(model, passages, [*queries, other], cfg, 1, 0)
+    assert [t.negative_id for t in res.triplets if t.query_id == "hard"] == ["d0", "d1", "d2"]
