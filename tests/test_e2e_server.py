@@ -137,7 +137,7 @@ def test_deploy_and_run_twice_through_the_server(stack: svc.Stack, tiny_corpus: 
 
     first, t_first = _run_deployment("distill/cpu", params, env)
     timings["run 1 (wall)"] = t_first
-    assert first["state"] == "COMPLETED", first
+    assert first["state"] == "COMPLETED" and first["watch_exit_code"] == 0, first
     run_dir = runs / "e2e"
     for name in ("sources", "chunks", "passages", "queries", "qa_pairs", "triplets_iter1", "metrics"):
         import pyarrow.parquet as pq
@@ -166,7 +166,7 @@ def test_deploy_and_run_twice_through_the_server(stack: svc.Stack, tiny_corpus: 
     # -- run 2: the same deployment and config; every stage is served from the cache ---------------
     second, t_second = _run_deployment("distill/cpu", params, env)
     timings["run 2 (wall)"] = t_second
-    assert second["state"] == "COMPLETED", second
+    assert second["state"] == "COMPLETED" and second["watch_exit_code"] == 0, second
     states2 = _task_states(second["id"], env)
     assert set(states2) == set(states1), json.dumps(states2)
     assert {k for k, v in states2.items() if v == "Cached"} == ran, json.dumps(states2)
@@ -223,7 +223,8 @@ def _run_deployment(name: str, params: str, env: dict[str, str]) -> tuple[dict[s
         }
 
     info = api(read, env)
-    if info["state"] != "COMPLETED":
+    info["watch_exit_code"] = proc.returncode  # --watch exits non-zero unless the run completed
+    if info["state"] != "COMPLETED" or proc.returncode != 0:
         info["cli"] = proc.stdout[-4000:] + proc.stderr[-2000:]
     return info, wall
 
