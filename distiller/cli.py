@@ -40,6 +40,8 @@ def _prefect_env(runs_dir: str) -> None:
     inside the runs folder, so a fresh machine needs nothing set up."""
     if not os.environ.get("PREFECT_API_URL"):
         os.environ.setdefault("PREFECT_HOME", str(Path(runs_dir).resolve() / ".prefect"))
+        # Prefect does not create missing parents of its home: on a fresh clone runs/ does not exist.
+        Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

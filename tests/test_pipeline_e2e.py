@@ -30,7 +30,8 @@ DATA_ARTIFACTS = [
 
 
 def _distill(*args: str, env_extra: dict[str, str] | None = None, **kw) -> subprocess.Popen:
-    env = {**os.environ, **(env_extra or {})}
+    # As on a fresh machine: no PREFECT_HOME, so the CLI puts Prefect's home in the (new) runs folder.
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_HOME"} | (env_extra or {})
     return subprocess.Popen(
         [sys.executable, "-m", "distiller.cli", *args],
         env=env,
@@ -115,6 +116,7 @@ def test_first_run_writes_every_artifact(first_run: dict) -> None:
     assert best.encode(["a question about Aicardi syndrome"]).shape == (1, 384)
     assert (run / "exports").is_dir() and any((run / "exports").rglob("*.jsonl"))
     assert (run / "report.html").is_file()
+    assert (first_run["runs"] / ".prefect").is_dir()  # Prefect's embedded database lives with the runs
     # the CLI said plainly that no LLM was configured, and ended with a summary
     assert "No LLM configured" in first_run["out"]
     assert "Run finished" in first_run["out"] and "Retrieval on held-out queries" in first_run["out"]
