@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +35,24 @@ ConfigOpt = Annotated[
     typer.Option("--config", "-c", help="YAML config file (see README, 'Configuration'). Flags override it."),
 ]
 RunsDirOpt = Annotated[str | None, typer.Option("--runs-dir", help="Folder of run folders [default: runs].")]
+DomainOpt = Annotated[
+    str | None, typer.Option(help="Bootstrap mode (no documents): the domain, e.g. legal, 'maritime law'.")
+]
+LanguageOpt = Annotated[
+    str | None, typer.Option(help="Language of the generated data: en, de, es, fr (distill languages).")
+]
+TemplateOpt = Annotated[
+    str | None,
+    typer.Option(help="Domain template (distill templates); default: the domain's own, else general."),
+]
+ConceptsOpt = Annotated[int | None, typer.Option(help="Bootstrap: concepts to generate (default 50).")]
+TeacherOpt = Annotated[
+    str | None, typer.Option(help="offline | openai | anthropic (default: offline, no LLM needed).")
+]
+ModelOpt = Annotated[str | None, typer.Option(help="Teacher model, e.g. gpt-4o-mini.")]
+BaseUrlOpt = Annotated[
+    str | None, typer.Option(help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM, Ollama).")
+]
 
 
 def _prefect_env(runs_dir: str) -> None:
@@ -40,8 +60,6 @@ def _prefect_env(runs_dir: str) -> None:
     inside the runs folder, so a fresh machine needs nothing set up."""
     if not os.environ.get("PREFECT_API_URL"):
         os.environ.setdefault("PREFECT_HOME", str(Path(runs_dir).resolve() / ".prefect"))
-        # Prefect does not create missing parents of its home: on a fresh clone runs/ does not exist.
-        Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -90,14 +108,13 @@ def run(
     qa_file: Annotated[
         str | None, typer.Option(help="Labeled mode: your own Q&A pairs (JSON, JSONL, CSV, Parquet).")
     ] = None,
-    teacher: Annotated[
-        str | None, typer.Option(help="offline | openai | anthropic [default: offline, no LLM needed].")
-    ] = None,
-    model: Annotated[str | None, typer.Option(help="Teacher model, e.g. gpt-4o-mini.")] = None,
-    base_url: Annotated[
-        str | None,
-        typer.Option(help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM, Ollama)."),
-    ] = None,
+    domain: DomainOpt = None,
+    language: LanguageOpt = None,
+    template: TemplateOpt = None,
+    concepts: ConceptsOpt = None,
+    teacher: TeacherOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
     student: Annotated[
         str | None,
         typer.Option(help="sentence-transformers name or path [default: packaged all-MiniLM-L6-v2]."),
@@ -125,10 +142,13 @@ def run(
       distill run -i 'manuals/**/*.pdf' --run-name manuals --iterations 2
 
       distill run -c my-config.yaml --teacher openai --model gpt-4o-mini
+
+      distill run --domain legal --language de --teacher openai --model gpt-4o-mini   (bootstrap mode)
     """
     overrides: dict[str, Any] = {}
     _set(overrides, "input.paths", list(input or []))
     _set(overrides, "input.qa_file", qa_file)
+    _set_generation(overrides, domain, language, template, concepts)
     _set(overrides, "run_name", run_name)
     _set(overrides, "runs_dir", runs_dir)
     _set(overrides, "seed", seed)
@@ -142,9 +162,8 @@ def run(
     _set(overrides, "export.formats", list(export_format or []))
     cfg = _load(config, overrides)
     if not cfg.input.paths and not cfg.input.qa_file and not cfg.generation.domain:
-        _fail(
-            DistillError("nothing to distill: give --input (documents), --qa-file, or a domain in the config")
-        )
+        _fail(DistillError("nothing to distill: give --input (documents), --qa-file, or --domain"))
+    _check_bootstrap_teacher(cfg)
     _prefect_env(cfg.runs_dir)
     if cfg.teacher.offline:
         console.print(
@@ -156,17 +175,18 @@ def run(
     _live_stages()
     t0 = time.perf_counter()
     try:
-        if no_prefect:
-            from distiller.pipeline import run_pipeline
+        with _llm_progress_lines():
+            if no_prefect:
+                from distiller.pipeline import run_pipeline
 
-            store = run_pipeline(cfg, command=command)
-            run_dir = store.dir
-        else:
-            from flows.distill import distill
-            from flows.stages import with_runner
+                store = run_pipeline(cfg, command=command)
+                run_dir = store.dir
+            else:
+                from flows.distill import distill
+                from flows.stages import with_runner
 
-            result = with_runner(distill, cfg)(config=cfg, command=command)
-            run_dir = Path(result["run_dir"])
+                result = with_runner(distill, cfg)(config=cfg, command=command)
+                run_dir = Path(result["run_dir"])
     except DistillError as e:
         _fail(e)
     _print_status(run_dir, title=f"Run finished in {time.perf_counter() - t0:.1f}s")
@@ -323,6 +343,151 @@ def report(run: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
         out.print(f"report: {render_report(run)}")
     except DistillError as e:
         _fail(e)
+
+
+def _set_generation(
+    overrides: dict[str, Any],
+    domain: str | None,
+    language: str | None,
+    template: str | None,
+    concepts: int | None,
+) -> None:
+    _set(overrides, "generation.domain", domain)
+    _set(overrides, "generation.language", language)
+    _set(overrides, "generation.template", template)
+    _set(overrides, "generation.concepts", concepts)
+
+
+def _check_bootstrap_teacher(cfg: Any) -> None:
+    """Fail before anything starts: a domain's knowledge cannot come from the offline teacher."""
+    from distiller.generation import bootstrap_mode
+
+    if bootstrap_mode(cfg) and cfg.teacher.offline:
+        _fail(
+            DistillError(
+                "bootstrap mode (--domain, no documents) needs an LLM teacher: --teacher openai --model "
+                "gpt-4o-mini (OPENAI_API_KEY), --teacher anthropic --model NAME, or --teacher openai "
+                "--base-url http://localhost:8000/v1 for an OpenAI-compatible server"
+            )
+        )
+
+
+@contextlib.contextmanager
+def _llm_progress_lines(every_s: float = 5.0) -> Iterator[None]:
+    """LLM stages' progress (rows, cost so far, budget left) as a line every few seconds per step."""
+    from distiller.generation.progress import Throttled, progress_sink
+
+    with progress_sink(Throttled(lambda ev: console.print(f"  [dim]{ev.line()}[/]"), every_s=every_s)):
+        yield
+
+
+@app.command()
+def bootstrap(
+    domain: Annotated[str, typer.Option(help="The domain, e.g. legal, medical, 'maritime law'.")],
+    language: LanguageOpt = None,
+    concepts: ConceptsOpt = None,
+    template: TemplateOpt = None,
+    config: ConfigOpt = None,
+    run_name: Annotated[str | None, typer.Option(help="Run folder (default: <domain>-<language>).")] = None,
+    runs_dir: RunsDirOpt = None,
+    teacher: TeacherOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+) -> None:
+    """Ask the LLM for a domain's knowledge base: concepts (term, definition, example, related terms) and
+    relationships (type, description, examples), in batches until the count is reached, de-duplicated,
+    into runs/<run-name>/concepts.parquet. `distill run --domain ...` continues from it.
+
+    Examples:
+
+      distill bootstrap --domain legal --language de --concepts 100 --teacher openai --model gpt-4o-mini
+
+      distill bootstrap --domain 'maritime law' --template legal --teacher openai --base-url http://localhost:8000/v1
+    """
+    overrides: dict[str, Any] = {}
+    _set_generation(overrides, domain, language, template, concepts)
+    _set(overrides, "run_name", run_name)
+    _set(overrides, "runs_dir", runs_dir)
+    _set(overrides, "teacher.provider", teacher)
+    _set(overrides, "teacher.model", model)
+    _set(overrides, "teacher.base_url", base_url)
+    cfg = _load(config, overrides)
+    if cfg.input.paths or cfg.input.qa_file:
+        _fail(DistillError("bootstrap is for a domain without documents: this config names input files"))
+    _check_bootstrap_teacher(cfg)
+    from rich.markup import escape
+
+    from distiller.pipeline import bootstrap_stage, open_store
+    from distiller.records import Concept, read_parquet
+
+    try:
+        store = open_store(cfg)
+        with _llm_progress_lines(every_s=2.0):
+            res = bootstrap_stage(store, cfg)
+    except DistillError as e:
+        _fail(e)
+    rows = read_parquet(store.path("concepts.parquet"), Concept)
+    _print_table(
+        f"{len(rows)} rows in {store.path('concepts.parquet')} (first 10)",
+        ("kind", "term", "definition", "related"),
+        [(c.kind, c.term, c.definition[:160], ", ".join(c.related_terms)) for c in rows[:10]],
+    )
+    out.print(f"[green]{res.status}[/]: {escape(res.message or '')}")
+
+
+@app.command()
+def templates(
+    templates_dir: Annotated[
+        str | None, typer.Option(help="Also your own folder (domains/*.yaml); env DISTILL_TEMPLATES_DIR.")
+    ] = None,
+) -> None:
+    """List the domain templates: the packaged ones and your own (drop a YAML file into a folder named by
+    --templates-dir, generation.templates_dir or DISTILL_TEMPLATES_DIR, under domains/)."""
+    from distiller.templates import list_domains
+
+    try:
+        found = list_domains(templates_dir)
+    except DistillError as e:
+        _fail(e)
+    columns = ("name", "description", "complexity mix", "query types", "file")
+    rows = [(d.name, d.description, _mix(d.complexity_mix), _mix(d.query_types), d.source) for d in found]
+    _print_table("Domain templates", columns, rows)
+
+
+@app.command()
+def languages(
+    templates_dir: Annotated[
+        str | None, typer.Option(help="Also your own folder (languages/*.yaml); env DISTILL_TEMPLATES_DIR.")
+    ] = None,
+) -> None:
+    """List the languages generated data can be written in (add one as languages/<code>.yaml)."""
+    from distiller.templates import list_languages
+
+    try:
+        found = list_languages(templates_dir)
+    except DistillError as e:
+        _fail(e)
+    columns = ("code", "name", "native name", "example query", "file")
+    rows = [
+        (lang.code, lang.name, lang.native_name, next(iter(lang.examples.values()), ""), lang.source)
+        for lang in found
+    ]
+    _print_table("Languages", columns, rows)
+
+
+def _mix(mix: dict[str, float]) -> str:
+    return ", ".join(f"{k} {100 * v:.0f}%" for k, v in mix.items())
+
+
+def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    from rich.markup import escape
+
+    t = Table(title=title)
+    for col in columns:
+        t.add_column(col, overflow="fold")
+    for row in rows:
+        t.add_row(*(escape(v) for v in row))
+    out.print(t)
 
 
 def _live_stages() -> None:

@@ -114,6 +114,39 @@ class GenerationConfig(Section):
     contrastive: bool = True
     negatives_per_query: int = Field(default=2, ge=0, le=10)
     dedup_threshold: float = Field(default=0.95, gt=0, le=1.0)
+    templates_dir: str | None = Field(
+        default=None, description="A folder of your own domains/*.yaml and languages/*.yaml templates."
+    )
+    concepts_per_call: int = Field(default=20, ge=1, le=100, description="Bootstrap: concepts per request.")
+    relationships_per_call: int = Field(
+        default=5, ge=0, le=50, description="Bootstrap: relationships asked among each batch of concepts."
+    )
+    queries_per_concept: int = Field(default=2, ge=1, le=20)
+    positives_per_query: int = Field(default=1, ge=1, le=5, description="Bootstrap: documents answering.")
+    negative_strategies: (
+        list[
+            Literal[
+                "topical_shift",
+                "entity_substitution",
+                "temporal_variance",
+                "scope_mismatch",
+                "premise_alteration",
+                "perspective_shift",
+            ]
+        ]
+        | None
+    ) = Field(
+        default=None, min_length=1, description="Contrastive negatives' strategies, in turn; None: all six."
+    )
+    document_negatives: bool = Field(
+        default=False,
+        description="Document mode: also write contrastive negatives per query (kept as generated triplets).",
+    )
+    complexity_mix: dict[str, float] | None = Field(
+        default=None, description="Override the template's, e.g. {simple: 1, intermediate: 2, complex: 1}."
+    )
+    query_types: dict[str, float] | None = Field(default=None, description="Override the template's mix.")
+    length_mix: dict[str, float] | None = Field(default=None, description="Override the template's mix.")
 
 
 class ValidationConfig(Section):
@@ -121,6 +154,9 @@ class ValidationConfig(Section):
     sample_rate: float = Field(default=0.2, ge=0.0, le=1.0)
     judge: LLMConfig | None = Field(default=None, description="Default: the teacher's endpoint.")
     unvalidated_policy: Literal["keep", "drop"] = "keep"
+    judge_queries: bool = Field(
+        default=True, description="Document mode: also judge whether each sampled query's chunk answers it."
+    )
 
 
 class MiningConfig(Section):

@@ -16,7 +16,9 @@ from distiller.config import DistillConfig
 from distiller.errors import StageError
 from distiller.records import (
     Chunk,
+    Concept,
     Document,
+    Judgment,
     MetricRow,
     Passage,
     QAPair,
@@ -33,6 +35,8 @@ log = logging.getLogger("distiller")
 VERSIONS = {
     "ingest": "1",
     "generate": "1",
+    "bootstrap": "1",
+    "validate": "1",
     "mine": "2",
     "train": "1",
     "evaluate": "1",
@@ -127,19 +131,37 @@ def ingest_stage(store: RunStore, cfg: DistillConfig, progress: Progress | None 
 
 
 def generate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
-    chunks_path = store.path("chunks.parquet")
+    from distiller.generation import bootstrap_mode, stage_fingerprint
+
+    # Bootstrap mode generates from the domain's knowledge base instead of from chunks.
+    bootstrap = bootstrap_mode(cfg)
+    source = "concepts.parquet" if bootstrap else "chunks.parquet"
+    chunks_path = store.path(source)
     if not chunks_path.is_file():
-        raise StageError("generate needs chunks.parquet: run the ingest stage first (distill ingest)")
+        first = "distill bootstrap" if bootstrap else "distill ingest"
+        raise StageError(f"generate needs {source}: run the stage before it first ({first})")
+    outputs = ["passages.parquet", "queries.parquet", "qa_pairs.parquet"]
+    llm_key = ""
+    if not cfg.teacher.offline:
+        from distiller.teachers.llm import LLM_OUTPUTS
+
+        outputs += LLM_OUTPUTS
+        # Prompts and templates it renders, and the student that finds near-duplicate queries.
+        llm_key = stage_fingerprint(cfg, "generate") + cfg.training.student
     key = stage_key(
         "generate",
         VERSIONS["generate"],
-        _config_hash(cfg, "teacher", "generation", "split", "budget"),
+        _config_hash(cfg, "teacher", "generation", "split", "budget") + llm_key,
         [chunks_path],
     )
 
     def run() -> dict[str, Any]:
-        chunks = read_parquet(chunks_path, Chunk)
-        if cfg.teacher.offline:
+        chunks = [] if bootstrap else read_parquet(chunks_path, Chunk)
+        if bootstrap:
+            from distiller.teachers.llm import generate_from_concepts
+
+            out = generate_from_concepts(read_parquet(chunks_path, Concept), cfg, store)
+        elif cfg.teacher.offline:
             from distiller.teachers.offline import inverse_cloze
 
             out = inverse_cloze(
@@ -166,11 +188,106 @@ def generate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
         splits = ", ".join(f"{k} {v}" for k, v in sorted(by_split.items()))
         teacher = "offline-ict" if cfg.teacher.offline else cfg.teacher.model
         return {
-            "message": f"{len(out.queries)} queries ({splits}), {len(out.qa_pairs)} Q&A pairs, teacher {teacher}",
+            "message": f"{len(out.queries)} queries ({splits}), {len(out.qa_pairs)} Q&A pairs, "
+            f"teacher {teacher}" + ("" if cfg.teacher.offline else "".join(f"; {n}" for n in out.notes)),
             "details": {"notes": out.notes, "queries_by_split": by_split, **out.stats},
+            "cost_usd": float(out.stats.get("cost_usd", 0.0)),
         }
 
-    return store.run_stage("generate", key, ["passages.parquet", "queries.parquet", "qa_pairs.parquet"], run)
+    return store.run_stage("generate", key, outputs, run)
+
+
+def bootstrap_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
+    """Bootstrap mode: the domain's knowledge base (`concepts.parquet`) from its name alone."""
+    from distiller.generation import stage_fingerprint
+
+    gen = cfg.generation
+    if not gen.domain:
+        raise StageError("bootstrap needs a domain: set generation.domain (--domain)")
+    if cfg.teacher.offline:
+        raise StageError(
+            "bootstrap needs an LLM teacher (the offline teacher cannot write a domain's knowledge): "
+            "--teacher openai|anthropic --model NAME, or --base-url for an OpenAI-compatible server"
+        )
+    reads = [gen.domain, gen.language, gen.template, gen.concepts, gen.concepts_per_call]
+    reads.append(gen.relationships_per_call)
+    key = stage_key(
+        "bootstrap",
+        VERSIONS["bootstrap"],
+        _config_hash(cfg, "teacher", "budget") + repr(reads) + stage_fingerprint(cfg, "bootstrap"),
+        [],
+    )
+
+    def run() -> dict[str, Any]:
+        from distiller.generation.bootstrap import bootstrap
+
+        res = bootstrap(cfg, store.dir)
+        write_parquet(store.path("concepts.parquet"), res.rows, Concept)
+        return {"message": res.message, "details": res.details, "cost_usd": res.cost_usd}
+
+    return store.run_stage("bootstrap", key, ["concepts.parquet"], run)
+
+
+def _generated_files(store: RunStore, names: tuple[str, ...]) -> dict[str, Path]:
+    """The generate stage's files as it wrote them: validate rewrites qa_pairs and queries in the run
+    folder, so it reads (and keys on) the copies in generate's stage-cache entry, which never change;
+    the run folder's where there is no entry."""
+    gen = store.stage_results().get("generate")
+    entry = store.cache.entry("generate", gen.key) / "files" if gen and gen.key else None
+    return {n: entry / n if entry and (entry / n).is_file() else store.path(n) for n in names}
+
+
+def validate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
+    """A judge checks a sample of the generated rows (see `distiller.generation.validation`)."""
+    from distiller.generation import bootstrap_mode, stage_fingerprint
+
+    if cfg.teacher.offline:
+        # Not recorded in the manifest: an offline run keeps exactly the stages it always had.
+        return StageResult(
+            stage="validate",
+            status="skipped",
+            message="offline teacher: no LLM-written rows to judge (inverse-cloze rows are cut from "
+            "their chunks)",
+        )
+    if not cfg.validation.enabled:
+        skipped = StageResult(
+            stage="validate",
+            status="skipped",
+            message="validation disabled (validation.enabled: false): Q&A pairs stay unvalidated",
+        )
+        store.record_stage(skipped)
+        return skipped
+    names = ("qa_pairs.parquet", "queries.parquet", "passages.parquet")
+    files = _generated_files(store, names)
+    if missing := [n for n in names if not files[n].is_file()]:
+        raise StageError(f"validate needs {', '.join(missing)}: run generate first")
+    key = stage_key(
+        "validate",
+        VERSIONS["validate"],
+        _config_hash(cfg, "teacher", "validation", "budget") + stage_fingerprint(cfg, "validate"),
+        [files[n] for n in names],
+    )
+    # Read now: run_stage clears the outputs (qa_pairs, queries) before `run`, and they may be the inputs.
+    qa_pairs = read_parquet(files["qa_pairs.parquet"], QAPair)
+    queries = read_parquet(files["queries.parquet"], Query)
+
+    def run() -> dict[str, Any]:
+        from distiller.generation.validation import validate
+
+        try:
+            passages = read_parquet(files["passages.parquet"], Passage)
+            res = validate(cfg, store.dir, qa_pairs, queries, passages, bootstrap_mode(cfg))
+        except BaseException:
+            # Leave the run folder whole: the generated rows go back where the stage found them.
+            write_parquet(store.path("qa_pairs.parquet"), qa_pairs, QAPair)
+            write_parquet(store.path("queries.parquet"), queries, Query)
+            raise
+        write_parquet(store.path("judgments.parquet"), res.judgments, Judgment)
+        write_parquet(store.path("qa_pairs.parquet"), res.qa_pairs, QAPair)
+        write_parquet(store.path("queries.parquet"), res.queries, Query)
+        return {"message": res.message, "details": res.details, "cost_usd": res.cost_usd}
+
+    return store.run_stage("validate", key, ["judgments.parquet", "qa_pairs.parquet", "queries.parquet"], run)
 
 
 def _model_ref(store: RunStore, cfg: DistillConfig, iteration: int) -> tuple[str, Path | str]:
@@ -201,6 +318,13 @@ def mine_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageResu
     inputs: list[Path | str] = [passages_p, queries_p, model_id]
     if prev_triplets is not None:
         inputs.append(prev_triplets)
+    # The LLM teacher's contrastive triplets join the first iteration (later ones accumulate them); the
+    # manifest says whether the last generate wrote them, so a stale file from another teacher is ignored.
+    gen_result = store.stage_results().get("generate")
+    generated = store.path("triplets_generated.parquet")
+    use_generated = iteration == 1 and gen_result is not None and generated.name in gen_result.outputs
+    if use_generated:
+        inputs.append(generated)
     key = stage_key(
         "mine", VERSIONS["mine"], _config_hash(cfg, "mining") + cfg.training.kind + str(iteration), inputs
     )
@@ -210,6 +334,9 @@ def mine_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageResu
         passages = read_parquet(passages_p, Passage)
         queries = read_parquet(queries_p, Query)
         previous = read_parquet(prev_triplets, Triplet) if prev_triplets is not None else []
+        if use_generated:
+            live = {q.query_id for q in queries if q.split == "train"}  # validation may have removed some
+            previous += [t for t in read_parquet(generated, Triplet) if t.query_id in live]
         # Mine among training documents only: a held-out passage must never be seen in training,
         # not even as a negative.
         train_docs = {q.doc_id for q in queries if q.split == "train"}
@@ -358,8 +485,14 @@ def run_pipeline(
 ) -> RunStore:
     """The whole pipeline without Prefect (used by tests and `distill run --no-prefect`)."""
     store = open_store(cfg)
-    ingest_stage(store, cfg, progress)
+    from distiller.generation import bootstrap_mode
+
+    if bootstrap_mode(cfg):
+        bootstrap_stage(store, cfg)
+    else:
+        ingest_stage(store, cfg, progress)
     generate_stage(store, cfg)
+    validate_stage(store, cfg)
     for k in range(1, cfg.mining.iterations + 1):
         mine_stage(store, cfg, k)
         train_stage(store, cfg, k)

@@ -171,3 +171,66 @@ def read_parquet(path: Path, model: type[R]) -> list[R]:
 
 def parquet_rows(path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
+
+
+# --- generation and validation records (LLM teacher) ------------------------------------------------
+
+
+class Concept(Record):
+    """A row of the bootstrap knowledge base (`concepts.parquet`): a concept, or a relationship of two."""
+
+    concept_id: str
+    kind: Literal["concept", "relationship"]
+    term: str = Field(description="The concept's term; for a relationship 'source --type--> target'.")
+    definition: str = Field(description="A concept's definition; a relationship's description.")
+    examples: list[str] = Field(default_factory=list)
+    related_terms: list[str] = Field(default_factory=list)
+    category: str | None = None
+    relation_type: str | None = None
+    source_id: str | None = Field(default=None, description="Relationship: the concept it starts from.")
+    target_id: str | None = Field(default=None, description="Relationship: the concept it points to.")
+    domain: str
+    language: str
+    teacher: str
+
+
+class GeneratedDocument(Record):
+    """A document written by the teacher for one query (`documents.parquet`): a positive that answers it or
+    a negative that looks relevant but does not, with the strategy that made it and why it fails."""
+
+    document_id: str
+    query_id: str
+    role: Literal["positive", "negative"]
+    text: str
+    strategy: str | None = Field(
+        default=None, description="Negatives: topical_shift, entity_substitution, ... or 'related'."
+    )
+    explanation: str | None = Field(default=None, description="Negatives: why it does not answer the query.")
+    length: str | None = Field(default=None, description="short / medium / long (the target asked for).")
+    doc_id: str = Field(description="The query's split group (concept or source document).")
+    concept_id: str | None = None
+    chunk_id: str | None = None
+    language: str = "en"
+    teacher: str
+
+
+class Judgment(Record):
+    """The judge's check of one sampled row (`judgments.parquet`). A call that failed or that the budget
+    did not allow is a row too (verdict failed / not_sent): the row stays unvalidated, visibly."""
+
+    judgment_id: str
+    item_id: str = Field(description="The judged row: a qa_id or a query_id.")
+    item_kind: Literal["qa", "query"]
+    verdict: Literal["approved", "rejected", "failed", "not_sent"]
+    grounded: bool | None = None
+    no_hallucination: bool | None = None
+    complete: bool | None = None
+    factually_correct: bool | None = None
+    problems: list[str] = Field(default_factory=list)
+    reasons: str = Field(default="", description="The judge's analysis, or why there is no verdict.")
+    source_id: str | None = Field(default=None, description="The chunk or document it was judged against.")
+    stratum: str = Field(default="", description="source | difficulty: what the sample was stratified by.")
+    judge: str
+    prompt: str = Field(description="The judge prompt's name and version, e.g. 'judge_qa/v1'.")
+    status: str = Field(description="The call's outcome: ok, cached, failed or budget.")
+    cost_usd: float = 0.0

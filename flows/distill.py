@@ -1,4 +1,5 @@
-"""The end-to-end DAG: ingest → generate → (mine → train) × iterations → evaluate → export → report.
+"""The end-to-end DAG: ingest (or bootstrap) → generate → validate → (mine → train) × iterations →
+evaluate → export → report.
 
 Its one parameter is the validated `DistillConfig`, so the Prefect UI renders the whole configuration as
 a form; `distill run` calls the same flow from the command line.
@@ -11,15 +12,18 @@ from prefect.artifacts import create_markdown_artifact
 
 from distiller import pipeline
 from distiller.config import DistillConfig
+from distiller.generation import bootstrap_mode
 from flows.stages import on_runner, train_step
 from tasks.stages import (
     artifact_key,
+    bootstrap_task,
     evaluate_task,
     export_task,
     generate_task,
     ingest_task,
     mine_task,
     report_task,
+    validate_task,
 )
 
 
@@ -29,8 +33,10 @@ def distill(config: DistillConfig = DistillConfig(), command: str | None = None)
     store = pipeline.open_store(config)
     # Stages run on the flow's task runner (threads, or Dask: config.runner); training may run as a
     # deployment on a GPU work pool (config.training.deployment).
-    on_runner(ingest_task, config)
+    # Bootstrap mode (a domain, no documents) writes its corpus; document mode reads one.
+    on_runner(bootstrap_task if bootstrap_mode(config) else ingest_task, config)
     on_runner(generate_task, config)
+    on_runner(validate_task, config)
     for k in range(1, config.mining.iterations + 1):
         on_runner(mine_task, config, k)
         train_step(config, k)

@@ -8,15 +8,19 @@ Every task publishes a table artifact of what it wrote.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from uuid import UUID
 
 from prefect import task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect.states import Completed, State
 
 from distiller import pipeline
 from distiller.config import DistillConfig
+from distiller.generation.progress import ProgressEvent, Throttled, progress_sink
 from distiller.store import StageResult
 
 LLM_TAG = "llm"
@@ -40,7 +44,49 @@ def _finish(config: DistillConfig, result: StageResult) -> State:
     logger.info("%s: %s — %s", result.stage, result.status, result.message or "")
     if result.status == "cached":
         return Completed(name="Cached", data=result, message=f"served from the stage cache: {result.message}")
+    if result.status == "skipped":
+        return Completed(name="Skipped", data=result, message=result.message)
     return Completed(data=result, message=result.message)
+
+
+class _ProgressArtifacts:
+    """An LLM stage's progress (rows, cost so far, budget left) as a Prefect progress artifact per step,
+    attached to the task run that installed it; events from elsewhere (another task's thread, code
+    outside Prefect) are ignored, so outside a task this does nothing."""
+
+    def __init__(self, run_name: str) -> None:
+        from prefect.context import TaskRunContext
+
+        ctx = TaskRunContext.get()
+        self.task_run_id = ctx.task_run.id if ctx is not None else None
+        self.run_name = run_name
+        self.ids: dict[str, UUID] = {}
+
+    def __call__(self, ev: ProgressEvent) -> None:
+        from prefect.context import TaskRunContext
+
+        ctx = TaskRunContext.get()
+        if self.task_run_id is None or ctx is None or ctx.task_run.id != self.task_run_id:
+            return
+        pct = 100.0 * ev.done / ev.total if ev.total else 100.0
+        # _sync: the events come from inside the LLM client's event loop, where Prefect would otherwise
+        # hand back an un-awaited coroutine.
+        if ev.step not in self.ids:
+            key = artifact_key(self.run_name, f"{ev.stage}-{ev.step}-progress")
+            self.ids[ev.step] = create_progress_artifact(  # type: ignore[call-arg]
+                progress=pct, key=key, description=ev.line(), _sync=True
+            )
+        else:
+            update_progress_artifact(  # type: ignore[call-arg]
+                self.ids[ev.step], progress=pct, description=ev.line(), _sync=True
+            )
+
+
+@contextmanager
+def _llm_progress(config: DistillConfig) -> Iterator[None]:
+    # At most one artifact update every 2 s per step: each one is an API call.
+    with progress_sink(Throttled(_ProgressArtifacts(pipeline.default_run_name(config)), every_s=2.0)):
+        yield
 
 
 def _store(config: DistillConfig):
@@ -52,9 +98,22 @@ def ingest_task(config: DistillConfig) -> State:
     return _finish(config, pipeline.ingest_stage(_store(config), config))
 
 
+@task(name="bootstrap", cache_policy=NO_CACHE, tags=["distiller", LLM_TAG])
+def bootstrap_task(config: DistillConfig) -> State:
+    with _llm_progress(config):
+        return _finish(config, pipeline.bootstrap_stage(_store(config), config))
+
+
 @task(name="generate", cache_policy=NO_CACHE, tags=["distiller", LLM_TAG])
 def generate_task(config: DistillConfig) -> State:
-    return _finish(config, pipeline.generate_stage(_store(config), config))
+    with _llm_progress(config):
+        return _finish(config, pipeline.generate_stage(_store(config), config))
+
+
+@task(name="validate", cache_policy=NO_CACHE, tags=["distiller", LLM_TAG])
+def validate_task(config: DistillConfig) -> State:
+    with _llm_progress(config):
+        return _finish(config, pipeline.validate_stage(_store(config), config))
 
 
 @task(name="mine", cache_policy=NO_CACHE, tags=["distiller"], task_run_name="mine-iter{iteration}")

@@ -1,0 +1,329 @@
+"""Validation: a judge model checks a sample of the generated rows against their sources.
+
+What is judged: every Q&A pair against its source (the chunk, or in bootstrap mode the query's positive
+document), and in document mode also each retrieval query against its chunk (`validation.judge_queries`).
+
+The sample: `ceil(sample_rate x n)` rows of each kind, capped by what the validation budget can pay for
+at the worst-case cost of a judge call, and drawn by systematic sampling over the rows ordered by
+difficulty, then by source (in a seeded order), then seeded within. That is implicit stratification:
+every row has the same chance n/N, so the approval rate is an honest estimate of the whole set's, while
+the sample spreads over difficulty levels in proportion and over as many sources as its size allows.
+
+The outcome:
+- `judgments.parquet`: one row per sampled item — verdict, the four checks, problems, the judge's
+  analysis; failed and unsent calls are rows too (verdict failed / not_sent), never silently missing.
+- `qa_pairs.parquet`: every pair, marked approved / rejected / unvalidated (the exporter never lets a
+  rejected one out, and drops unvalidated ones under the `drop` policy).
+- `queries.parquet`: rejected queries removed (a query whose positive does not answer it would teach the
+  student the wrong thing); in bootstrap mode a query is rejected with its Q&A pair (the same row); under
+  the `drop` policy unjudged queries are removed too.
+- The approval rate among judged rows with its 95% Wilson interval, per kind.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from distiller.config import DistillConfig, LLMConfig
+from distiller.generation.context import GenContext
+from distiller.generation.plan import stable_id
+from distiller.generation.runner import StageLLM
+from distiller.llm import LLMRequest, LLMResult
+from distiller.llm.tokens import max_prompt_tokens, schema_json
+from distiller.prompts import Prompt, quoted
+from distiller.prompts.judge import JUDGE_QA, JUDGE_QUERY, Verdict
+from distiller.records import Judgment, Passage, QAPair, Query
+
+STAGE = "validate"
+Kind = Literal["qa", "query"]
+PROMPTS: dict[Kind, Prompt] = {"qa": JUDGE_QA, "query": JUDGE_QUERY}
+LABEL: dict[Kind, str] = {"qa": "Q&A pairs", "query": "queries"}
+
+
+class JudgeItem(BaseModel):
+    item_id: str
+    kind: Kind
+    question: str
+    answer: str | None = None
+    source_id: str
+    source: str
+    group: str
+    """What the sample spreads over: the source chunk (document mode) or concept (bootstrap mode)."""
+    level: str
+    """Difficulty (Q&A) or complexity (queries)."""
+
+    @property
+    def stratum(self) -> str:
+        return f"{self.group} | {self.level}"
+
+
+def judge_endpoint(cfg: DistillConfig) -> LLMConfig:
+    return cfg.validation.judge or cfg.teacher
+
+
+def qa_items(qa_pairs: Sequence[QAPair], passages: Mapping[str, Passage]) -> list[JudgeItem]:
+    out = []
+    for qa in qa_pairs:
+        src = passages.get(qa.source_chunk or "")
+        if src is not None:
+            out.append(
+                JudgeItem(
+                    item_id=qa.qa_id,
+                    kind="qa",
+                    question=qa.question,
+                    answer=qa.answer,
+                    source_id=src.passage_id,
+                    source=src.text,
+                    group=src.chunk_id or src.doc_id,
+                    level=qa.difficulty or "-",
+                )
+            )
+    return out
+
+
+def query_items(queries: Sequence[Query], passages: Mapping[str, Passage], skip: set[str]) -> list[JudgeItem]:
+    """Queries not judged as a Q&A pair already (bootstrap mode: qa_id == query_id)."""
+    out = []
+    for q in queries:
+        positives = [passages[p] for p in q.positive_ids if p in passages]
+        if q.query_id in skip or not positives:
+            continue
+        out.append(
+            JudgeItem(
+                item_id=q.query_id,
+                kind="query",
+                question=q.text,
+                source_id=positives[0].passage_id,
+                source="\n\n".join(p.text for p in positives),
+                group=q.chunk_id or q.doc_id,
+                level=q.complexity or "-",
+            )
+        )
+    return out
+
+
+def systematic_sample(items: Sequence[JudgeItem], n: int, seed: int) -> list[JudgeItem]:
+    """n items, each with chance n/N, spread over difficulty levels and sources (see the module doc)."""
+    if n >= len(items):
+        return list(items)
+    if n <= 0:
+        return []
+
+    def rank(*parts: str) -> str:
+        return stable_id(str(seed), *parts)
+
+    # Sources in one seeded order; each level walks it from a different starting point, so the picks of
+    # different levels (which fall at the same offsets) land on different sources.
+    groups = sorted({it.group for it in items}, key=rank)
+    pos = {g: i for i, g in enumerate(groups)}
+    levels = sorted({it.level for it in items})
+    shift = max(1, len(groups) // len(levels))
+
+    def key(it: JudgeItem) -> tuple[str, int, str]:
+        return (it.level, (pos[it.group] + levels.index(it.level) * shift) % len(groups), rank(it.item_id))
+
+    ordered = sorted(items, key=key)
+    step = len(ordered) / n
+    start = random.Random(f"{seed}:sample").random() * step
+    return [ordered[int(start + k * step)] for k in range(n)]
+
+
+def judge_request(item: JudgeItem, ctx: GenContext) -> LLMRequest:
+    prompt = PROMPTS[item.kind]
+    values = ctx.fields(question=item.question, answer=item.answer or "", source=quoted(item.source))
+    return prompt.request(item.item_id, STAGE, values)
+
+
+def affordable(llm: StageLLM, requests: Sequence[LLMRequest]) -> int | None:
+    """How many judge calls the validation budget pays for at their mean worst-case cost (None: no cap)."""
+    left = llm.budget_left()
+    if left is None or not requests:
+        return None
+    pricing = llm.client.pricing
+    if not pricing.known:
+        return None  # the client refuses an unpriced model under a cap, with the fix in its message
+    max_out = llm.client.config.max_tokens
+    worst = [
+        float(pricing.cost_usd(max_prompt_tokens(r.messages, schema_json(r.schema_model)), max_out))
+        for r in requests
+    ]
+    mean = sum(worst) / len(worst)
+    return None if mean <= 0 else int(left // mean)
+
+
+def decide(v: Verdict) -> Literal["approved", "rejected"]:
+    """Approved only when the verdict and all four checks agree: a judge that approves a pair it found
+    ungrounded contradicts itself, and the doubt goes against the row."""
+    ok = v.verdict == "approve" and v.grounded and v.no_hallucination and v.complete and v.factually_correct
+    return "approved" if ok else "rejected"
+
+
+def wilson(approved: int, judged: int) -> tuple[float, float]:
+    from distiller.export.run import wilson_interval  # the exporter's, so every report agrees
+
+    return wilson_interval(approved, judged)
+
+
+def approval_line(kind: Kind, approved: int, judged: int) -> str:
+    if judged == 0:
+        return f"{LABEL[kind]}: none judged"
+    lo, hi = wilson(approved, judged)
+    return (
+        f"{LABEL[kind]} approval {100 * approved / judged:.1f}% (95% CI {100 * lo:.1f}-{100 * hi:.1f}%) "
+        f"of {judged} judged"
+    )
+
+
+@dataclass
+class ValidationResult:
+    judgments: list[Judgment]
+    qa_pairs: list[QAPair]
+    queries: list[Query]
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+    cost_usd: float = 0.0
+
+
+def _judgment(item: JudgeItem, res: LLMResult, judge: str) -> Judgment:
+    base = {
+        "judgment_id": stable_id(item.kind, item.item_id, PROMPTS[item.kind].id),
+        "item_id": item.item_id,
+        "item_kind": item.kind,
+        "source_id": item.source_id,
+        "stratum": item.stratum,
+        "judge": judge,
+        "prompt": PROMPTS[item.kind].id,
+        "status": res.status,
+        "cost_usd": res.cost_usd,
+    }
+    if res.ok and res.parsed is not None:
+        v = Verdict.model_validate(res.parsed)
+        return Judgment(
+            **base,
+            verdict=decide(v),
+            grounded=v.grounded,
+            no_hallucination=v.no_hallucination,
+            complete=v.complete,
+            factually_correct=v.factually_correct,
+            problems=[p for p in v.problems if p.strip()],
+            reasons=v.analysis.strip(),
+        )
+    verdict = "not_sent" if res.status == "budget" else "failed"
+    return Judgment(**base, verdict=verdict, reasons=res.error or res.status)
+
+
+def sample_sizes(pools: Mapping[Kind, int], rate: float, cap: int | None) -> dict[Kind, int]:
+    """ceil(rate x N) per kind; under a cap, the cap shared in proportion (largest remainder)."""
+    want = {k: math.ceil(rate * n) if rate > 0 else 0 for k, n in pools.items()}
+    total = sum(want.values())
+    if cap is None or total <= cap:
+        return want
+    exact = {k: cap * w / total for k, w in want.items()}
+    got = {k: math.floor(v) for k, v in exact.items()}
+    for k in sorted(exact, key=lambda k: got[k] - exact[k])[: cap - sum(got.values())]:
+        got[k] += 1
+    return got
+
+
+def validate(
+    cfg: DistillConfig,
+    run_dir: Path,
+    qa_pairs: Sequence[QAPair],
+    queries: Sequence[Query],
+    passages: Sequence[Passage],
+    bootstrap: bool,
+) -> ValidationResult:
+    ctx = GenContext.from_config(cfg)
+    endpoint = judge_endpoint(cfg)
+    judge = f"{endpoint.provider}:{endpoint.model}"
+    by_id = {p.passage_id: p for p in passages}
+    pools: dict[Kind, list[JudgeItem]] = {"qa": qa_items(qa_pairs, by_id)}
+    if not bootstrap and cfg.validation.judge_queries:
+        pools["query"] = query_items(queries, by_id, skip={qa.qa_id for qa in qa_pairs})
+    notes: list[str] = []
+    with StageLLM(cfg, run_dir, STAGE, endpoint) as llm:
+        everything = [judge_request(it, ctx) for pool in pools.values() for it in pool]
+        cap = affordable(llm, everything)
+        sizes = sample_sizes({k: len(v) for k, v in pools.items()}, cfg.validation.sample_rate, cap)
+        wanted = sample_sizes({k: len(v) for k, v in pools.items()}, cfg.validation.sample_rate, None)
+        if sizes != wanted:
+            notes.append(
+                f"the validation budget (${llm.budget_left() or 0:.4f} left) pays for {sum(sizes.values())} "
+                f"of the {sum(wanted.values())} judge calls the sample rate asks for"
+            )
+        judgments: list[Judgment] = []
+        for kind, pool in pools.items():
+            sample = systematic_sample(pool, sizes[kind], cfg.seed)
+            results = llm.run(f"judge {LABEL[kind]}", [judge_request(it, ctx) for it in sample])
+            judgments += [_judgment(it, res, judge) for it, res in zip(sample, results, strict=True)]
+        notes += llm.notes
+        details_llm = llm.details()
+        cost = llm.cost_usd
+    verdicts = {j.item_id: j.verdict for j in judgments if j.verdict in ("approved", "rejected")}
+    policy = cfg.validation.unvalidated_policy
+    new_qa = [qa.model_copy(update={"validation": verdicts.get(qa.qa_id, "unvalidated")}) for qa in qa_pairs]
+    kept_queries = [
+        q
+        for q in queries
+        if verdicts.get(q.query_id) != "rejected" and (policy == "keep" or q.query_id in verdicts)
+    ]
+    lines, figures = [], {}
+    for kind, pool in pools.items():
+        mine = [j for j in judgments if j.item_kind == kind]
+        approved = sum(j.verdict == "approved" for j in mine)
+        judged = approved + sum(j.verdict == "rejected" for j in mine)
+        lo, hi = wilson(approved, judged)
+        figures[kind] = {
+            "rows": len(pool),
+            "sampled": len(mine),
+            "judged": judged,
+            "approved": approved,
+            "rate": approved / judged if judged else None,
+            "ci95": [lo, hi] if judged else None,
+        }
+        lines.append(approval_line(kind, approved, judged))
+    unvalidated = sum(qa.validation == "unvalidated" for qa in new_qa)
+    lines.append(
+        f"{unvalidated} of {len(new_qa)} Q&A pairs unvalidated ({'kept' if policy == 'keep' else 'dropped'})"
+    )
+    if len(kept_queries) < len(queries):
+        lines.append(f"{len(queries) - len(kept_queries)} of {len(queries)} queries removed")
+    return ValidationResult(
+        judgments=judgments,
+        qa_pairs=new_qa,
+        queries=kept_queries,
+        message="; ".join(lines + notes),
+        details={
+            "judge": judge,
+            "prompts": {k: PROMPTS[k].id for k in pools},
+            "sample_rate": cfg.validation.sample_rate,
+            "budget_cap_calls": cap,
+            "approval": figures,
+            "unvalidated_policy": policy,
+            "queries_removed": len(queries) - len(kept_queries),
+            **details_llm,
+        },
+        cost_usd=cost,
+    )
+
+
+__all__ = [
+    "JudgeItem",
+    "ValidationResult",
+    "affordable",
+    "approval_line",
+    "decide",
+    "judge_endpoint",
+    "qa_items",
+    "query_items",
+    "sample_sizes",
+    "systematic_sample",
+    "validate",
+]
