@@ -60,6 +60,8 @@ def _prefect_env(runs_dir: str) -> None:
     inside the runs folder, so a fresh machine needs nothing set up."""
     if not os.environ.get("PREFECT_API_URL"):
         os.environ.setdefault("PREFECT_HOME", str(Path(runs_dir).resolve() / ".prefect"))
+        # Prefect does not create missing parents of its home: on a fresh clone runs/ does not exist.
+        Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -108,6 +110,13 @@ def run(
     qa_file: Annotated[
         str | None, typer.Option(help="Labeled mode: your own Q&A pairs (JSON, JSONL, CSV, Parquet).")
     ] = None,
+    question_column: Annotated[
+        str | None, typer.Option(help="Labeled mode: question column [question].")
+    ] = None,
+    answer_column: Annotated[str | None, typer.Option(help="Labeled mode: answer column [answer].")] = None,
+    group_column: Annotated[
+        str | None, typer.Option(help="Labeled mode: split train/test by this column (topic, document).")
+    ] = None,
     domain: DomainOpt = None,
     language: LanguageOpt = None,
     template: TemplateOpt = None,
@@ -143,11 +152,16 @@ def run(
 
       distill run -c my-config.yaml --teacher openai --model gpt-4o-mini
 
+      distill run --qa-file faq.csv --group-column topic   (labeled mode: your own Q&A pairs)
+
       distill run --domain legal --language de --teacher openai --model gpt-4o-mini   (bootstrap mode)
     """
     overrides: dict[str, Any] = {}
     _set(overrides, "input.paths", list(input or []))
     _set(overrides, "input.qa_file", qa_file)
+    _set(overrides, "input.question_column", question_column)
+    _set(overrides, "input.answer_column", answer_column)
+    _set(overrides, "input.group_column", group_column)
     _set_generation(overrides, domain, language, template, concepts)
     _set(overrides, "run_name", run_name)
     _set(overrides, "runs_dir", runs_dir)
@@ -165,7 +179,7 @@ def run(
         _fail(DistillError("nothing to distill: give --input (documents), --qa-file, or --domain"))
     _check_bootstrap_teacher(cfg)
     _prefect_env(cfg.runs_dir)
-    if cfg.teacher.offline:
+    if cfg.teacher.offline and not cfg.input.qa_file:
         console.print(
             "[yellow]No LLM configured[/]: using the offline teacher (inverse-cloze pseudo-queries). "
             "Set [bold]--teacher openai --model <name>[/] (OPENAI_API_KEY) or [bold]--base-url[/] for a "
@@ -190,7 +204,7 @@ def run(
     except DistillError as e:
         _fail(e)
     _print_status(run_dir, title=f"Run finished in {time.perf_counter() - t0:.1f}s")
-    if cfg.teacher.offline:
+    if cfg.teacher.offline and not cfg.input.qa_file:
         console.print(
             "[yellow]note:[/] no LLM was configured, so the queries are inverse-cloze pseudo-queries. "
             "For real "

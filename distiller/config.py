@@ -173,12 +173,15 @@ class MiningConfig(Section):
         default=0.05,
         ge=0.0,
         le=1.0,
-        description="Drop a negative scoring above (1 - margin) x positive score.",
+        description="Relative margin of the false-negative guard (see false_negative_guard).",
     )
     false_negative_guard: Literal["duplicate", "score", "both", "none"] = Field(
         default="duplicate",
-        description="'duplicate': drop a negative whose passage is a near-copy of the positive (cosine >= "
-        "1 - margin) or contains the query; 'score': drop one scoring above (1 - margin) x positive score.",
+        description="'duplicate': drop a negative that is a near-copy of the positive "
+        "(cosine >= 1 - margin), the answer of a near-copy of the query (another training query, "
+        "cosine >= 1 - margin) or contains "
+        "the query; 'score': drop one scoring above (1 - margin) x positive score (this also drops every "
+        "negative ranked above a hard positive).",
     )
     exact_index_max_corpus: int = Field(
         default=200_000, ge=1, description="Above this, an approximate index."

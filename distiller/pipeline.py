@@ -37,6 +37,7 @@ VERSIONS = {
     "generate": "1",
     "bootstrap": "1",
     "validate": "1",
+    "labeled": "1",
     "mine": "2",
     "train": "1",
     "evaluate": "1",
@@ -290,6 +291,57 @@ def validate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
     return store.run_stage("validate", key, ["judgments.parquet", "qa_pairs.parquet", "queries.parquet"], run)
 
 
+def labeled_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
+    """Labeled mode: the user's own Q&A pairs are the queries and (chunked) answers the corpus; they
+    stand in for ingest + generate."""
+    from distiller.labeled import load_labeled
+    from distiller.store import sha256_file
+
+    if not cfg.input.qa_file:
+        raise StageError("labeled mode needs input.qa_file (--qa-file)")
+    qa_path = Path(cfg.input.qa_file)
+    if not qa_path.is_file():
+        raise StageError(f"{qa_path}: no such file (--qa-file)")
+    tokenizer = cfg.chunking.tokenizer or cfg.training.student
+    key = stage_key(
+        "labeled",
+        VERSIONS["labeled"],
+        _config_hash(cfg, "input", "chunking", "split", exclude={"input": {"paths", "qa_file"}}) + tokenizer,
+        [sha256_file(qa_path)],
+    )
+
+    def run() -> dict[str, Any]:
+        passages, queries = load_labeled(cfg)
+        text = {p.passage_id: p.text for p in passages}
+        qa_pairs = [
+            QAPair(
+                qa_id=q.query_id,
+                question=q.text,
+                answer="\n".join(text[pid] for pid in q.positive_ids),
+                source_chunk=q.positive_ids[0],
+                doc_id=q.doc_id,
+                split=q.split,
+                teacher="labeled",
+                validation="approved",  # the user's own ground truth
+            )
+            for q in queries
+        ]
+        write_parquet(store.path("passages.parquet"), passages, Passage)
+        write_parquet(store.path("queries.parquet"), queries, Query)
+        write_parquet(store.path("qa_pairs.parquet"), qa_pairs, QAPair)
+        by_split: dict[str, int] = {}
+        for q in queries:
+            by_split[q.split] = by_split.get(q.split, 0) + 1
+        groups = len({q.doc_id for q in queries})
+        splits = ", ".join(f"{k} {v}" for k, v in sorted(by_split.items()))
+        return {
+            "message": f"{len(queries)} questions ({splits}) in {groups} groups, {len(passages)} passages",
+            "details": {"queries_by_split": by_split, "groups": groups},
+        }
+
+    return store.run_stage("labeled", key, ["passages.parquet", "queries.parquet", "qa_pairs.parquet"], run)
+
+
 def _model_ref(store: RunStore, cfg: DistillConfig, iteration: int) -> tuple[str, Path | str]:
     """(model to load, what identifies it in a cache key) for the model that starts iteration k."""
     from distiller.models import resolve_student
@@ -487,12 +539,15 @@ def run_pipeline(
     store = open_store(cfg)
     from distiller.generation import bootstrap_mode
 
-    if bootstrap_mode(cfg):
-        bootstrap_stage(store, cfg)
+    if cfg.input.qa_file:
+        labeled_stage(store, cfg)
     else:
-        ingest_stage(store, cfg, progress)
-    generate_stage(store, cfg)
-    validate_stage(store, cfg)
+        if bootstrap_mode(cfg):
+            bootstrap_stage(store, cfg)
+        else:
+            ingest_stage(store, cfg, progress)
+        generate_stage(store, cfg)
+        validate_stage(store, cfg)
     for k in range(1, cfg.mining.iterations + 1):
         mine_stage(store, cfg, k)
         train_stage(store, cfg, k)

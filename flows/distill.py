@@ -21,6 +21,7 @@ from tasks.stages import (
     export_task,
     generate_task,
     ingest_task,
+    labeled_task,
     mine_task,
     report_task,
     validate_task,
@@ -33,10 +34,13 @@ def distill(config: DistillConfig = DistillConfig(), command: str | None = None)
     store = pipeline.open_store(config)
     # Stages run on the flow's task runner (threads, or Dask: config.runner); training may run as a
     # deployment on a GPU work pool (config.training.deployment).
-    # Bootstrap mode (a domain, no documents) writes its corpus; document mode reads one.
-    on_runner(bootstrap_task if bootstrap_mode(config) else ingest_task, config)
-    on_runner(generate_task, config)
-    on_runner(validate_task, config)
+    if config.input.qa_file:  # labeled mode: the user's Q&A pairs stand in for ingest + generate
+        on_runner(labeled_task, config)
+    else:
+        # Bootstrap mode (a domain, no documents) writes its corpus; document mode reads one.
+        on_runner(bootstrap_task if bootstrap_mode(config) else ingest_task, config)
+        on_runner(generate_task, config)
+        on_runner(validate_task, config)
     for k in range(1, config.mining.iterations + 1):
         on_runner(mine_task, config, k)
         train_step(config, k)

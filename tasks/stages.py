@@ -98,6 +98,11 @@ def ingest_task(config: DistillConfig) -> State:
     return _finish(config, pipeline.ingest_stage(_store(config), config))
 
 
+@task(name="labeled", cache_policy=NO_CACHE, tags=["distiller"])
+def labeled_task(config: DistillConfig) -> State:
+    return _finish(config, pipeline.labeled_stage(_store(config), config))
+
+
 @task(name="bootstrap", cache_policy=NO_CACHE, tags=["distiller", LLM_TAG])
 def bootstrap_task(config: DistillConfig) -> State:
     with _llm_progress(config):

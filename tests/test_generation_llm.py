@@ -94,6 +94,16 @@ def test_document_mode_writes_grounded_traceable_rows(
     assert finished == {"queries", "Q&A pairs", "negatives"}
     assert all(e.stage == "generate" and e.budget_left_usd is not None for e in events)
 
+    # Resumable at the call level too: with the stage cache gone, the stage runs again and every call is
+    # answered from the call cache (what a run killed mid-stage does for the calls it had finished).
+    import shutil
+
+    shutil.rmtree(cfg.cache_path / "stages" / "generate")
+    llm_server.reset()
+    again = generate_stage(store, cfg)
+    assert again.status == "completed" and llm_server.count == 0
+    assert _read(store, "queries.parquet", Query) == queries
+
 
 def test_document_mode_garbage_answers_are_failed_rows(
     llm_server: LLMTestServer, tmp_path: Path, corpus: Path

@@ -38,7 +38,7 @@ def test_ingest_and_generate_are_cached_by_content(tiny_corpus: Path, tmp_path: 
 def test_stage_out_of_order_says_what_it_needs(tmp_path: Path) -> None:
     cfg = load_config(overrides={"runs_dir": str(tmp_path), "run_name": "x"})
     store = open_store(cfg)
-    with pytest.raises(StageError, match="generate needs chunks.parquet"):
+    with pytest.raises(StageError, match=r"generate needs chunks\.parquet"):
         generate_stage(store, cfg)
     with pytest.raises(StageError, match="run generate first"):
         mine_stage(store, cfg, 1)

@@ -117,6 +117,20 @@ def test_drop_policy_removes_unjudged_queries(llm_server: LLMTestServer, tmp_pat
     assert "unvalidated (dropped)" in (res.message or "")
 
 
+def test_drop_policy_leaves_queries_alone_when_queries_are_not_judged(
+    llm_server: LLMTestServer, tmp_path: Path
+) -> None:
+    llm_server.responder = ScriptedTeacher(reject_every=0)
+    cfg, store = _generated(
+        llm_server,
+        tmp_path,
+        validation={"sample_rate": 0.5, "unvalidated_policy": "drop", "judge_queries": False},
+    )
+    before = read_parquet(store.path("queries.parquet"), Query)
+    validate_stage(store, cfg)
+    assert read_parquet(store.path("queries.parquet"), Query) == before
+
+
 def test_the_judge_may_be_another_provider(llm_server: LLMTestServer, tmp_path: Path) -> None:
     llm_server.responder = ScriptedTeacher()
     judge = llm_server.llm_config("anthropic", model="judge-model").model_dump()

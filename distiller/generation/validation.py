@@ -16,7 +16,7 @@ The outcome:
   rejected one out, and drops unvalidated ones under the `drop` policy).
 - `queries.parquet`: rejected queries removed (a query whose positive does not answer it would teach the
   student the wrong thing); in bootstrap mode a query is rejected with its Q&A pair (the same row); under
-  the `drop` policy unjudged queries are removed too.
+  the `drop` policy unjudged queries are removed too (where queries are judged at all).
 - The approval rate among judged rows with its 95% Wilson interval, per kind.
 """
 
@@ -249,8 +249,9 @@ def validate(
         pools["query"] = query_items(queries, by_id, skip={qa.qa_id for qa in qa_pairs})
     notes: list[str] = []
     with StageLLM(cfg, run_dir, STAGE, endpoint) as llm:
-        everything = [judge_request(it, ctx) for pool in pools.values() for it in pool]
-        cap = affordable(llm, everything)
+        # Every row's request is rendered once: the budget cap is priced on them, the sample sends them.
+        requests = {kind: {it.item_id: judge_request(it, ctx) for it in pool} for kind, pool in pools.items()}
+        cap = affordable(llm, [r for per_kind in requests.values() for r in per_kind.values()])
         sizes = sample_sizes({k: len(v) for k, v in pools.items()}, cfg.validation.sample_rate, cap)
         wanted = sample_sizes({k: len(v) for k, v in pools.items()}, cfg.validation.sample_rate, None)
         if sizes != wanted:
@@ -261,7 +262,7 @@ def validate(
         judgments: list[Judgment] = []
         for kind, pool in pools.items():
             sample = systematic_sample(pool, sizes[kind], cfg.seed)
-            results = llm.run(f"judge {LABEL[kind]}", [judge_request(it, ctx) for it in sample])
+            results = llm.run(f"judge {LABEL[kind]}", [requests[kind][it.item_id] for it in sample])
             judgments += [_judgment(it, res, judge) for it, res in zip(sample, results, strict=True)]
         notes += llm.notes
         details_llm = llm.details()
@@ -269,10 +270,13 @@ def validate(
     verdicts = {j.item_id: j.verdict for j in judgments if j.verdict in ("approved", "rejected")}
     policy = cfg.validation.unvalidated_policy
     new_qa = [qa.model_copy(update={"validation": verdicts.get(qa.qa_id, "unvalidated")}) for qa in qa_pairs]
+    # The drop policy reaches queries only where queries are judged (bootstrap mode: as their Q&A pair).
+    queries_judged = bootstrap or "query" in pools
     kept_queries = [
         q
         for q in queries
-        if verdicts.get(q.query_id) != "rejected" and (policy == "keep" or q.query_id in verdicts)
+        if verdicts.get(q.query_id) != "rejected"
+        and (policy == "keep" or not queries_judged or q.query_id in verdicts)
     ]
     lines, figures = [], {}
     for kind, pool in pools.items():
