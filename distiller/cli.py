@@ -53,6 +53,10 @@ ModelOpt = Annotated[str | None, typer.Option(help="Teacher model, e.g. gpt-4o-m
 BaseUrlOpt = Annotated[
     str | None, typer.Option(help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM, Ollama).")
 ]
+BudgetOpt = Annotated[
+    float | None,
+    typer.Option("--budget", help="Hard cap on the run's LLM spend in USD [default: 5]; 0 sends nothing."),
+]
 
 
 def _prefect_env(runs_dir: str) -> None:
@@ -124,6 +128,7 @@ def run(
     teacher: TeacherOpt = None,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
+    budget: BudgetOpt = None,
     student: Annotated[
         str | None,
         typer.Option(help="sentence-transformers name or path [default: packaged all-MiniLM-L6-v2]."),
@@ -169,6 +174,7 @@ def run(
     _set(overrides, "teacher.provider", teacher)
     _set(overrides, "teacher.model", model)
     _set(overrides, "teacher.base_url", base_url)
+    _set(overrides, "budget.run_usd", budget)
     _set(overrides, "training.student", student)
     _set(overrides, "mining.iterations", iterations)
     _set(overrides, "training.epochs", epochs)
@@ -255,6 +261,77 @@ def ingest(
         _fail(e)
     _print_skipped(res.details.get("skipped_inputs", []))
     out.print(f"[green]{res.status}[/]: {res.message} → {store.path('chunks.parquet')}")
+
+
+@app.command()
+def estimate(
+    input: Annotated[
+        list[str] | None,
+        typer.Option("--input", "-i", help="Documents, as for `distill run`. Repeatable."),
+    ] = None,
+    config: ConfigOpt = None,
+    run_name: Annotated[
+        str | None, typer.Option(help="Run folder name [default: from the input's name].")
+    ] = None,
+    runs_dir: RunsDirOpt = None,
+    domain: DomainOpt = None,
+    language: LanguageOpt = None,
+    template: TemplateOpt = None,
+    concepts: ConceptsOpt = None,
+    teacher: TeacherOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    budget: BudgetOpt = None,
+) -> None:
+    """What a run's LLM stages will cost, before anything is spent: calls, tokens, expected and worst-case
+    USD per stage against its budget. Sends no LLM call. Document mode chunks the input first (the ingest
+    stage, cached for the run that follows); requests already in the call cache count as free.
+
+    Examples:
+
+      distill estimate -i manuals/ --teacher openai --model gpt-4o-mini
+
+      distill estimate --domain legal --language de --concepts 100 \\
+        --teacher anthropic --model claude-3-5-haiku-latest
+    """
+    overrides: dict[str, Any] = {}
+    _set(overrides, "input.paths", list(input or []))
+    _set_generation(overrides, domain, language, template, concepts)
+    _set(overrides, "run_name", run_name)
+    _set(overrides, "runs_dir", runs_dir)
+    _set(overrides, "teacher.provider", teacher)
+    _set(overrides, "teacher.model", model)
+    _set(overrides, "teacher.base_url", base_url)
+    _set(overrides, "budget.run_usd", budget)
+    cfg = _load(config, overrides)
+    if not cfg.input.paths and not cfg.generation.domain:
+        _fail(DistillError("nothing to estimate: give --input (documents) or --domain"))
+    from distiller.generation import bootstrap_mode
+    from distiller.generation.estimate import plan_run
+    from distiller.llm import CallCache
+    from distiller.llm.estimate import estimate_cost, render_estimate
+    from distiller.pipeline import ingest_stage, open_store
+    from distiller.records import Chunk, read_parquet
+
+    try:
+        chunks: list[Chunk] = []
+        if not bootstrap_mode(cfg):
+            store = open_store(cfg)
+            res = ingest_stage(store, cfg)
+            chunks = read_parquet(store.path("chunks.parquet"), Chunk)
+            console.print(f"ingest {res.status}: {res.message}")
+        plan = plan_run(cfg, chunks)
+        with contextlib.closing(CallCache.in_dir(cfg.cache_path)) as cache:
+            est = estimate_cost(plan.requests, plan.endpoints, cfg.budget, cache=cache)
+    except DistillError as e:
+        _fail(e)
+    est.notes += plan.notes
+    _print_table(
+        "Requests planned", ("stage", "step", "requests"), [(s, step, f"{n:,}") for s, step, n in plan.steps]
+    )
+    out.print(render_estimate(est))
+    if cfg.teacher.offline:
+        out.print("[yellow]The offline teacher makes no LLM calls[/]: name one with --teacher/--model.")
 
 
 @app.command()

@@ -21,7 +21,11 @@ def load_tokenizer(name_or_path: str) -> Any:
 
     from distiller.models import resolve_student
 
-    return AutoTokenizer.from_pretrained(resolve_student(name_or_path))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_student(name_or_path))
+    # Chunking counts the tokens of whole sections before it splits them: a section longer than the
+    # model's window is expected here, not the error transformers warns of.
+    tokenizer.model_max_length = 10**9
+    return tokenizer
 
 
 class Chunker:
