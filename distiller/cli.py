@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shlex
 import sys
@@ -52,6 +53,14 @@ TeacherOpt = Annotated[
 ModelOpt = Annotated[str | None, typer.Option(help="Teacher model, e.g. gpt-4o-mini.")]
 BaseUrlOpt = Annotated[
     str | None, typer.Option(help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM, Ollama).")
+]
+InputPriceOpt = Annotated[
+    float | None,
+    typer.Option(help="Teacher's input price, USD per million tokens (0 for a self-hosted model)."),
+]
+OutputPriceOpt = Annotated[
+    float | None,
+    typer.Option(help="Teacher's output price, USD per million tokens [default: the price library's]."),
 ]
 BudgetOpt = Annotated[
     float | None,
@@ -129,6 +138,8 @@ def run(
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
     budget: BudgetOpt = None,
+    input_price: InputPriceOpt = None,
+    output_price: OutputPriceOpt = None,
     student: Annotated[
         str | None,
         typer.Option(help="sentence-transformers name or path [default: packaged all-MiniLM-L6-v2]."),
@@ -175,6 +186,8 @@ def run(
     _set(overrides, "teacher.model", model)
     _set(overrides, "teacher.base_url", base_url)
     _set(overrides, "budget.run_usd", budget)
+    _set(overrides, "teacher.input_price_per_mtok", input_price)
+    _set(overrides, "teacher.output_price_per_mtok", output_price)
     _set(overrides, "training.student", student)
     _set(overrides, "mining.iterations", iterations)
     _set(overrides, "training.epochs", epochs)
@@ -204,6 +217,8 @@ def run(
             else:
                 from flows.distill import distill
                 from flows.stages import with_runner
+
+                _quiet_expected_errors()
 
                 result = with_runner(distill, cfg)(config=cfg, command=command)
                 run_dir = Path(result["run_dir"])
@@ -282,6 +297,8 @@ def estimate(
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
     budget: BudgetOpt = None,
+    input_price: InputPriceOpt = None,
+    output_price: OutputPriceOpt = None,
 ) -> None:
     """What a run's LLM stages will cost, before anything is spent: calls, tokens, expected and worst-case
     USD per stage against its budget. Sends no LLM call. Document mode chunks the input first (the ingest
@@ -303,6 +320,8 @@ def estimate(
     _set(overrides, "teacher.model", model)
     _set(overrides, "teacher.base_url", base_url)
     _set(overrides, "budget.run_usd", budget)
+    _set(overrides, "teacher.input_price_per_mtok", input_price)
+    _set(overrides, "teacher.output_price_per_mtok", output_price)
     cfg = _load(config, overrides)
     if not cfg.input.paths and not cfg.generation.domain:
         _fail(DistillError("nothing to estimate: give --input (documents) or --domain"))
@@ -449,9 +468,38 @@ def _set_generation(
     _set(overrides, "generation.concepts", concepts)
 
 
+class _NoTracebackForDistillErrors(logging.Filter):
+    """Prefect logs a failed task's and flow's exception with its traceback. For a DistillError (bad
+    input, config, budget, price) that is noise: the CLI prints its message, which says what to do."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], DistillError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_expected_errors() -> None:
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).addFilter(_NoTracebackForDistillErrors())
+
+
 def _check_bootstrap_teacher(cfg: Any) -> None:
-    """Fail before anything starts: a domain's knowledge cannot come from the offline teacher."""
+    """Fail before anything starts: a domain's knowledge cannot come from the offline teacher, and no
+    call may go to a model whose price is unknown (its spend could not be kept within the budget)."""
     from distiller.generation import bootstrap_mode
+    from distiller.generation.validation import judge_endpoint
+    from distiller.llm.pricing import Pricing
+
+    if not cfg.input.qa_file:
+        endpoints = [cfg.teacher] + ([judge_endpoint(cfg)] if cfg.validation.enabled else [])
+        for endpoint in {id(e): e for e in endpoints}.values():
+            if not endpoint.offline and not (pricing := Pricing(endpoint)).known:
+                _fail(
+                    DistillError(
+                        pricing.unknown_message() + " On the command line: --input-price and --output-price."
+                    )
+                )
 
     if bootstrap_mode(cfg) and cfg.teacher.offline:
         _fail(
@@ -484,6 +532,8 @@ def bootstrap(
     teacher: TeacherOpt = None,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
+    input_price: InputPriceOpt = None,
+    output_price: OutputPriceOpt = None,
 ) -> None:
     """Ask the LLM for a domain's knowledge base: concepts (term, definition, example, related terms) and
     relationships (type, description, examples), in batches until the count is reached, de-duplicated,
@@ -502,6 +552,8 @@ def bootstrap(
     _set(overrides, "teacher.provider", teacher)
     _set(overrides, "teacher.model", model)
     _set(overrides, "teacher.base_url", base_url)
+    _set(overrides, "teacher.input_price_per_mtok", input_price)
+    _set(overrides, "teacher.output_price_per_mtok", output_price)
     cfg = _load(config, overrides)
     if cfg.input.paths or cfg.input.qa_file:
         _fail(DistillError("bootstrap is for a domain without documents: this config names input files"))

@@ -86,6 +86,8 @@ def evaluate_bm25(passages: list[Passage], queries: list[Query], ks: list[int]) 
     """The lexical baseline: bm25s (Lucene BM25 variant, English stop words, no stemming)."""
     import bm25s
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs each index build at DEBUG
+
     if not passages or not queries:
         return []
     k = min(max(max(ks), 10), len(passages))

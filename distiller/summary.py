@@ -213,7 +213,8 @@ def _figures_line(view: RunView) -> Text:
     parts = [
         f"teacher {view.teacher}",
         f"judge {view.judge}",
-        f"{len(view.chunks)} chunks",
+        # Bootstrap and labeled runs have no chunks: their corpus is the passages written or given.
+        f"{len(view.chunks)} chunks" if view.chunks else f"{len(view.passages)} passages",
         f"{len(view.queries)} queries",
         f"{len(view.qa_pairs)} Q&A pairs",
     ]

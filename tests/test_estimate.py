@@ -147,3 +147,17 @@ def test_cli_estimate_needs_something_to_estimate(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["estimate", "--runs-dir", str(tmp_path)])
     assert result.exit_code != 0
     assert "nothing to estimate" in result.output
+
+
+def test_cli_run_refuses_an_unpriced_model_before_anything_runs(
+    llm_server: LLMTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-unused")
+    docs = write_corpus(tmp_path / "docs")
+    args = ["run", "-i", str(docs), "--runs-dir", str(tmp_path / "runs"), "--teacher", "openai"]
+    args += ["--model", "my-local-llama", "--base-url", llm_server.openai_base_url]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert "no price is known for model 'my-local-llama'" in result.output
+    assert "--input-price and --output-price" in result.output
+    assert llm_server.count == 0 and not (tmp_path / "runs").exists()

@@ -469,13 +469,30 @@ def _parse_request(
     )
 
 
+def _load_responder(spec: str) -> Responder:
+    import importlib
+    import inspect
+
+    module, _, name = spec.partition(":")
+    obj = getattr(importlib.import_module(module), name)
+    return obj() if inspect.isclass(obj) else obj
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument(
+        "--responder",
+        help="module:name of a responder (a callable, or a class to instantiate) to answer with instead of "
+        "schema stubs, e.g. generation_responder:ScriptedTeacher with PYTHONPATH=tests",
+    )
     args = parser.parse_args(argv)
-    server = LLMTestServer(latency_s=args.latency, host=args.host, port=args.port).start()
+    server = LLMTestServer(latency_s=args.latency, host=args.host, port=args.port)
+    if args.responder:
+        server.responder = _load_responder(args.responder)
+    server.start()
     print(
         f"LLM test server on {server.url} (OpenAI base_url {server.openai_base_url}, Anthropic base_url "
         f"{server.anthropic_base_url}); latency {args.latency}s. Ctrl-C to stop.",
