@@ -137,12 +137,22 @@ def run(
     teacher: TeacherOpt = None,
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
+    contrastive: Annotated[
+        bool | None,
+        typer.Option(
+            "--contrastive/--no-contrastive",
+            help="Negatives by the six contrastive strategies (default), or plainly related passages.",
+        ),
+    ] = None,
     budget: BudgetOpt = None,
     input_price: InputPriceOpt = None,
     output_price: OutputPriceOpt = None,
     student: Annotated[
         str | None,
-        typer.Option(help="sentence-transformers name or path [default: packaged all-MiniLM-L6-v2]."),
+        typer.Option(
+            help="sentence-transformers name or path [default: packaged all-MiniLM-L6-v2]; 'splade' or "
+            "'splade:<name or path>' for a sparse SPLADE student."
+        ),
     ] = None,
     iterations: Annotated[int | None, typer.Option(help="Mine-and-train iterations [default: 1].")] = None,
     epochs: Annotated[float | None, typer.Option(help="Training epochs per iteration [default: 1].")] = None,
@@ -179,6 +189,7 @@ def run(
     _set(overrides, "input.answer_column", answer_column)
     _set(overrides, "input.group_column", group_column)
     _set_generation(overrides, domain, language, template, concepts)
+    _set(overrides, "generation.contrastive", contrastive)
     _set(overrides, "run_name", run_name)
     _set(overrides, "runs_dir", runs_dir)
     _set(overrides, "seed", seed)

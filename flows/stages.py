@@ -94,7 +94,7 @@ def train_on_deployment(config: DistillConfig, iteration: int) -> StageResult:
     if not store.path(f"models/iter{iteration}").is_dir():
         raise StageError(
             f"training deployment {name!r} completed but models/iter{iteration} is not in {store.dir}: "
-            "runs_dir must be storage both work pools' workers share (see docs/production.md)"
+            "runs_dir must be storage both work pools' workers share (see README, 'Running in production')"
         )
     result = store.stage_results().get(f"train_iter{iteration}")
     if result is None:

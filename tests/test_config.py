@@ -95,3 +95,14 @@ def test_section_hash_changes_only_with_its_section() -> None:
 def test_json_schema_for_prefect_form() -> None:
     schema = DistillConfig.model_json_schema()
     assert {"input", "training", "mining", "teacher"} <= set(schema["properties"])
+
+
+def test_student_splade_shorthand() -> None:
+    from distiller.config import DEFAULT_SPLADE_STUDENT, DEFAULT_STUDENT
+
+    assert load_config(overrides={"training": {"student": "splade"}}).training.model_dump(
+        include={"kind", "student"}
+    ) == {"kind": "splade", "student": DEFAULT_SPLADE_STUDENT}
+    cfg = load_config(overrides={"training": {"student": f"splade:{DEFAULT_STUDENT}"}})
+    assert (cfg.training.kind, cfg.training.student) == ("splade", DEFAULT_STUDENT)
+    assert load_config().training.kind == "dense"

@@ -94,3 +94,30 @@ def test_splade_from_minilm_starts_with_random_dense_head(caplog: pytest.LogCapt
     emb = model.encode_document(["Gout is treated with rest."], convert_to_sparse_tensor=True).coalesce()
     # untrained, the random head activates a large part of the vocabulary: not sparse yet
     assert emb.values().numel() > 1000
+
+
+def test_student_splade_runs_the_pipeline_end_to_end(
+    tiny_bert: str, tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """`--student splade:<base>`: the same stages mine with, train and evaluate a sparse student."""
+    import pandas as pd
+    from conftest import tiny_overrides
+
+    from distiller.config import load_config
+    from distiller.pipeline import run_pipeline
+
+    # The random tiny BERT gives every passage nearly the same sparse vector, so the duplicate guard
+    # would take every negative for a copy of the positive: it is off here, on mechanics alone.
+    overrides = tiny_overrides(
+        tiny_corpus,
+        tmp_path / "runs",
+        training={"student": f"splade:{tiny_bert}"},
+        mining={"false_negative_guard": "none"},
+    )
+    cfg = load_config(overrides=overrides)
+    assert cfg.training.kind == "splade" and cfg.training.student == tiny_bert
+    store = run_pipeline(cfg)
+    metrics = pd.read_parquet(store.path("metrics.parquet"))
+    assert {"base", "bm25", "iter1"} <= set(metrics.model)
+    assert is_sparse_folder(store.path("models") / "iter1")
+    assert (store.path("models") / "best").is_dir()
