@@ -188,6 +188,14 @@ class MiningConfig(Section):
     exact_index_max_corpus: int = Field(
         default=200_000, ge=1, description="Above this, an approximate index."
     )
+    judge_negatives: bool = Field(
+        default=False,
+        description="Also ask the judge (validation.judge, else the teacher) whether each hard negative "
+        "that outranks its positive answers the query, and drop it if so; spends under budget.mining_usd.",
+    )
+    judge_negatives_max: int = Field(
+        default=500, ge=0, description="The most negatives judged per iteration, closest scores first."
+    )
     encode_batch_size: int = Field(default=64, ge=1)
 
 

@@ -358,6 +358,12 @@ def _model_ref(store: RunStore, cfg: DistillConfig, iteration: int) -> tuple[str
     return str(prev), prev
 
 
+def _judges_negatives(cfg: DistillConfig) -> bool:
+    from distiller.generation.validation import judge_endpoint
+
+    return cfg.mining.judge_negatives and not judge_endpoint(cfg).offline
+
+
 def mine_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageResult:
     from distiller.mining import mine_triplets
     from distiller.models import load_student
@@ -377,6 +383,13 @@ def mine_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageResu
     use_generated = iteration == 1 and gen_result is not None and generated.name in gen_result.outputs
     if use_generated:
         inputs.append(generated)
+    judged = _judges_negatives(cfg)
+    if judged:
+        from distiller.prompts import fingerprint
+        from distiller.prompts.judge import JUDGE_NEGATIVE
+
+        # The judge's endpoint, its prompt and the budget decide which negatives survive.
+        inputs.append(_config_hash(cfg, "teacher", "validation", "budget") + fingerprint(JUDGE_NEGATIVE))
     key = stage_key(
         "mine", VERSIONS["mine"], _config_hash(cfg, "mining") + cfg.training.kind + str(iteration), inputs
     )
@@ -395,6 +408,26 @@ def mine_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageResu
         passages = [p for p in passages if p.doc_id in train_docs]
         model = load_student(model_path, kind=cfg.training.kind, max_seq_length=cfg.training.max_seq_length)
         result = mine_triplets(model, passages, queries, cfg.mining, iteration, cfg.seed, previous=previous)
+        extra: dict[str, Any] = {}
+        note, cost = "", 0.0
+        if judged:
+            from distiller.mining_judge import judge_negatives
+
+            verdict = judge_negatives(result.triplets, cfg, store.dir)
+            result.triplets = verdict.kept
+            extra = {
+                "judge_checked": verdict.checked,
+                "judge_false_negatives": verdict.false_negatives,
+                "judge_triplets_dropped": verdict.triplets_dropped,
+                "judge_notes": verdict.notes,
+                **verdict.llm,
+            }
+            cost = verdict.cost_usd
+            note = (
+                f"; judge: {verdict.false_negatives} of {verdict.checked} negatives checked answer their "
+                f"query ({verdict.triplets_dropped} triplets dropped)"
+                + "".join(f"; {n}" for n in verdict.notes)
+            )
         allrows = previous + result.triplets
         if not allrows:
             raise StageError(
@@ -403,8 +436,9 @@ def mine_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageResu
             )
         write_parquet(store.path(out_name), allrows, Triplet)
         return {
-            "message": f"{len(result.triplets)} new triplets, {len(allrows)} accumulated",
-            "details": {"new": len(result.triplets), "accumulated": len(allrows), **result.stats},
+            "message": f"{len(result.triplets)} new triplets, {len(allrows)} accumulated" + note,
+            "details": {"new": len(result.triplets), "accumulated": len(allrows), **result.stats, **extra},
+            "cost_usd": cost,
         }
 
     return store.run_stage(f"mine_iter{iteration}", key, [out_name], run)

@@ -22,7 +22,7 @@ from tasks.stages import (
     generate_task,
     ingest_task,
     labeled_task,
-    mine_task,
+    mine_task_for,
     report_task,
     validate_task,
 )
@@ -42,7 +42,7 @@ def distill(config: DistillConfig = DistillConfig(), command: str | None = None)
         on_runner(generate_task, config)
         on_runner(validate_task, config)
     for k in range(1, config.mining.iterations + 1):
-        on_runner(mine_task, config, k)
+        on_runner(mine_task_for(config), config, k)
         train_step(config, k)
     on_runner(evaluate_task, config)
     on_runner(export_task, config, command)

@@ -24,7 +24,7 @@ from tasks.stages import (
     export_task,
     generate_task,
     ingest_task,
-    mine_task,
+    mine_task_for,
     report_task,
     train_task,
 )
@@ -123,7 +123,7 @@ def generate_flow(config: DistillConfig = DistillConfig()) -> dict[str, Any]:
 @flow(name="distill-iteration", log_prints=True)
 def iteration_flow(config: DistillConfig = DistillConfig(), iteration: int = 1) -> dict[str, Any]:
     """One mine-and-train iteration: hard triplets with the current student, then train on them."""
-    mined = on_runner(mine_task, config, iteration)
+    mined = on_runner(mine_task_for(config), config, iteration)
     return _done(config, mined, train_step(config, iteration))
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from uuid import UUID
 
-from prefect import task
+from prefect import Task, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
@@ -123,7 +123,16 @@ def validate_task(config: DistillConfig) -> State:
 
 @task(name="mine", cache_policy=NO_CACHE, tags=["distiller"], task_run_name="mine-iter{iteration}")
 def mine_task(config: DistillConfig, iteration: int) -> State:
-    return _finish(config, pipeline.mine_stage(_store(config), config, iteration))
+    with _llm_progress(config):  # the false-negative judge's calls, when it is on
+        return _finish(config, pipeline.mine_stage(_store(config), config, iteration))
+
+
+def mine_task_for(config: DistillConfig) -> Task[..., State]:
+    """The mine task, tagged as an LLM stage when its false-negative judge is on (so the `llm`
+    concurrency limit counts it)."""
+    if config.mining.judge_negatives:
+        return mine_task.with_options(tags={"distiller", LLM_TAG})
+    return mine_task
 
 
 @task(name="train", cache_policy=NO_CACHE, tags=["distiller", "gpu"], task_run_name="train-iter{iteration}")

@@ -1,4 +1,5 @@
 """The validation judge: is a Q&A pair grounded in its source, and does a query's passage answer it?
+And the mining guard's judge: does a mined negative answer its query after all (a false negative)?
 
 The judge writes its analysis before its checks and verdict (reasoning first makes verdicts more
 reliable), answers at temperature 0, and reports each check separately so that a rejection says why.
@@ -82,4 +83,31 @@ Passage:
 {source}""",
 )
 
-__all__ = ["JUDGE_QA", "JUDGE_QUERY", "Verdict"]
+
+class NegativeCheck(BaseModel):
+    analysis: str = Field(description="Your reasoning, before the answer: 1-3 sentences.")
+    answers_query: bool = Field(description="True if the passage answers the query, fully or in part.")
+
+
+JUDGE_NEGATIVE = Prompt(
+    name="judge_negative",
+    version=1,
+    schema=NegativeCheck,
+    temperature=0.0,
+    system="""\
+You check a search engine's training data for the domain "{domain}". A passage was picked as a *negative* \
+for a query: a passage that looks relevant but does not answer it. Passages that do answer the query (false \
+negatives) teach the search engine to push a right answer away, so they must be found.
+
+answers_query: true if a user who asked the query would accept the passage as an answer, fully or in \
+part; false if it is only about the same topic, or answers a different question.
+The material may be written in {language_name}; write your analysis in English.
+Answer with JSON only, matching the schema: analysis first.""",
+    user="""\
+Query: {question}
+
+Passage:
+{source}""",
+)
+
+__all__ = ["JUDGE_NEGATIVE", "JUDGE_QA", "JUDGE_QUERY", "NegativeCheck", "Verdict"]
