@@ -44,6 +44,7 @@ class _Candidate:
     q: Query
     qi: int  # row in the training-query embeddings
     pos_idx: int
+    gt: tuple[int, ...]  # every ground-truth passage of the query (the positive among them)
     pos_rank: int  # 1-based
     pos_score: float
     negs: list[tuple[int, int, float]]  # (corpus index, 1-based rank, score), best first
@@ -58,9 +59,9 @@ def _is_false_negative(
     neg: str,
     query: str,
 ) -> bool:
-    """The guard. 'duplicate': the negative is a near-copy of the positive passage (cosine of the two
-    passages >= 1 - margin), the ground truth of a near-copy of the query (another training query with
-    cosine >= 1 - margin; its answer answers this one too), or contains the query verbatim.
+    """The guard. 'duplicate': the negative is a near-copy of a ground-truth passage of the query (cosine
+    of the two passages >= 1 - margin), the ground truth of a near-copy of the query (another training
+    query with cosine >= 1 - margin; its answer answers this one too), or contains the query verbatim.
     'score': the negative scores above (1 - margin) x the positive's score (sentence-transformers'
     relative margin; it also drops every negative ranked above a hard positive). 'both': either."""
     m = cfg.false_negative_margin
@@ -178,14 +179,20 @@ def mine_triplets(
                     for r, (i, s) in enumerate(zip(idx[row], scores[row], strict=True))
                     if r < cfg.negative_rank_max and i >= 0 and int(i) not in gt
                 ]
-                cands.append(_Candidate(q, off + row, pos_idx, r0 + 1, pos_score, negs))
-        # the guard's similarities, each in one vectorised pass: positive vs negative passage, and this
-        # query vs the other training queries the negative answers
-        pairs = [(c.pos_idx, n[0]) for c in cands for n in c.negs]
-        sims = row_cosine(corpus.embeddings, *_columns(pairs))
+                cands.append(_Candidate(q, off + row, pos_idx, tuple(sorted(gt)), r0 + 1, pos_score, negs))
+        # the guard's similarities, each in one vectorised pass: every ground-truth passage of the query vs
+        # the negative (the nearest counts: a long answer is chunked, and a negative that copies any chunk
+        # of it is no negative), and this query vs the other training queries the negative answers
         flat = [(c.qi, n[0]) for c in cands for n in c.negs]
+        gpairs = [
+            (j, g, neg) for j, (c, neg) in enumerate((c, n[0]) for c in cands for n in c.negs) for g in c.gt
+        ]
+        sims = np.full(len(flat), -1.0, dtype=np.float32)
+        if gpairs:
+            per_gt = row_cosine(corpus.embeddings, *_columns([(g, neg) for _, g, neg in gpairs]))
+            np.maximum.at(sims, np.array([j for j, _, _ in gpairs], dtype=np.int64), per_gt)
         qpairs = [(j, qi, o) for j, (qi, neg) in enumerate(flat) for o in owners.get(neg, ()) if o != qi]
-        qsims = np.zeros(len(pairs), dtype=np.float32)
+        qsims = np.zeros(len(flat), dtype=np.float32)
         if qpairs:
             qmat = qdense if qdense is not None else _vstack(qsparse)
             per_pair = row_cosine(qmat, *_columns([(a, o) for _, a, o in qpairs]))

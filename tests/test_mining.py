@@ -237,3 +237,30 @@ def test_guard_drops_answer_of_a_near_duplicate_query(world) -> None:
     other = Query(query_id="other", text="q-other", positive_ids=["d0"], doc_id="A", teacher="t")
     res = mine_triplets(model, passages, [*queries, other], cfg, 1, 0)
     assert [t.negative_id for t in res.triplets if t.query_id == "hard"] == ["d0", "d1", "d2"]
+
+
+def test_guard_drops_near_copy_of_any_ground_truth_chunk(world) -> None:
+    """A long answer is chunked: the query's ground truth is several passages, and the positive is the
+    best-ranked one. 'copy' is a near-copy of the *second* chunk of the answer, not of the
+    positive: pushing it away would push that chunk away too, so the guard drops it."""
+    model, passages, queries = world
+    model.table["gt-hard-2"] = at_cos(0, 0.50, 30)  # the answer's second chunk, ranked below the first
+    model.table["copy"] = 0.999 * model.table["gt-hard-2"] + 0.0447 * e(31)
+    model.table["copy"] /= np.linalg.norm(model.table["copy"])
+    extra = [Passage(passage_id=p, doc_id=d, text=p) for p, d in (("gt-hard-2", "A"), ("copy", "C"))]
+    hard = queries[0].model_copy(update={"positive_ids": ["gt-hard", "gt-hard-2"]})
+    cfg = MiningConfig(negatives_per_query=15, easy_hard_ratio=0, false_negative_guard="duplicate")
+    res = mine_triplets(model, passages + extra, [hard, *queries[1:]], cfg, 1, 0)
+    mined = [t for t in res.triplets if t.query_id == "hard"]
+    assert mined and {t.positive_id for t in mined} == {"gt-hard"}
+    assert "copy" not in {t.negative_id for t in mined}
+    assert float(model.table["copy"] @ model.table["gt-hard"]) < 0.95  # not a copy of the positive itself
+    off = mine_triplets(
+        model,
+        passages + extra,
+        [hard, *queries[1:]],
+        cfg.model_copy(update={"false_negative_guard": "none"}),
+        1,
+        0,
+    )
+    assert "copy" in {t.negative_id for t in off.triplets if t.query_id == "hard"}
