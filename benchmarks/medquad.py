@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/medquad.py                       # defaults, one seed
     .venv/bin/python benchmarks/medquad.py --seeds 13 14 15      # run-to-run spread
 
-Data: /work/shared/data/medquad/qa.parquet (labeled mode, grouped by `focus`; topics that share an
+Data: ../shared/data/medquad/qa.parquet (labeled mode, grouped by `focus`; topics that share an
 answer are merged). To fit a 2-core CPU in under 30 minutes the benchmark keeps a seeded subsample of
 the topics (`--topic-fraction`, whole topics only: corpus and questions of the same topics), chunks
 answers to `--chunk-size` tokens and trains at `--max-seq-length`. The split (`--split-seed`) is fixed
@@ -36,7 +36,9 @@ from distiller.models import load_student
 from distiller.records import MetricRow, Passage, Query, Triplet, read_parquet, write_parquet
 from distiller.training import train_student
 
-DATA = Path("/work/shared/data/medquad/qa.parquet")
+# The shared data folder beside the clone (../shared/data), or wherever DISTILL_SHARED_DATA points.
+DATA = Path(os.environ.get("DISTILL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = DATA / "medquad" / "qa.parquet"
 
 
 def subsample(src: Path, dst: Path, fraction: float, seed: int) -> int:

@@ -22,11 +22,14 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-DATA = "/work/shared/data/medquad/qa.parquet"
+# The shared data folder beside the clone (../shared/data), or wherever DISTILL_SHARED_DATA points.
+_SHARED = os.environ.get("DISTILL_SHARED_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = str(Path(_SHARED) / "medquad" / "qa.parquet")
 _SENT = re.compile(r"(?<=[.!?])\s+")
 
 

@@ -1,8 +1,12 @@
 """Fine-tune the student on mined triplets with the sentence-transformers trainer.
 
-Dense: SentenceTransformerTrainer with TripletLoss (cosine distance, margin `cfg.margin`, 0.1 by
-default: a large margin pulls the model far from where it started and it forgets) or
-MultipleNegativesRankingLoss with the mined negative as an extra hard negative (`cfg.loss == "mnrl"`).
+Dense: SentenceTransformerTrainer with MultipleNegativesRankingLoss, the mined negative as an extra hard
+negative besides the in-batch ones (`cfg.loss == "mnrl"`, the default), or TripletLoss (cosine distance,
+margin `cfg.margin`, 0.1: a large margin pulls the model far from where it started and it forgets).
+Why mnrl by default: with only the mined negatives (same-topic passages, mostly), triplet training learns
+to tell a query's aspect ("causes" vs "treatment") and forgets to tell entities apart, so on unseen topics
+passages of training topics about the same aspect rise above the answer; the in-batch negatives (other
+topics) keep entity matching in the loss. Measured on MedQuAD in benchmarks/README.md.
 SPLADE (`cfg.kind == "splade"`): SparseEncoderTrainer with SpladeLoss around the same ranking loss,
 see `distiller.splade`.
 
