@@ -37,10 +37,11 @@ RUN if [ "$TORCH_VARIANT" = "cpu" ]; then \
         echo "TORCH_VARIANT must be cpu or cuda, got $TORCH_VARIANT" >&2; exit 1; \
     fi
 
-# Dependencies change less often than the code: install them in their own layer.
+# Dependencies change less often than the code: install them in their own layer (with s3fs, for a
+# storage_url on S3 or MinIO).
 COPY pyproject.toml README.md ./
 COPY distiller/__init__.py distiller/__init__.py
-RUN pip install . && pip uninstall -y domain-distiller
+RUN pip install ".[s3]" && pip uninstall -y domain-distiller
 
 COPY . .
 RUN pip install --no-deps -e . \

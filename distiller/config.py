@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -235,7 +236,8 @@ class TrainingConfig(Section):
     deployment: str | None = Field(
         default=None,
         description="Send training to this Prefect deployment (e.g. 'distill-train/gpu', on a GPU work "
-        "pool) and wait for it; runs_dir must be storage both workers share.",
+        "pool) and wait for it; runs_dir must be storage both workers share, or storage_url a mirror "
+        "both reach.",
     )
     deployment_timeout_s: float = Field(
         default=6 * 3600, gt=0, description="How long the flow waits for the training deployment's run."
@@ -284,6 +286,17 @@ class DistillConfig(BaseSettings):
     runs_dir: str = Field(default="runs", description="Where run folders live.")
     cache_dir: str | None = Field(
         default=None, description="Stage and LLM-call cache shared across runs; default <runs_dir>/.cache."
+    )
+    storage_url: str | None = Field(
+        default=None,
+        description="fsspec URL where run folders and the stage cache are mirrored, e.g. s3://bucket/distill "
+        "or file:///mnt/share; workers keep a local copy under runs_dir. s3:// needs domain-distiller[s3].",
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Passed to fsspec with storage_url, e.g. {endpoint_url: http://minio:9000} for MinIO. "
+        "Never written to the manifest; keys are better left to the workers' environment "
+        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY): this config is also the flow's Prefect parameter.",
     )
     seed: int = 13
     runner: Literal["thread", "dask"] = Field(
@@ -342,7 +355,12 @@ class DistillConfig(BaseSettings):
 
     def redacted(self) -> dict[str, Any]:
         """The config as JSON, safe to write: keys never live in the config, but URLs may carry them."""
-        return _redact(self.model_dump(mode="json"))
+        out = _redact(self.model_dump(mode="json"))
+        # Credentials hide under names _redact cannot know (s3fs: key, secret, token, client_kwargs...).
+        out["storage_options"] = dict.fromkeys(self.storage_options, "***")
+        if self.storage_url:
+            out["storage_url"] = re.sub(r"//[^/@]*@", "//***@", self.storage_url)
+        return out
 
 
 def _redact(obj: Any) -> Any:

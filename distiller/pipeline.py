@@ -67,7 +67,14 @@ def default_run_name(cfg: DistillConfig) -> str:
 
 
 def open_store(cfg: DistillConfig) -> RunStore:
-    store = RunStore(cfg.runs_path / default_run_name(cfg), StageCache(cfg.cache_path))
+    """The run folder of `cfg`; with `storage_url`, first brought up to date from the mirror (every task,
+    the CLI and the flows open their run here, so each stage starts from what other machines wrote)."""
+    from distiller.remote import remote_for
+
+    mirror = remote_for(cfg)
+    if mirror is not None:
+        mirror.pull_run()
+    store = RunStore(cfg.runs_path / default_run_name(cfg), StageCache(cfg.cache_path, mirror), mirror)
     store.record_config(cfg.redacted())
     return store
 
@@ -234,7 +241,10 @@ def _generated_files(store: RunStore, names: tuple[str, ...]) -> dict[str, Path]
     folder, so it reads (and keys on) the copies in generate's stage-cache entry, which never change;
     the run folder's where there is no entry."""
     gen = store.stage_results().get("generate")
-    entry = store.cache.entry("generate", gen.key) / "files" if gen and gen.key else None
+    entry: Path | None = None
+    # lookup, not entry alone: it fetches the entry from the mirror when another machine ran generate.
+    if gen and gen.key and store.cache.lookup("generate", gen.key):
+        entry = store.cache.entry("generate", gen.key) / "files"
     return {n: entry / n if entry and (entry / n).is_file() else store.path(n) for n in names}
 
 

@@ -5,7 +5,8 @@
 sections it reads and the *contents* of the artifacts it reads, never paths or timestamps. Finished
 stage outputs are kept under `<cache>/stages/<stage>/<key>/` and hard-linked into any run folder that
 asks for the same key, so a re-run, a resumed run, or a new run that shares upstream settings redoes
-nothing that was done.
+nothing that was done. With a `Mirror` (`distiller.remote`, config `storage_url`) both are also copied to
+and from storage that workers on other machines see.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -40,6 +41,18 @@ class StageResult(BaseModel):
     message: str | None = None
     finished_at: str | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Mirror(Protocol):
+    """Storage that run folders and cache entries are copied to and from (`distiller.remote`)."""
+
+    def fetch_entry(self, entry: Path) -> bool:
+        """Bring a cache entry folder here if the mirror has it whole; whether it is here now."""
+        ...
+
+    def push(self, paths: Iterable[Path]) -> None:
+        """Upload files or folders of the run folder (the manifest among them) or cache entries."""
+        ...
 
 
 StageListener = Callable[[str, "StageResult"], None]
@@ -125,15 +138,19 @@ def _link_file(src: str | Path, dst: str | Path) -> None:
 class StageCache:
     """Finished stage outputs, addressed by stage key; shared by every run under the same cache dir."""
 
-    def __init__(self, root: Path) -> None:
+    RESULT = "result.json"
+
+    def __init__(self, root: Path, mirror: Mirror | None = None) -> None:
         self.root = Path(root)
+        self.mirror = mirror
 
     def entry(self, stage: str, key: str) -> Path:
         return self.root / "stages" / stage / key
 
     def lookup(self, stage: str, key: str) -> StageResult | None:
-        meta = self.entry(stage, key) / "result.json"
-        if not meta.is_file():
+        meta = self.entry(stage, key) / self.RESULT
+        # Another machine may have made the entry: ask the mirror before calling it a miss.
+        if not meta.is_file() and not (self.mirror and self.mirror.fetch_entry(meta.parent)):
             return None
         return StageResult.model_validate_json(meta.read_text(encoding="utf-8"))
 
@@ -145,7 +162,7 @@ class StageCache:
             shutil.rmtree(tmp)
         for rel in outputs:
             _link_or_copy(run_dir / rel, tmp / "files" / rel)
-        atomic_write_text(tmp / "result.json", result.model_dump_json(indent=2))
+        atomic_write_text(tmp / self.RESULT, result.model_dump_json(indent=2))
         if entry.exists():
             shutil.rmtree(entry)
         entry.parent.mkdir(parents=True, exist_ok=True)
@@ -163,9 +180,12 @@ class RunStore:
 
     MANIFEST = "manifest.json"
 
-    def __init__(self, run_dir: Path | str, cache: StageCache | None = None) -> None:
+    def __init__(
+        self, run_dir: Path | str, cache: StageCache | None = None, mirror: Mirror | None = None
+    ) -> None:
         self.dir = Path(run_dir)
-        self.cache = cache or StageCache(self.dir.parent / ".cache")
+        self.cache = cache or StageCache(self.dir.parent / ".cache", mirror)
+        self.mirror = mirror
         self.dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -196,6 +216,10 @@ class RunStore:
         fn(m)
         m["updated_at"] = _now()
         atomic_write_text(self.dir / self.MANIFEST, json.dumps(m, indent=2, sort_keys=False))
+        if self.mirror:
+            # Every write, not only a stage's last: a stage function may add to the manifest after
+            # run_stage (ingest's skipped inputs, a skipped validate), and a failure is news too.
+            self.mirror.push([self.dir / self.MANIFEST])
         return m
 
     def record_config(self, config_json: dict[str, Any]) -> None:
@@ -239,6 +263,7 @@ class RunStore:
                     "details": {**cached.details, "first_run_seconds": cached.seconds},
                 }
             )
+            self._push(stage, key, outputs)
             self.record_stage(result)
             return result
 
@@ -279,8 +304,17 @@ class RunStore:
             result.outputs = {rel: _rows(self.path(rel)) for rel in outputs}
         if result.status == "completed":
             self.cache.put(result, self.dir, outputs)
+        self._push(stage, key, outputs)
         self.record_stage(result)
         return result
+
+    def _push(self, stage: str, key: str, outputs: list[str]) -> None:
+        # Before the manifest that names them (record_stage pushes it), so a machine that reads the
+        # manifest finds the files and the cache entry there.
+        if self.mirror:
+            entry = self.cache.entry(stage, key)
+            paths = [self.path(rel) for rel in outputs if self.has(rel)]
+            self.mirror.push(paths + ([entry] if (entry / StageCache.RESULT).is_file() else []))
 
 
 def _remove(path: Path) -> None:

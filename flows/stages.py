@@ -51,7 +51,7 @@ def with_runner(flow_: Flow[..., Any], config: DistillConfig) -> Flow[..., Any]:
 def on_runner(task_: Task[..., Any], config: DistillConfig, *args: Any) -> StageResult:
     """Run a stage task on the flow's task runner and wait for it. The stages form a chain, so this is
     no parallelism within a run: with Dask the work moves to a cluster's workers (processes, or other
-    machines that see the same runs_dir), while the flow's own process only orchestrates."""
+    machines that see the same runs_dir or storage_url), while the flow's own process only orchestrates."""
     ctx = FlowRunContext.get()
     if config.runner == "dask" and ctx is not None and type(ctx.task_runner).__name__ != "DaskTaskRunner":
         get_run_logger().warning(
@@ -90,11 +90,14 @@ def train_on_deployment(config: DistillConfig, iteration: int) -> StageResult:
             f"training deployment {name!r} (flow run {run.name}, {run.id}) ended {shown}; "
             "see its logs in the Prefect UI"
         )
+    # Opened only now: with storage_url this pulls what the training worker pushed (the model and the
+    # manifest's train entry) before either is read.
     store = pipeline.open_store(config)
     if not store.path(f"models/iter{iteration}").is_dir():
         raise StageError(
             f"training deployment {name!r} completed but models/iter{iteration} is not in {store.dir}: "
-            "runs_dir must be storage both work pools' workers share (see README, 'Running in production')"
+            "runs_dir must be storage both work pools' workers share, or storage_url a mirror both "
+            "reach (see README, 'Running in production')"
         )
     result = store.stage_results().get(f"train_iter{iteration}")
     if result is None:
