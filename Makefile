@@ -37,8 +37,12 @@ lint: setup
 test: setup system-deps lint
 	$(VENV)/bin/pytest -q -ra
 
+# Measurements, not tests (see benchmarks/README.md): LLM-layer throughput, mining cost against
+# sentence-transformers' mine_hard_negatives, and retrieval quality on MedQuAD (about 10 min a seed).
 bench: setup
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/llm_throughput.py
+	$(PY) benchmarks/mining.py
+	$(PY) benchmarks/medquad.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -207,11 +207,22 @@ def search_batches(
         yield start, d, i, q
 
 
+ROW_COSINE_BLOCK = 4096
+"""Pairs per block in `row_cosine` (two gathered blocks of 4096 x 384 float32 are 12 MB)."""
+
+
 def row_cosine(matrix: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine similarity of rows a[j] and b[j] of a dense array/memmap or a scipy sparse matrix
     (near-duplicate passages, near-duplicate queries)."""
     if len(a) == 0:
         return np.zeros(0, dtype=np.float32)
+    if len(a) > ROW_COSINE_BLOCK:  # gathered rows are copies: bound them, whatever the number of pairs
+        return np.concatenate(
+            [
+                row_cosine(matrix, a[i : i + ROW_COSINE_BLOCK], b[i : i + ROW_COSINE_BLOCK])
+                for i in range(0, len(a), ROW_COSINE_BLOCK)
+            ]
+        )
     if hasattr(matrix, "multiply"):  # scipy sparse
         x, y = matrix[a], matrix[b]
         dots = np.asarray(x.multiply(y).sum(axis=1)).ravel()
