@@ -502,6 +502,13 @@ def _check_bootstrap_teacher(cfg: Any) -> None:
     from distiller.generation.validation import judge_endpoint
     from distiller.llm.pricing import Pricing
 
+    if not cfg.input.qa_file and not cfg.teacher.offline:
+        from distiller.generation.context import GenContext
+
+        try:  # an unknown template or language first: it lists the known ones
+            GenContext.from_config(cfg)
+        except DistillError as e:
+            _fail(e)
     if not cfg.input.qa_file:
         endpoints = [cfg.teacher] + ([judge_endpoint(cfg)] if cfg.validation.enabled else [])
         for endpoint in {id(e): e for e in endpoints}.values():
