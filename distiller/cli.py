@@ -90,6 +90,25 @@ def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
     d[leaf] = value
 
 
+def _set_teacher(
+    d: dict[str, Any],
+    provider: str | None,
+    model: str | None,
+    base_url: str | None,
+    input_price: float | None,
+    output_price: float | None,
+) -> None:
+    """The teacher flags that run, estimate and bootstrap share."""
+    for field, value in (
+        ("provider", provider),
+        ("model", model),
+        ("base_url", base_url),
+        ("input_price_per_mtok", input_price),
+        ("output_price_per_mtok", output_price),
+    ):
+        _set(d, f"teacher.{field}", value)
+
+
 def _fail(e: Exception) -> None:
     console.print(f"[bold red]error:[/] {e}")
     raise typer.Exit(code=2)
@@ -193,12 +212,8 @@ def run(
     _set(overrides, "run_name", run_name)
     _set(overrides, "runs_dir", runs_dir)
     _set(overrides, "seed", seed)
-    _set(overrides, "teacher.provider", teacher)
-    _set(overrides, "teacher.model", model)
-    _set(overrides, "teacher.base_url", base_url)
+    _set_teacher(overrides, teacher, model, base_url, input_price, output_price)
     _set(overrides, "budget.run_usd", budget)
-    _set(overrides, "teacher.input_price_per_mtok", input_price)
-    _set(overrides, "teacher.output_price_per_mtok", output_price)
     _set(overrides, "training.student", student)
     _set(overrides, "mining.iterations", iterations)
     _set(overrides, "training.epochs", epochs)
@@ -327,12 +342,8 @@ def estimate(
     _set_generation(overrides, domain, language, template, concepts)
     _set(overrides, "run_name", run_name)
     _set(overrides, "runs_dir", runs_dir)
-    _set(overrides, "teacher.provider", teacher)
-    _set(overrides, "teacher.model", model)
-    _set(overrides, "teacher.base_url", base_url)
+    _set_teacher(overrides, teacher, model, base_url, input_price, output_price)
     _set(overrides, "budget.run_usd", budget)
-    _set(overrides, "teacher.input_price_per_mtok", input_price)
-    _set(overrides, "teacher.output_price_per_mtok", output_price)
     cfg = _load(config, overrides)
     if not cfg.input.paths and not cfg.generation.domain:
         _fail(DistillError("nothing to estimate: give --input (documents) or --domain"))
@@ -567,11 +578,7 @@ def bootstrap(
     _set_generation(overrides, domain, language, template, concepts)
     _set(overrides, "run_name", run_name)
     _set(overrides, "runs_dir", runs_dir)
-    _set(overrides, "teacher.provider", teacher)
-    _set(overrides, "teacher.model", model)
-    _set(overrides, "teacher.base_url", base_url)
-    _set(overrides, "teacher.input_price_per_mtok", input_price)
-    _set(overrides, "teacher.output_price_per_mtok", output_price)
+    _set_teacher(overrides, teacher, model, base_url, input_price, output_price)
     cfg = _load(config, overrides)
     if cfg.input.paths or cfg.input.qa_file:
         _fail(DistillError("bootstrap is for a domain without documents: this config names input files"))
