@@ -222,7 +222,7 @@ def run(
     cfg = _load(config, overrides)
     if not cfg.input.paths and not cfg.input.qa_file and not cfg.generation.domain:
         _fail(DistillError("nothing to distill: give --input (documents), --qa-file, or --domain"))
-    _check_bootstrap_teacher(cfg)
+    _preflight(cfg)
     _prefect_env(cfg.runs_dir)
     if cfg.teacher.offline and not cfg.input.qa_file:
         console.print(
@@ -506,9 +506,10 @@ def _quiet_expected_errors() -> None:
         logging.getLogger(name).addFilter(_NoTracebackForDistillErrors())
 
 
-def _check_bootstrap_teacher(cfg: Any) -> None:
-    """Fail before anything starts: a domain's knowledge cannot come from the offline teacher, and no
-    call may go to a model whose price is unknown (its spend could not be kept within the budget)."""
+def _preflight(cfg: Any) -> None:
+    """Fail before anything starts: an unknown template or language, a model whose price is unknown (its
+    spend could not be kept within the budget), or bootstrap mode with the offline teacher (a domain's
+    knowledge cannot come from it)."""
     from distiller.generation import bootstrap_mode
     from distiller.generation.validation import judge_endpoint
     from distiller.llm.pricing import Pricing
@@ -582,7 +583,7 @@ def bootstrap(
     cfg = _load(config, overrides)
     if cfg.input.paths or cfg.input.qa_file:
         _fail(DistillError("bootstrap is for a domain without documents: this config names input files"))
-    _check_bootstrap_teacher(cfg)
+    _preflight(cfg)
     from rich.markup import escape
 
     from distiller.pipeline import bootstrap_stage, open_store

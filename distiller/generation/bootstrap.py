@@ -20,6 +20,7 @@ from distiller.config import DistillConfig
 from distiller.generation.context import GenContext
 from distiller.generation.plan import chunked, stable_id
 from distiller.generation.runner import StageLLM
+from distiller.llm import LLMRequest
 from distiller.prompts.concepts import CONCEPTS, RELATIONSHIPS, ConceptBatch, ConceptItem, RelationshipBatch
 from distiller.records import Concept
 
@@ -83,6 +84,41 @@ def bootstrap(cfg: DistillConfig, run_dir: Path) -> BootstrapResult:
     )
 
 
+def concepts_round_requests(
+    ctx: GenContext, round_: int, n_req: int, n_each: int, asked: int, n_known: int, known: str
+) -> list[LLMRequest]:
+    """One round's concepts requests, each on the next subtopic (`asked`: requests of earlier rounds)."""
+    subtopics = ctx.domain.subtopics or ["the core concepts of the domain"]
+    return [
+        CONCEPTS.request(
+            f"concepts-r{round_}-{i}",
+            STAGE,
+            ctx.fields(
+                batch_label=f"Batch {round_}.{i + 1}",
+                focus=subtopics[(asked + i) % len(subtopics)],
+                n=n_each,
+                n_known=n_known,
+                known=known,
+            ),
+        )
+        for i in range(n_req)
+    ]
+
+
+def relationship_requests(ctx: GenContext, terms: list[str]) -> list[LLMRequest]:
+    """Relationships asked among each batch of `concepts_per_call` terms."""
+    gen = ctx.cfg.generation
+    batches = chunked(terms, gen.concepts_per_call)
+    if len(batches) > 1 and len(batches[-1]) < 2:  # one concept alone has nothing to relate to
+        batches[-2].extend(batches.pop())
+    return [
+        RELATIONSHIPS.request(
+            f"relationships-{k}", STAGE, ctx.fields(terms="; ".join(batch), n=gen.relationships_per_call)
+        )
+        for k, batch in enumerate(batches)
+    ]
+
+
 def _concept(ctx: GenContext, item: ConceptItem, norm: str) -> Concept:
     return Concept(
         concept_id="c" + stable_id(ctx.domain_name, ctx.language.code, norm),
@@ -101,7 +137,6 @@ def _concept(ctx: GenContext, item: ConceptItem, norm: str) -> Concept:
 def _concepts(ctx: GenContext, llm: StageLLM) -> tuple[list[Concept], int]:
     gen = ctx.cfg.generation
     target, per_call = gen.concepts, gen.concepts_per_call
-    subtopics = ctx.domain.subtopics or ["the core concepts of the domain"]
     known: dict[str, Concept] = {}
     per_answer = float(per_call)  # new concepts an answered call yields; measured after each round
     asked = rounds = 0
@@ -110,20 +145,7 @@ def _concepts(ctx: GenContext, llm: StageLLM) -> tuple[list[Concept], int]:
         n_req = min(missing, math.ceil(missing / per_answer))
         n_each = min(per_call, math.ceil(missing / n_req))
         shown = "; ".join(c.term for c in list(known.values())[-KNOWN_SHOWN:]) or "(none yet)"
-        requests = [
-            CONCEPTS.request(
-                f"concepts-r{rounds}-{i}",
-                STAGE,
-                ctx.fields(
-                    batch_label=f"Batch {rounds}.{i + 1}",
-                    focus=subtopics[(asked + i) % len(subtopics)],
-                    n=n_each,
-                    n_known=len(known),
-                    known=shown,
-                ),
-            )
-            for i in range(n_req)
-        ]
+        requests = concepts_round_requests(ctx, rounds, n_req, n_each, asked, len(known), shown)
         asked += n_req
         answers = llm.answers(llm.run(f"concepts round {rounds}", requests), ConceptBatch)
         new = 0
@@ -147,15 +169,7 @@ def _relationships(ctx: GenContext, llm: StageLLM, concepts: list[Concept]) -> t
     if gen.relationships_per_call == 0 or len(concepts) < 2:
         return [], 0
     by_norm = {normalize_term(c.term): c for c in concepts}
-    batches = chunked([c.term for c in concepts], gen.concepts_per_call)
-    if len(batches) > 1 and len(batches[-1]) < 2:  # one concept alone has nothing to relate to
-        batches[-2].extend(batches.pop())
-    requests = [
-        RELATIONSHIPS.request(
-            f"relationships-{k}", STAGE, ctx.fields(terms="; ".join(terms), n=gen.relationships_per_call)
-        )
-        for k, terms in enumerate(batches)
-    ]
+    requests = relationship_requests(ctx, [c.term for c in concepts])
     answers = llm.answers(llm.run("relationships", requests), RelationshipBatch)
     out: dict[str, Concept] = {}
     unmatched = 0
@@ -187,4 +201,10 @@ def _relationships(ctx: GenContext, llm: StageLLM, concepts: list[Concept]) -> t
     return list(out.values()), unmatched
 
 
-__all__ = ["BootstrapResult", "bootstrap", "normalize_term"]
+__all__ = [
+    "BootstrapResult",
+    "bootstrap",
+    "concepts_round_requests",
+    "normalize_term",
+    "relationship_requests",
+]

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 from distiller.config import DistillConfig, LLMConfig
 from distiller.generation import bootstrap_mode
+from distiller.generation.bootstrap import concepts_round_requests, relationship_requests
 from distiller.generation.context import GenContext
 from distiller.generation.documents import document_requests, negative_requests
-from distiller.generation.plan import chunked
 from distiller.generation.qa import qa_requests
 from distiller.generation.queries import chunk_requests, concept_requests
 from distiller.generation.validation import (
@@ -33,7 +33,6 @@ from distiller.generation.validation import (
     systematic_sample,
 )
 from distiller.llm import LLMRequest
-from distiller.prompts.concepts import CONCEPTS, RELATIONSHIPS
 from distiller.records import Chunk, Concept, Passage, QAPair, Query
 
 STANDIN_WORDS = {"query": 14, "answer": 60, "definition": 35, "example": 20, "document": 120}
@@ -83,21 +82,9 @@ def plan_run(cfg: DistillConfig, chunks: Sequence[Chunk] = ()) -> RunPlan:
 def _plan_bootstrap(cfg: DistillConfig, ctx: GenContext, plan: RunPlan) -> list[Concept]:
     gen = cfg.generation
     n_calls = math.ceil(gen.concepts / gen.concepts_per_call)
-    subtopics = ctx.domain.subtopics or ["the core concepts of the domain"]
-    requests = [
-        CONCEPTS.request(
-            f"concepts-r1-{i}",
-            "bootstrap",
-            ctx.fields(
-                batch_label=f"Batch 1.{i + 1}",
-                focus=subtopics[i % len(subtopics)],
-                n=min(gen.concepts_per_call, gen.concepts),
-                n_known=0,
-                known="(none yet)",
-            ),
-        )
-        for i in range(n_calls)
-    ]
+    # The first round as bootstrap sends it: later rounds happen only when answers repeat terms.
+    n_each = min(gen.concepts_per_call, gen.concepts)
+    requests = concepts_round_requests(ctx, 1, n_calls, n_each, 0, 0, "(none yet)")
     plan.add("bootstrap", "concepts (first round; more only if answers repeat)", requests, cfg.teacher)
     concepts = [
         Concept(
@@ -114,19 +101,11 @@ def _plan_bootstrap(cfg: DistillConfig, ctx: GenContext, plan: RunPlan) -> list[
         for i in range(gen.concepts)
     ]
     if gen.relationships_per_call and gen.concepts >= 2:
-        batches = chunked([c.term for c in concepts], gen.concepts_per_call)
-        rel = [
-            RELATIONSHIPS.request(
-                f"relationships-{k}",
-                "bootstrap",
-                ctx.fields(terms="; ".join(t), n=gen.relationships_per_call),
-            )
-            for k, t in enumerate(batches)
-        ]
+        rel = relationship_requests(ctx, [c.term for c in concepts])
         plan.add("bootstrap", "relationships", rel, cfg.teacher)
         concepts += [
             c.model_copy(update={"concept_id": f"r{i}", "kind": "relationship"})
-            for i, c in enumerate(concepts[: len(batches) * gen.relationships_per_call])
+            for i, c in enumerate(concepts[: len(rel) * gen.relationships_per_call])
         ]
     return concepts
 
