@@ -159,8 +159,12 @@ def write_parquet(path: Path, records: list[R] | list[dict[str, Any]], model: ty
     table = to_table(records, model)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(path)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave a half file behind either
+        raise
     return table.num_rows
 
 

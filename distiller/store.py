@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from importlib import metadata
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
+
+from distiller.errors import EnvironmentProblem, StageError, environment_error
 
 StageStatus = Literal["pending", "running", "completed", "cached", "failed", "skipped"]
 
@@ -72,8 +75,14 @@ def _now() -> str:
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:
+        # A full disk or a kill mid-write: leave no temp file behind for the user to find.
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -147,32 +156,50 @@ class StageCache:
     def entry(self, stage: str, key: str) -> Path:
         return self.root / "stages" / stage / key
 
-    def lookup(self, stage: str, key: str) -> StageResult | None:
-        meta = self.entry(stage, key) / self.RESULT
+    def lookup(self, stage: str, key: str, outputs: Iterable[str] | None = None) -> StageResult | None:
+        """The entry's result, or None. With `outputs`, an entry that lacks one of them (made by other
+        code, or damaged by hand) is a miss: the stage runs again and replaces it."""
+        entry = self.entry(stage, key)
+        meta = entry / self.RESULT
         # Another machine may have made the entry: ask the mirror before calling it a miss.
         if not meta.is_file() and not (self.mirror and self.mirror.fetch_entry(meta.parent)):
+            return None
+        if outputs is not None and not all((entry / "files" / rel).exists() for rel in outputs):
             return None
         return StageResult.model_validate_json(meta.read_text(encoding="utf-8"))
 
     def put(self, result: StageResult, run_dir: Path, outputs: Iterable[str]) -> None:
+        """Keep the stage's outputs under its key. The entry appears whole or not at all; when another
+        run (same key, another run folder) put a whole entry first, ours is discarded, never mixed in."""
         assert result.key
+        outputs = list(outputs)
         entry = self.entry(result.stage, result.key)
-        tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        for rel in outputs:
-            _link_or_copy(run_dir / rel, tmp / "files" / rel)
-        atomic_write_text(tmp / self.RESULT, result.model_dump_json(indent=2))
-        if entry.exists():
-            shutil.rmtree(entry)
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(entry)  # the entry appears whole or not at all
+        tmp = entry.with_name(f".{entry.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            for rel in outputs:
+                _link_or_copy(run_dir / rel, tmp / "files" / rel)
+            atomic_write_text(tmp / self.RESULT, result.model_dump_json(indent=2))
+            if entry.exists() and self.lookup(result.stage, result.key, outputs) is not None:
+                return  # lost the race to a whole entry: keep the winner (finally discards ours)
+            if entry.exists():  # damaged: move it aside in one step, then drop it
+                trash = entry.with_name(f".{entry.name}.{uuid.uuid4().hex[:8]}.old")
+                entry.rename(trash)
+                shutil.rmtree(trash, ignore_errors=True)
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                tmp.rename(entry)  # the entry appears whole or not at all
+            except OSError:
+                if not entry.is_dir():  # not a lost race (the entry would be there now): a real error
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
-    def restore(self, stage: str, key: str, run_dir: Path) -> None:
+    def restore(self, stage: str, key: str, run_dir: Path, outputs: Iterable[str]) -> None:
+        """Link the entry's copies of exactly `outputs` into the run folder. Only those paths are
+        replaced: restoring `models/iter2` leaves `models/iter1` and `models/best` where they are."""
         files = self.entry(stage, key) / "files"
-        if files.is_dir():
-            for item in files.iterdir():
-                _link_or_copy(item, run_dir / item.name)
+        for rel in outputs:
+            _link_or_copy(files / rel, run_dir / rel)
 
 
 class RunStore:
@@ -249,11 +276,28 @@ class RunStore:
         fn: Callable[[], StageResult | dict[str, Any] | None],
     ) -> StageResult:
         """Serve the stage from the cache if its key is known, else run `fn` (which writes `outputs`
-        into the run folder) and remember the result under the key."""
-        cached = self.cache.lookup(stage, key)
+        into the run folder) and remember the result under the key. A machine error (full disk,
+        permissions, a name too long) comes out as one `EnvironmentProblem` line, wherever it struck."""
+        try:
+            return self._run_stage(stage, key, outputs, fn)
+        except Exception as e:
+            problem = environment_error(e)
+            if problem:
+                raise EnvironmentProblem(f"{stage}: {problem}") from e
+            raise
+
+    def _run_stage(
+        self,
+        stage: str,
+        key: str,
+        outputs: list[str],
+        fn: Callable[[], StageResult | dict[str, Any] | None],
+    ) -> StageResult:
+        present = self._listed_outputs(exclude=stage)
+        cached = self.cache.lookup(stage, key, outputs)
         if cached is not None:
             t0 = time.perf_counter()
-            self.cache.restore(stage, key, self.dir)
+            self.cache.restore(stage, key, self.dir, outputs)
             result = cached.model_copy(
                 update={
                     "status": "cached",
@@ -263,6 +307,7 @@ class RunStore:
                     "details": {**cached.details, "first_run_seconds": cached.seconds},
                 }
             )
+            self._check_outputs(stage, outputs, present)
             self._push(stage, key, outputs)
             self.record_stage(result)
             return result
@@ -276,16 +321,19 @@ class RunStore:
         try:
             produced = fn()
         except BaseException as e:
-            self.record_stage(
-                StageResult(
-                    stage=stage,
-                    status="failed",
-                    key=key,
-                    seconds=round(time.perf_counter() - t0, 3),
-                    message=f"{type(e).__name__}: {e}",
-                    finished_at=_now(),
-                )
+            problem = environment_error(e)
+            failed = StageResult(
+                stage=stage,
+                status="failed",
+                key=key,
+                seconds=round(time.perf_counter() - t0, 3),
+                message=problem or f"{type(e).__name__}: {e}",
+                finished_at=_now(),
             )
+            # On a full disk the manifest may not be writable either: the error that stopped the stage
+            # is the one to report.
+            with contextlib.suppress(OSError):
+                self.record_stage(failed)
             raise
         if isinstance(produced, StageResult):
             result = produced
@@ -302,11 +350,36 @@ class RunStore:
         )
         if not result.outputs:
             result.outputs = {rel: _rows(self.path(rel)) for rel in outputs}
+        self._check_outputs(stage, outputs, present)
         if result.status == "completed":
             self.cache.put(result, self.dir, outputs)
         self._push(stage, key, outputs)
         self.record_stage(result)
         return result
+
+    def _listed_outputs(self, exclude: str) -> set[str]:
+        """Outputs the manifest lists for finished stages other than `exclude` that are in the folder."""
+        listed = {
+            rel
+            for name, r in self.stage_results().items()
+            if name != exclude and r.status in ("completed", "cached")
+            for rel in r.outputs
+        }
+        return {rel for rel in listed if self.has(rel)}
+
+    def _check_outputs(self, stage: str, outputs: list[str], present: set[str]) -> None:
+        """After a stage: its own outputs exist, and it removed none of the files other stages made."""
+        lost = sorted(rel for rel in present if not self.has(rel))
+        missing = [rel for rel in outputs if not self.has(rel)]
+        if lost or missing:
+            raise StageError(
+                f"{stage} left the run folder incomplete in {self.dir}: "
+                + "; ".join(
+                    ([f"its outputs are missing: {', '.join(missing)}"] if missing else [])
+                    + ([f"other stages' outputs were removed: {', '.join(lost)}"] if lost else [])
+                )
+                + " (a bug: please report it; running the command again restores them from the cache)"
+            )
 
     def _push(self, stage: str, key: str, outputs: list[str]) -> None:
         # Before the manifest that names them (record_stage pushes it), so a machine that reads the
