@@ -233,6 +233,12 @@ class TrainingConfig(Section):
     max_seq_length: int = Field(default=128, ge=8)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     save_steps: int = Field(default=50, ge=1, description="Checkpoint every N steps (resume after a kill).")
+    save_minutes: float = Field(
+        default=10.0,
+        ge=0.0,
+        description="Also checkpoint whenever this many minutes passed since the last one (0: by steps "
+        "only), so a kill during a long training loses minutes, not the run.",
+    )
     deployment: str | None = Field(
         default=None,
         description="Send training to this Prefect deployment (e.g. 'distill-train/gpu', on a GPU work "

@@ -464,8 +464,11 @@ def train_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageRes
     key = stage_key(
         "train",
         VERSIONS["train"],
-        # Where training runs (a deployment or in-process) does not change what it makes.
-        _config_hash(cfg, "training", exclude={"training": {"deployment", "deployment_timeout_s"}})
+        # Where training runs (a deployment or in-process) and how often it checkpoints by time do not
+        # change what it makes.
+        _config_hash(
+            cfg, "training", exclude={"training": {"deployment", "deployment_timeout_s", "save_minutes"}}
+        )
         + str(iteration),
         [triplets_p, model_id],
     )

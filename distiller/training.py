@@ -10,10 +10,11 @@ topics) keep entity matching in the loss. Measured on MedQuAD in benchmarks/READ
 SPLADE (`cfg.kind == "splade"`): SparseEncoderTrainer with SpladeLoss around the same ranking loss,
 see `distiller.splade`.
 
-Checkpoints go to `checkpoint_dir` every `save_steps` steps; a later call with the same inputs resumes
-from the last one (HF Trainer `resume_from_checkpoint`), so a killed training loses at most
-`save_steps` steps. A fingerprint of (base, triplets, config, seed) guards against resuming someone
-else's checkpoint. The final model is written to a temporary folder and renamed into `output_dir`.
+Checkpoints go to `checkpoint_dir` every `save_steps` steps and every `save_minutes` minutes, whole or
+not at all (`distiller.checkpoints`); a later call with the same inputs resumes from the newest whole one
+(HF Trainer `resume_from_checkpoint`), so a killed training loses minutes. A fingerprint of (base,
+triplets, config, seed) guards against resuming someone else's checkpoint. The final model is written to
+a temporary folder and renamed into `output_dir`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distiller.checkpoints import CheckpointStore
 from distiller.config import DEFAULT_STUDENT, TrainingConfig
 from distiller.models import load_student, resolve_device, resolve_student
 from distiller.records import Triplet
@@ -36,6 +38,10 @@ logger = logging.getLogger(__name__)
 # SPLADE sparsity regularisers (FLOPS), as in the sentence-transformers SPLADE recipes.
 SPLADE_DOC_REG = 3e-3
 SPLADE_QUERY_REG = 5e-3
+
+
+# Settings that change when checkpoints are written, not what training makes.
+_NOT_MODEL = {"save_minutes"}
 
 
 @dataclass
@@ -51,24 +57,14 @@ class TrainResult:
 def _fingerprint(base: str, triplets: list[Triplet], cfg: TrainingConfig, seed: int) -> str:
     h = hashlib.sha256()
     h.update(
-        json.dumps({"base": base, "cfg": cfg.model_dump(mode="json"), "seed": seed}, sort_keys=True).encode()
+        json.dumps(
+            {"base": base, "cfg": cfg.model_dump(mode="json", exclude=_NOT_MODEL), "seed": seed},
+            sort_keys=True,
+        ).encode()
     )
     for t in triplets:
         h.update(f"{t.query_id}\x1f{t.positive_id}\x1f{t.negative_id}\x1f{t.query}\n".encode())
     return h.hexdigest()
-
-
-def _last_checkpoint(checkpoint_dir: Path, fingerprint: str) -> str | None:
-    """The newest complete checkpoint of *this* training, or None (stale ones are removed)."""
-    marker = checkpoint_dir / "fingerprint.txt"
-    if not checkpoint_dir.is_dir():
-        return None
-    if not marker.is_file() or marker.read_text().strip() != fingerprint:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(checkpoint_dir))
 
 
 def _loss(model: Any, cfg: TrainingConfig) -> Any:
@@ -128,7 +124,7 @@ def _args(cfg: TrainingConfig, checkpoint_dir: Path, seed: int, device: str, n_r
         batch_sampler=BatchSamplers.NO_DUPLICATES if cfg.loss == "mnrl" else BatchSamplers.BATCH_SAMPLER,
         save_strategy="steps",
         save_steps=cfg.save_steps,
-        save_total_limit=2,
+        save_total_limit=None,  # each save moves out of output_dir whole; CheckpointStore keeps the last 2
         logging_steps=max(1, min(50, cfg.save_steps)),
         report_to="none",
         dataloader_num_workers=0,
@@ -206,11 +202,8 @@ def train_student(
             "negative": [t.negative for t in triplets],
         }
     )
-    fp = _fingerprint(base, triplets, cfg, seed)
-    checkpoint_dir = Path(checkpoint_dir)
-    resume = _last_checkpoint(checkpoint_dir, fp)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    (checkpoint_dir / "fingerprint.txt").write_text(fp)
+    checkpoints = CheckpointStore(Path(checkpoint_dir), _fingerprint(base, triplets, cfg, seed))
+    resume = checkpoints.prepare()  # the newest whole checkpoint; torn ones are skipped with a warning
 
     if cfg.kind == "splade":
         from sentence_transformers import SparseEncoderTrainer as Trainer
@@ -218,9 +211,10 @@ def train_student(
         from sentence_transformers import SentenceTransformerTrainer as Trainer
     trainer = Trainer(
         model=model,
-        args=_args(cfg, checkpoint_dir, seed, device, len(data)),
+        args=_args(cfg, checkpoints.staging, seed, device, len(data)),
         train_dataset=data,
         loss=_loss(model, cfg),
+        callbacks=checkpoints.callbacks(cfg.save_minutes),
     )
     if resume:
         logger.info("resuming training from %s", resume)
@@ -229,8 +223,12 @@ def train_student(
     output_dir = Path(output_dir)
     tmp = output_dir.with_name(f".{output_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    write_model_card(tmp, shown_base, triplets, cfg, eval_summary)
+    try:
+        model.save_pretrained(str(tmp))
+        write_model_card(tmp, shown_base, triplets, cfg, eval_summary)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half model behind
+        raise
     if output_dir.exists():
         shutil.rmtree(output_dir)
     tmp.rename(output_dir)

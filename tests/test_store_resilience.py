@@ -29,13 +29,13 @@ def _two_iterations(store: RunStore, calls: list[str]) -> None:
             [f"models/iter{k}"],
             lambda k=k: calls.append(f"train{k}") or _model(store, f"models/iter{k}", f"w{k}"),
         )
-    store.run_stage(
-        "evaluate",
-        "keyE",
-        ["metrics.txt", "models/best"],
-        lambda: calls.append("evaluate")
-        or (store.path("metrics.txt").write_text("m"), _model(store, "models/best", "w2")) and None,
-    )
+
+    def evaluate() -> None:
+        calls.append("evaluate")
+        store.path("metrics.txt").write_text("m")
+        _model(store, "models/best", "w2")
+
+    store.run_stage("evaluate", "keyE", ["metrics.txt", "models/best"], evaluate)
 
 
 def test_rerun_of_two_iterations_is_all_cached_and_keeps_every_model(tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ class Chunker:
         texts, spans = self._chunk(doc.text, offsets=True, overlap=self.overlap or None)
         chunks: list[Chunk] = []
         dropped = 0
+        doc_id, source = doc.doc_id, doc.key or doc.source_path
         for text, (start, end) in zip(texts, spans, strict=True):
             n = self.count_tokens(text)
             if n < self.min_tokens:
@@ -52,9 +53,9 @@ class Chunker:
                 continue
             chunks.append(
                 Chunk(
-                    chunk_id=f"{doc.doc_id}-{len(chunks):04d}",
-                    doc_id=doc.doc_id,
-                    source_path=doc.key or doc.source_path,
+                    chunk_id=f"{doc_id}-{len(chunks):04d}",
+                    doc_id=doc_id,
+                    source_path=source,
                     chunk_index=len(chunks),
                     char_start=start,
                     char_end=end,

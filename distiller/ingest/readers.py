@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from distiller.errors import InputFileError, NoInputError
@@ -36,9 +37,10 @@ class RawDocument:
     title: str | None = None
     key: str | None = None  # e.g. "file.jsonl:12" for one record of a .jsonl
 
-    @property
+    @cached_property
     def doc_id(self) -> str:
-        # Content-addressed: the same text gives the same id wherever the file lives.
+        # Content-addressed: the same text gives the same id wherever the file lives. Hashed once per
+        # document (the chunker asks per chunk: re-hashing made ingest quadratic in a document's size).
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:16]
 
 
