@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from distiller.cli_errors import FriendlyErrors, exit_code, hold_until_command_ends
 from distiller.errors import DistillError
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
+app.info.cls = FriendlyErrors  # errors that escape a command: one line and an exit code, no traceback
 # Wide enough for the tables when the output is a log, not a terminal.
 _WIDTH = None if sys.stdout.isatty() else 160
 console = Console(stderr=True, width=_WIDTH)
@@ -76,6 +78,8 @@ def _prefect_env(runs_dir: str) -> None:
         # Prefect does not create missing parents of its home: on a fresh clone runs/ does not exist.
         Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's default 20 s is too short for a first start (database migrations) on a busy machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -110,8 +114,16 @@ def _set_teacher(
 
 
 def _fail(e: Exception) -> None:
-    console.print(f"[bold red]error:[/] {e}")
-    raise typer.Exit(code=2)
+    console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+    raise typer.Exit(code=exit_code(e))
+
+
+def _hold_run(cfg: Any) -> None:
+    """Lock the run folder until the command ends: a second process on the same run name is refused
+    with the holder's PID (distiller.runlock) before it touches anything."""
+    from distiller.pipeline import lock_run
+
+    hold_until_command_ends(lock_run(cfg))
 
 
 def _load(config: Path | None, overrides: dict[str, Any]):
@@ -223,6 +235,7 @@ def run(
     if not cfg.input.paths and not cfg.input.qa_file and not cfg.generation.domain:
         _fail(DistillError("nothing to distill: give --input (documents), --qa-file, or --domain"))
     _preflight(cfg)
+    _hold_run(cfg)
     _prefect_env(cfg.runs_dir)
     if cfg.teacher.offline and not cfg.input.qa_file:
         console.print(
@@ -287,6 +300,7 @@ def ingest(
     _set(overrides, "chunking.overlap", overlap)
     _set(overrides, "input.encoding", encoding)
     cfg = _load(config, overrides)
+    _hold_run(cfg)
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     from distiller.pipeline import ingest_stage, open_store
@@ -347,6 +361,7 @@ def estimate(
     cfg = _load(config, overrides)
     if not cfg.input.paths and not cfg.generation.domain:
         _fail(DistillError("nothing to estimate: give --input (documents) or --domain"))
+    _hold_run(cfg)
     from distiller.generation import bootstrap_mode
     from distiller.generation.estimate import plan_run
     from distiller.llm import CallCache
@@ -491,14 +506,25 @@ def _set_generation(
 
 
 class _NoTracebackForDistillErrors(logging.Filter):
-    """Prefect logs a failed task's and flow's exception with its traceback. For a DistillError (bad
-    input, config, budget, price) that is noise: the CLI prints its message, which says what to do."""
+    """Prefect logs a failed task's and flow's exception with its traceback, three times over. For a
+    DistillError (bad input, config, budget, price, a full disk) that is noise: the CLI prints its
+    message once, which says what to do."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], DistillError):
-            record.exc_info = None
-            record.exc_text = None
-        return True
+            return False
+        # "Finished in state Failed('Task run encountered an exception StageError: ...')" has no exc_info
+        msg = record.getMessage()
+        return not ("encountered an exception" in msg and any(f" {n}:" in msg for n in _distill_errors()))
+
+
+def _distill_errors() -> set[str]:
+    names, todo = set(), [DistillError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo += cls.__subclasses__()
+    return names
 
 
 def _quiet_expected_errors() -> None:
@@ -584,6 +610,7 @@ def bootstrap(
     if cfg.input.paths or cfg.input.qa_file:
         _fail(DistillError("bootstrap is for a domain without documents: this config names input files"))
     _preflight(cfg)
+    _hold_run(cfg)
     from rich.markup import escape
 
     from distiller.pipeline import bootstrap_stage, open_store
@@ -675,7 +702,8 @@ def _live_stages() -> None:
         if r.status == "running":
             console.print(f"{icons['running']} {r.stage} …")
         else:
-            note = f": {r.message}" if r.message else ""
+            # A failure's message comes once, as the command's last line (or with its traceback).
+            note = f": {r.message}" if r.message and r.status != "failed" else ""
             console.print(
                 f"{icons.get(r.status, '?')} {r.stage} [dim]{r.status} in {r.seconds:.1f}s[/]{note}"
             )

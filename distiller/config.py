@@ -24,7 +24,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from distiller.errors import ConfigError
 
@@ -276,12 +276,18 @@ class ExportConfig(Section):
     formats: list[str] = Field(default_factory=lambda: ["jsonl"])
 
 
+_UNSAFE_NAME_CHARS = set('/\\*?<>|:"')
+MAX_RUN_NAME = 100
+"""Bytes: the run folder and the temporary names made from it must fit a file system's 255."""
+
+
 class DistillConfig(BaseSettings):
     """Everything a run needs. Every field has a default; `distill run --help` lists the common ones."""
 
     model_config = SettingsConfigDict(
         env_prefix="DISTILL_",
         env_nested_delimiter="__",
+        env_ignore_empty=True,  # DISTILL_RUNS_DIR= (empty) means unset, not "the current folder"
         extra="forbid",
         validate_assignment=True,
     )
@@ -328,8 +334,24 @@ class DistillConfig(BaseSettings):
     @field_validator("run_name")
     @classmethod
     def _safe_run_name(cls, v: str | None) -> str | None:
-        if v is not None and (not v or "/" in v or v.startswith(".")):
-            raise ValueError("must be a plain folder name (no '/', not starting with '.')")
+        if v is None:
+            return v
+        bad = sorted({c for c in v if c in _UNSAFE_NAME_CHARS or not c.isprintable()})
+        if not v or v.startswith(".") or bad:
+            shown = f" (has {', '.join(repr(c) for c in bad)})" if bad else ""
+            raise ValueError(
+                "must be a plain folder name: letters, digits, '-', '_', '.', spaces; no '/', '\\', "
+                f"control characters (newline, tab) or any of * ? < > | : \"; not starting with '.'{shown}"
+            )
+        if len(v.encode("utf-8")) > MAX_RUN_NAME:
+            raise ValueError(f"too long ({len(v)} characters): at most {MAX_RUN_NAME}")
+        return v
+
+    @field_validator("runs_dir")
+    @classmethod
+    def _runs_dir_given(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name a folder (empty would write into the current folder)")
         return v
 
     @classmethod
@@ -446,6 +468,18 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _settings_error_line(e: Exception) -> str:
+    m = re.search(r'field "([^"]+)"', str(e))
+    field = m.group(1) if m else None
+    var = f"DISTILL_{field.upper()}" if field else "a DISTILL_* environment variable"
+    cause = e.__cause__ or e.__context__
+    why = f": {cause}" if cause else ""
+    return (
+        f"invalid configuration (environment): {var} is not valid JSON{why}; a section such as "
+        f"{var} takes a JSON object, or set one field with {var}__FIELD=value"
+    )
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> DistillConfig:
     """Build the config from a YAML file (optional), the environment and explicit overrides."""
     data: dict[str, Any] = load_yaml(path) if path else {}
@@ -453,6 +487,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     source = str(path) if path else "flags and environment"
     try:
         return DistillConfig(**data)
+    except SettingsError as e:
+        # A DISTILL_* variable pydantic-settings cannot parse (e.g. DISTILL_CHUNKING='{bad json').
+        raise ConfigError(_settings_error_line(e)) from e
     except ValidationError as e:
         root = yaml.compose(Path(path).read_text(encoding="utf-8")) if path else None
         raise ConfigError(_format_validation_error(e, source, root)) from e

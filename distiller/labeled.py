@@ -19,6 +19,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,7 +53,7 @@ def _hash(*parts: str) -> str:
 
 def _json_rows(path: Path) -> list[dict[str, Any]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as e:
         raise InputFileError(str(path), f"not valid JSON: {e.msg} (column {e.colno})", line=e.lineno) from e
     if isinstance(data, dict):
@@ -71,7 +72,7 @@ def _json_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8-sig") as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -85,7 +86,8 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8", newline="") as f:
+    # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name
+    with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
         for row in reader:
             yield reader.line_num, row
@@ -121,6 +123,10 @@ def read_qa_rows(path: Path) -> tuple[list[tuple[int | None, dict[str, Any]]], l
         raise InputFileError(str(path), f"malformed CSV: {e}") from e
     columns = list(dict.fromkeys(k for _, r in rows for k in r))
     return rows, columns
+
+
+def _missing_to_none(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 # --- grouping ------------------------------------------------------------------------------------------
@@ -183,20 +189,24 @@ def load_labeled(cfg: DistillConfig) -> tuple[list[Passage], list[Query]]:
             )
 
     pairs: list[tuple[str, str, str]] = []  # (question, answer, raw group)
-    skipped = 0
-    for line, row in rows:
-        q, a = row.get(inp.question_column), row.get(inp.answer_column)
+    skipped: list[str] = []
+    for n, (line, row) in enumerate(rows, start=1):
+        # NaN (pandas' missing value, `NaN` in JSON) is a missing value in every format, as null is
+        q, a = (_missing_to_none(row.get(c)) for c in (inp.question_column, inp.answer_column))
+        where = f"line {line}" if line else f"row {n}"
         if not isinstance(q, str | None) or not isinstance(a, str | None):
-            where = f"line {line}" if line else f"row {len(pairs) + skipped + 1}"
             raise InputFileError(str(path), f"{where}: question and answer must be text", line=line)
         q, a = _norm(q or ""), (a or "").strip()
         if not q or not a:
-            skipped += 1
+            skipped.append(where)
             continue
         g = row.get(inp.group_column) if inp.group_column else None
         pairs.append((q, a, "" if g is None else str(g)))
     if skipped:
-        logger.warning("%s: %d rows without a question or an answer were skipped", path, skipped)
+        shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        logger.warning(
+            "%s: %d rows without a question or an answer were skipped (%s)", path, len(skipped), shown
+        )
     if not pairs:
         raise InputFileError(str(path), "no question/answer pairs found")
 

@@ -9,6 +9,7 @@ import logging
 import re
 import shutil
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,16 @@ def default_run_name(cfg: DistillConfig) -> str:
         base = f"{cfg.generation.domain}-{cfg.generation.language}"
     else:
         base = "run"
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-.") or "run"
+    # At most 100 characters: the folder's name and the temporary names made from it must fit the file
+    # system's 255-byte limit.
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", base)[:100].strip("-.") or "run"
+
+
+def lock_run(cfg: DistillConfig) -> AbstractContextManager[None]:
+    """The run folder's lock (`distiller.runlock`): a second process on the same run is refused."""
+    from distiller.runlock import run_lock
+
+    return run_lock(cfg.runs_path / default_run_name(cfg))
 
 
 def open_store(cfg: DistillConfig) -> RunStore:
@@ -583,6 +593,11 @@ def run_pipeline(
     cfg: DistillConfig, progress: Progress | None = None, command: str | None = None
 ) -> RunStore:
     """The whole pipeline without Prefect (used by tests and `distill run --no-prefect`)."""
+    with lock_run(cfg):
+        return _run_pipeline(cfg, progress, command)
+
+
+def _run_pipeline(cfg: DistillConfig, progress: Progress | None, command: str | None) -> RunStore:
     store = open_store(cfg)
     from distiller.generation import bootstrap_mode
 

@@ -31,6 +31,11 @@ from tasks.stages import (
 @flow(name="distill", log_prints=True)
 def distill(config: DistillConfig = DistillConfig(), command: str | None = None) -> dict:
     """Distill a corpus into training data and a domain-adapted retrieval model."""
+    with pipeline.lock_run(config):  # one process per run folder (re-entrant: the CLI may hold it)
+        return _distill(config, command)
+
+
+def _distill(config: DistillConfig, command: str | None) -> dict:
     store = pipeline.open_store(config)
     # Stages run on the flow's task runner (threads, or Dask: config.runner); training may run as a
     # deployment on a GPU work pool (config.training.deployment).

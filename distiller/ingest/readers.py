@@ -6,9 +6,13 @@ record it in the manifest and go on with the rest of the corpus.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import glob
 import hashlib
 import json
+import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -27,6 +31,7 @@ SUPPORTED = {
     ".jsonl": "jsonl",
 }
 _SNIFF = 8192
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,15 @@ def expand_inputs(patterns: list[str]) -> tuple[list[Path], list[SkippedInput]]:
     skipped: list[SkippedInput] = []
     for pat in patterns:
         p = Path(pat).expanduser()
-        if p.is_dir():
+        if reason := _dangling(p):
+            skipped.append(SkippedInput(path=str(p), reason=reason))
+        elif p.is_dir():
             for f in sorted(p.rglob("*")):
-                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts):
+                if any(part.startswith(".") for part in f.relative_to(p).parts):
+                    continue
+                if reason := _dangling(f):
+                    skipped.append(SkippedInput(path=str(f), reason=reason))
+                elif f.is_file():
                     if f.suffix.lower() in SUPPORTED:
                         found[f] = None
                     else:
@@ -80,6 +91,20 @@ def expand_inputs(patterns: list[str]) -> tuple[list[Path], list[SkippedInput]]:
                 else:
                     skipped.append(SkippedInput(path=str(f), reason=f"unsupported file type '{f.suffix}'"))
     return list(found), skipped
+
+
+def _dangling(path: Path) -> str | None:
+    """Why a symlink leads nowhere (a loop, or a missing target), or None for anything else; without
+    this such links vanish from the input without a word."""
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symlink loop (the link points back to itself): fix or remove the link"
+        return f"broken symlink: its target {os.readlink(path)!r} does not exist"
+    return None
 
 
 def _check_bytes(path: Path, data: bytes) -> None:
@@ -135,6 +160,29 @@ def read_html(path: Path, encoding: str) -> tuple[str, str | None]:
     return text, title
 
 
+@contextlib.contextmanager
+def _pypdf_warnings_name(path: Path) -> Iterator[None]:
+    """pypdf warns about a repaired PDF ("EOF marker not found") without saying which file: catch its
+    warnings while one file is read and say them again with the file's name."""
+    caught: list[logging.LogRecord] = []
+
+    class _Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            caught.append(record)
+
+    pypdf_log = logging.getLogger("pypdf")
+    handler, propagate = _Catch(logging.WARNING), pypdf_log.propagate
+    pypdf_log.addHandler(handler)
+    pypdf_log.propagate = False
+    try:
+        yield
+    finally:
+        pypdf_log.removeHandler(handler)
+        pypdf_log.propagate = propagate
+        for record in caught:
+            logger.warning("%s: %s (pypdf)", path, record.getMessage())
+
+
 def read_pdf(path: Path) -> tuple[str, str | None]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
@@ -145,14 +193,15 @@ def read_pdf(path: Path) -> tuple[str, str | None]:
     if not data.startswith(b"%PDF"):
         raise InputFileError(str(path), "not a PDF (no %PDF header)")
     try:
-        reader = PdfReader(path)
-        if reader.is_encrypted:
-            try:
-                reader.decrypt("")
-            except Exception as e:
-                raise InputFileError(str(path), "encrypted PDF: decrypt it first") from e
-        pages = [page.extract_text() or "" for page in reader.pages]
-        title = reader.metadata.title if reader.metadata else None
+        with _pypdf_warnings_name(path):  # pypdf parses lazily: its warnings come from any of these
+            reader = PdfReader(path)
+            if reader.is_encrypted:
+                try:
+                    reader.decrypt("")
+                except Exception as e:
+                    raise InputFileError(str(path), "encrypted PDF: decrypt it first") from e
+            pages = [page.extract_text() or "" for page in reader.pages]
+            title = reader.metadata.title if reader.metadata else None
     except InputFileError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as e:

@@ -1,0 +1,100 @@
+"""Every error a user can cause or meet is one line and an exit code on the command line, never a
+traceback: the project's own errors (bad input, config, budget), the machine's (a full disk, a missing
+permission, a name too long), a run folder another process holds, and Prefect that cannot be reached.
+A bug keeps its traceback: that is what a bug report needs.
+
+Exit codes: 2 bad input or configuration, 3 the machine or a service (disk, permissions, Prefect), 75 the
+run is in use by another process (EX_TEMPFAIL: the same command can succeed later).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from distiller.errors import DistillError, EnvironmentProblem, environment_error
+
+EXIT_INPUT = 2
+EXIT_ENVIRONMENT = 3
+EXIT_LOCKED = 75
+
+
+def exit_code(e: BaseException) -> int:
+    from distiller.runlock import RunLocked
+
+    if isinstance(e, RunLocked):
+        return EXIT_LOCKED
+    if isinstance(e, EnvironmentProblem) or not isinstance(e, DistillError):
+        return EXIT_ENVIRONMENT
+    return EXIT_INPUT
+
+
+def prefect_unavailable(e: BaseException) -> str | None:
+    """One line when Prefect cannot be reached or started, else None."""
+    api = os.environ.get("PREFECT_API_URL")
+    if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] == "prefect":
+        return "Prefect is not installed in this environment: install it, or run with --no-prefect"
+    text = str(e)
+    module = type(e).__module__.split(".")[0]
+    if "ephemeral Prefect API server" in text:
+        return (
+            "Prefect's embedded server did not start in time (a busy machine?): run the same command "
+            "again, raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or use --no-prefect"
+        )
+    if "Failed to reach API" in text or module in ("httpx", "httpcore"):
+        where = f"the Prefect API at {api}" if api else "the Prefect API"
+        return (
+            f"cannot reach {where} ({type(e).__name__}: {text.splitlines()[0] if text else 'no answer'}): "
+            "start the server, unset PREFECT_API_URL to use an embedded one, or use --no-prefect"
+        )
+    return None
+
+
+def user_error_line(e: BaseException) -> str | None:
+    """The one line to show for `e`, or None when it is a bug (keep the traceback)."""
+    if isinstance(e, DistillError):
+        return str(e)
+    return environment_error(e) or prefect_unavailable(e)
+
+
+_HELD: contextvars.ContextVar[contextlib.ExitStack | None] = contextvars.ContextVar("held", default=None)
+
+
+def hold_until_command_ends(cm: contextlib.AbstractContextManager[Any]) -> None:
+    """Enter `cm` (a run lock) now and leave it when the running command ends, however it ends."""
+    stack = _HELD.get()
+    if stack is None:  # called outside `distill` (a test calling the function): hold for the process
+        stack = contextlib.ExitStack()
+    stack.enter_context(cm)
+
+
+class FriendlyErrors(TyperGroup):
+    """The `distill` command group: errors that escape a command become one line and an exit code."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        with contextlib.ExitStack() as held:
+            token = _HELD.set(held)
+            try:
+                return super().invoke(ctx)
+            except (typer.Exit, typer.Abort, typer.TyperException):
+                raise
+            except Exception as e:
+                line = user_error_line(e)
+                if line is None:
+                    raise
+                from rich.markup import escape
+
+                from distiller.cli import console
+
+                console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
+                raise typer.Exit(code=exit_code(e)) from None
+            finally:
+                _HELD.reset(token)
+
+
+__all__ = ["FriendlyErrors", "exit_code", "hold_until_command_ends", "user_error_line"]

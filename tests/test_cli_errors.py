@@ -1,0 +1,101 @@
+"""Errors a user can cause or meet are one line and an exit code on the command line, never a traceback
+(issue 10): a full disk (and a later run recovers with no cleanup), a name too long, a malformed
+environment value, Prefect that cannot be reached."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from distiller.cli import app
+from distiller.cli_errors import prefect_unavailable, user_error_line
+
+
+def _corpus(tmp_path: Path) -> Path:
+    d = tmp_path / "docs"
+    d.mkdir(exist_ok=True)
+    (d / "gout.md").write_text("Gout causes sudden joint pain and swelling. " * 20 + "\n")
+    (d / "asthma.md").write_text("Asthma narrows the airways and makes breathing hard. " * 20 + "\n")
+    return d
+
+
+def _one_error_line(output: str) -> str:
+    assert "Traceback" not in output, output
+    errors = [ln for ln in output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, output
+    return errors[0]
+
+
+def test_full_disk_is_one_line_and_the_next_run_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import distiller.records as records
+
+    runs = tmp_path / "runs"
+    args = ["ingest", "-i", str(_corpus(tmp_path)), "--run-name", "full", "--runs-dir", str(runs)]
+    real = records.pq.write_table
+
+    def full_disk(table, where, **kw):  # the disk fills while the Parquet file is written
+        Path(where).write_bytes(b"PAR1 half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(where))
+
+    monkeypatch.setattr(records.pq, "write_table", full_disk)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 3, result.output
+    line = _one_error_line(result.output)
+    assert line.startswith("error: ingest: disk full (") and "run the same command again" in line
+    run = runs / "full"
+    assert not [p.name for p in run.rglob("*tmp*")]  # no temp file left behind
+    assert not (run / "chunks.parquet").exists()
+
+    monkeypatch.setattr(records.pq, "write_table", real)  # space freed; nothing cleaned by hand
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert (run / "chunks.parquet").is_file()
+
+
+def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path: Path) -> None:
+    runs = tmp_path / ("r" * 300)  # the run name is checked (at most 100); a folder can still be too long
+    result = CliRunner().invoke(app, ["ingest", "-i", str(_corpus(tmp_path)), "--runs-dir", str(runs)])
+    assert result.exit_code == 3, result.output
+    assert "file name too long" in _one_error_line(result.output)
+
+
+def test_malformed_environment_value_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISTILL_CHUNKING", '{"chunk_size": 64')
+    result = CliRunner().invoke(app, ["ingest", "-i", str(_corpus(tmp_path)), "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "DISTILL_CHUNKING is not valid JSON" in _one_error_line(result.output)
+
+
+def test_prefect_that_cannot_be_reached_is_one_line() -> None:
+    import httpx
+
+    assert "cannot reach the Prefect API" in prefect_unavailable(
+        httpx.ConnectError("All connection attempts failed")
+    )
+    timed_out = RuntimeError("Timed out while attempting to connect to ephemeral Prefect API server.")
+    assert "--no-prefect" in user_error_line(timed_out)
+    missing = ModuleNotFoundError("No module named 'prefect'", name="prefect")
+    assert user_error_line(missing).startswith("Prefect is not installed")
+    assert user_error_line(RuntimeError("a bug")) is None  # a bug keeps its traceback
+
+
+@pytest.mark.slow
+def test_cli_run_against_a_dead_prefect_server_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{port}/api")
+    args = ["run", "-i", str(_corpus(tmp_path)), "--runs-dir", str(tmp_path / "runs")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 3, result.output
+    assert f"cannot reach the Prefect API at http://127.0.0.1:{port}/api" in _one_error_line(result.output)
