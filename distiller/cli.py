@@ -361,7 +361,6 @@ def estimate(
     cfg = _load(config, overrides)
     if not cfg.input.paths and not cfg.generation.domain:
         _fail(DistillError("nothing to estimate: give --input (documents) or --domain"))
-    _hold_run(cfg)
     from distiller.generation import bootstrap_mode
     from distiller.generation.estimate import plan_run
     from distiller.llm import CallCache
@@ -371,7 +370,8 @@ def estimate(
 
     try:
         chunks: list[Chunk] = []
-        if not bootstrap_mode(cfg):
+        if not bootstrap_mode(cfg):  # document mode chunks into the run folder: hold it
+            _hold_run(cfg)
             store = open_store(cfg)
             res = ingest_stage(store, cfg)
             chunks = read_parquet(store.path("chunks.parquet"), Chunk)

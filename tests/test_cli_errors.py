@@ -99,3 +99,36 @@ def test_cli_run_against_a_dead_prefect_server_is_one_line(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 3, result.output
     assert f"cannot reach the Prefect API at http://127.0.0.1:{port}/api" in _one_error_line(result.output)
+
+
+def test_prefect_records_of_a_distill_error_are_dropped_the_cli_says_it_once() -> None:
+    import logging
+
+    from distiller.cli import _NoTracebackForDistillErrors
+    from distiller.errors import StageError
+
+    f = _NoTracebackForDistillErrors()
+    err = StageError("mining found no triplets in iteration 1")
+
+    def record(msg: str, exc: BaseException | None = None) -> logging.LogRecord:
+        exc_info = (type(exc), exc, None) if exc else None
+        return logging.LogRecord("prefect.task_runs", logging.ERROR, "x", 1, msg, None, exc_info)
+
+    assert not f.filter(record("Task run failed with exception: StageError(...)", err))
+    assert not f.filter(record("Finished in state Failed('Task run encountered an exception StageError: x')"))
+    assert f.filter(record("Finished in state Failed('Task run encountered an exception KeyError: x')"))
+    assert f.filter(record("Task run failed", KeyError("a bug")))  # bugs keep their traceback
+
+
+@pytest.mark.slow  # loads the student to mine
+def test_too_small_labeled_file_error_is_printed_once(tmp_path: Path) -> None:
+    qa = tmp_path / "tiny.csv"
+    qa.write_text(
+        "question,answer\nWhat is gout?,Gout is arthritis.\nWhat is asthma?,Asthma is a lung disease.\n"
+    )
+    args = ["run", "--qa-file", str(qa), "--runs-dir", str(tmp_path / "runs"), "--no-prefect"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    line = _one_error_line(result.output)
+    assert "mining found no triplets" in line
+    assert result.output.count("mining found no triplets") == 1, result.output

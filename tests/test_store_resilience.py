@@ -140,3 +140,35 @@ def test_environment_error_names_the_problem_and_leaves_bugs_alone() -> None:
     assert environment_error(arrow_like).startswith("disk full:")
     assert environment_error(KeyError("x")) is None
     assert environment_error(FileNotFoundError(errno.ENOENT, "No such file", "a")) is None
+
+
+@pytest.mark.slow
+def test_real_two_iteration_run_rerun_is_all_cached_and_keeps_its_models(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """The issue's report: `distill run --iterations 2` twice failed on the re-run ("evaluate needs the
+    trained models: missing models/iter1") and deleted models/iter1 and models/best."""
+    from conftest import tiny_overrides
+
+    from distiller.config import load_config
+    from distiller.pipeline import run_pipeline
+    from distiller.store import sha256_path
+
+    cfg = load_config(
+        overrides=tiny_overrides(
+            tiny_corpus,
+            tmp_path / "runs",
+            run_name="it2",
+            mining={"iterations": 2},
+            training={"max_seq_length": 32, "batch_size": 16},
+            export={"formats": ["jsonl"]},
+        )
+    )
+    store = run_pipeline(cfg)
+    models = ("models/iter1", "models/iter2", "models/best")
+    first = {rel: sha256_path(store.path(rel)) for rel in models}
+    again = run_pipeline(cfg)
+    statuses = {k: v.status for k, v in again.stage_results().items()}
+    assert set(statuses) >= {"train_iter1", "train_iter2", "mine_iter2", "evaluate"}
+    assert set(statuses.values()) == {"cached"}, statuses
+    assert {rel: sha256_path(again.path(rel)) for rel in models} == first
