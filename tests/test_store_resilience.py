@@ -172,3 +172,42 @@ def test_real_two_iteration_run_rerun_is_all_cached_and_keeps_its_models(
     assert set(statuses) >= {"train_iter1", "train_iter2", "mine_iter2", "evaluate"}
     assert set(statuses.values()) == {"cached"}, statuses
     assert {rel: sha256_path(again.path(rel)) for rel in models} == first
+
+
+PUTTER = """
+import shutil, sys
+from pathlib import Path
+from distiller.store import StageCache, StageResult
+cache, run, tag = StageCache(Path(sys.argv[1])), Path(sys.argv[2]), sys.argv[3]
+model = run / "models" / "iter1"
+for i in range(40):
+    shutil.rmtree(model, ignore_errors=True)  # as run_stage does: never write into a cached file's inode
+    model.mkdir(parents=True)
+    for n in range(5):
+        (model / f"f{n}").write_text(tag * 1000)
+    key = f"k{i % 4}"
+    cache.put(StageResult(stage="train_iter1", status="completed", key=key), run, ["models/iter1"])
+    assert cache.lookup("train_iter1", key, ["models/iter1"]) is not None, key
+    files = (cache.entry("train_iter1", key) / "files" / "models" / "iter1").iterdir()
+    assert len({p.read_text() for p in files}) == 1, "an entry mixes two runs' files"
+"""
+
+
+def test_two_processes_putting_the_same_entries_never_mix_or_tear_them(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PUTTER, str(tmp_path / "cache"), str(tmp_path / "runs" / tag), tag],
+            env=env,
+        )
+        for tag in ("a", "b")
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    stage_dir = tmp_path / "cache" / "stages" / "train_iter1"
+    assert sorted(p.name for p in stage_dir.iterdir()) == ["k0", "k1", "k2", "k3"]  # no temp or old folders
+    for entry in stage_dir.iterdir():
+        files = list((entry / "files" / "models" / "iter1").iterdir())
+        assert len(files) == 5 and len({f.read_text() for f in files}) == 1
