@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from distiller.cli_errors import FriendlyErrors, exit_code, hold_until_command_ends
+from distiller.cli_errors import FriendlyErrors, exit_code, hold_until_command_ends, user_error_line
 from distiller.errors import DistillError
 
 app = typer.Typer(
@@ -511,8 +511,8 @@ class _NoTracebackForDistillErrors(logging.Filter):
     message once, which says what to do."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], DistillError):
-            return False
+        if record.exc_info and record.exc_info[1] is not None and user_error_line(record.exc_info[1]):
+            return False  # a DistillError, a full disk, a permission: the CLI's one line says it
         # "Finished in state Failed('Task run encountered an exception StageError: ...')" has no exc_info
         msg = record.getMessage()
         return not ("encountered an exception" in msg and any(f" {n}:" in msg for n in _distill_errors()))

@@ -183,7 +183,8 @@ class StageCache:
                 return  # lost the race to a whole entry: keep the winner (finally discards ours)
             if entry.exists():  # damaged: move it aside in one step, then drop it
                 trash = entry.with_name(f".{entry.name}.{uuid.uuid4().hex[:8]}.old")
-                entry.rename(trash)
+                with contextlib.suppress(FileNotFoundError):  # another run moved it first
+                    entry.rename(trash)
                 shutil.rmtree(trash, ignore_errors=True)
             entry.parent.mkdir(parents=True, exist_ok=True)
             try:
