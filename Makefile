@@ -38,10 +38,12 @@ test: setup system-deps lint
 	$(VENV)/bin/pytest -q -ra
 
 # Measurements, not tests (see benchmarks/README.md): LLM-layer throughput, mining cost against
-# sentence-transformers' mine_hard_negatives, and retrieval quality on MedQuAD (about 10 min a seed).
+# sentence-transformers' mine_hard_negatives, ingest time against document size, and retrieval quality
+# on MedQuAD (about 10 min a seed).
 bench: setup
 	$(PY) benchmarks/llm_throughput.py
 	$(PY) benchmarks/mining.py
+	$(PY) benchmarks/ingest_scaling.py
 	$(PY) benchmarks/medquad.py
 
 clean:
