@@ -343,8 +343,8 @@ class DistillConfig(BaseSettings):
                 "must be a plain folder name: letters, digits, '-', '_', '.', spaces; no '/', '\\', "
                 f"control characters (newline, tab) or any of * ? < > | : \"; not starting with '.'{shown}"
             )
-        if len(v.encode("utf-8")) > MAX_RUN_NAME:
-            raise ValueError(f"too long ({len(v)} characters): at most {MAX_RUN_NAME}")
+        if (size := len(v.encode("utf-8"))) > MAX_RUN_NAME:
+            raise ValueError(f"too long ({size} bytes in UTF-8): at most {MAX_RUN_NAME}")
         return v
 
     @field_validator("runs_dir")
