@@ -41,9 +41,13 @@ def _files(folder: Path) -> dict[str, int]:
 
 
 def is_complete(folder: Path) -> bool:
-    """Whether `folder` is a checkpoint this module published whole: its file list matches, and the
-    trainer's state (the last thing the trainer writes) is among them."""
+    """Whether `folder` is a whole checkpoint: one this module published (its file list matches, the
+    trainer's state among them), or one written before it existed (no list) whose trainer state, the
+    last file the trainer writes, is there and readable."""
     try:
+        if not (folder / MARKER).is_file():
+            json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+            return True
         listed = json.loads((folder / MARKER).read_text(encoding="utf-8"))["files"]
         return "trainer_state.json" in listed and _files(folder) == listed
     except (OSError, ValueError, KeyError, TypeError):

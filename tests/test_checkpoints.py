@@ -41,13 +41,27 @@ def test_torn_checkpoint_is_skipped_with_a_warning(tmp_path: Path, caplog: pytes
     (cut / "optimizer.pt").write_bytes(b"o" * 10)
     # and a save that never finished in staging
     (store.staging / "checkpoint-20").mkdir(parents=True)
+    # one written before checkpoints were listed, its trainer state cut off mid-write
+    legacy = store.root / "checkpoint-14"
+    legacy.mkdir()
+    (legacy / "trainer_state.json").write_text('{"global_step": 1')
 
     with caplog.at_level(logging.WARNING, logger="distiller.checkpoints"):
         resume = CheckpointStore(tmp_path / "ckpt", "fp1").prepare()
     assert resume == str(good)
     warned = " ".join(r.getMessage() for r in caplog.records)
-    assert "checkpoint-16" in warned and "checkpoint-12" in warned and "torn" in warned
-    assert not torn.exists() and not cut.exists() and not store.staging.exists()
+    assert all(f"checkpoint-{n}" in warned for n in (16, 14, 12)) and "torn" in warned
+    assert not torn.exists() and not cut.exists() and not legacy.exists() and not store.staging.exists()
+
+
+def test_a_whole_checkpoint_from_before_the_lists_still_resumes(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path / "ckpt", "fp1")
+    store.prepare()
+    old = store.root / "checkpoint-4"
+    old.mkdir()
+    (old / "model.safetensors").write_bytes(b"m")
+    (old / "trainer_state.json").write_text('{"global_step": 4}')
+    assert CheckpointStore(tmp_path / "ckpt", "fp1").prepare() == str(old)
 
 
 def test_publish_keeps_the_newest_two_and_other_trainings_start_fresh(tmp_path: Path) -> None:

@@ -160,7 +160,8 @@ def test_real_two_iteration_run_rerun_is_all_cached_and_keeps_its_models(
             tmp_path / "runs",
             run_name="it2",
             mining={"iterations": 2},
-            training={"max_seq_length": 32, "batch_size": 16},
+            # no checkpoints: the test is about the stage cache, and saving an optimizer is slow I/O
+            training={"max_seq_length": 32, "batch_size": 32, "save_steps": 1000, "save_minutes": 0},
             export={"formats": ["jsonl"]},
         )
     )
