@@ -1,8 +1,11 @@
 """The one entry point stages call: `LLMClient(...).run_batch(requests)` -> one `LLMResult` per request.
 
-Per request: cache lookup -> budget reservation (worst case) -> rate limits -> the call (the provider
-client retries transport faults) -> settle the real cost -> parse into the schema; a malformed or
-truncated answer is re-asked with the error shown, up to `max_parse_retries`, then recorded as failed.
+Per request: cache lookup -> budget reservation (worst case) -> rate limits -> write-ahead journal row
+-> the call -> settle the real cost -> parse into the schema; a malformed or truncated answer is re-asked
+with the error shown, up to `max_parse_retries`, then recorded as failed. Transport faults (429, 5xx,
+timeouts, dropped connections) are retried here, up to `max_retries`, each attempt with its own
+reservation: a timed-out or dropped attempt may have been billed, so it stays charged at its reservation
+(ledger status `unknown`), and so does one in flight when the process dies (the journal's pending row).
 Every answer is written to the cache as it arrives and every call to the ledger.
 
 Concurrency is a pool of `max_concurrency` workers taking requests in order, so at most that many
@@ -18,7 +21,9 @@ import contextlib
 import functools
 import json
 import logging
+import random
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +51,18 @@ log = logging.getLogger("distiller.llm")
 
 RATE_PERIOD_S = 60.0
 """The window of requests_per_minute / tokens_per_minute (a module constant so tests can shrink it)."""
+
+MAX_RETRY_AFTER_S = 60.0
+"""A longer Retry-After is not waited for in full (the SDKs cap it similarly)."""
+
+
+def backoff_s(retry: int, retry_after_s: float | None = None) -> float:
+    """The wait before transport retry `retry` (1, 2, ...): the server's Retry-After when it gave one,
+    else the SDKs' schedule, 0.5 s doubling to 8 s minus up to 25% jitter."""
+    if retry_after_s is not None:
+        return min(retry_after_s, MAX_RETRY_AFTER_S)
+    return min(8.0, 0.5 * 2 ** (retry - 1)) * (1 - 0.25 * random.random())
+
 
 ProgressFn = Callable[[int, int, LLMResult], None]
 """on_progress(done, total, result): called as each request finishes (from the event loop)."""
@@ -369,54 +386,92 @@ class LLMClient:
         latency = 0.0
         last_error = ""
         max_attempts = self.config.max_parse_retries + 1
+        sends = 0  # calls sent for this request: parse retries and transport retries included
         for attempt in range(1, max_attempts + 1):
-            worst = (
-                self.pricing.cost_nano(max_prompt_tokens(messages, schema_text), max_tokens)
-                if self.pricing.known
-                else 0
-            )
-            reservation = await self._reserve(req, worst, state)
-            if isinstance(reservation, tuple):
-                if attempt == 1:
-                    return self._not_sent(req, key, reservation[1], reservation[0])
-                error = f"{last_error}; no re-ask: {reservation[1]}"
-                return self._failed(req, key, error, attempt - 1, total_in, total_out, total_nano, latency)
-            sent_at, t0 = _now(), time.perf_counter()
-            try:
-                if rpm is not None:
-                    await rpm.acquire()
-                if tpm is not None:
-                    need = expected_prompt_tokens(messages, schema_text) + max_tokens
-                    await tpm.acquire(min(need, self.config.tokens_per_minute or need))
-                sent_at, t0 = _now(), time.perf_counter()
-                state.calls_sent += 1
-                comp = await provider.complete(messages, spec)
-            except ProviderError as e:
-                # Not billed as far as we can know: a failed response carries no usage.
-                await self._settle(reservation, 0, state)
-                latency += time.perf_counter() - t0
-                self.ledger.add(
-                    self._entry(
-                        req, key, "failed", ts=sent_at, attempt=attempt, reserved_usd=reservation.usd,
-                        latency_s=time.perf_counter() - t0, error=str(e),
-                    )
-                )  # fmt: skip
-                if e.bad_format and attempt < max_attempts:
-                    # An unreadable body (a proxy's error page) is a glitch, not an answer: ask again.
-                    last_error = str(e)
-                    continue
-                if e.fatal:
-                    state.stopped.setdefault(
-                        "*", ("failed", f"not sent: an earlier call failed for good ({e})")
-                    )
-                return self._result(
-                    req, key, "failed", None, str(e), attempt, total_in, total_out, total_nano, latency
+            retries = 0
+            comp: Completion | None = None
+            while True:  # transport retries of this attempt, each with its own reservation
+                worst = (
+                    self.pricing.cost_nano(max_prompt_tokens(messages, schema_text), max_tokens)
+                    if self.pricing.known
+                    else 0
                 )
-            except BaseException:
-                # Cancelled, or a bug: nothing is known to be billed, and a leaked reservation would
-                # hold the budget (and make the other workers wait) for ever.
-                self.budget.release(reservation)
-                raise
+                reservation = await self._reserve(req, worst, state)
+                if isinstance(reservation, tuple):
+                    if sends == 0:
+                        return self._not_sent(req, key, reservation[1], reservation[0])
+                    error = f"{last_error}; no re-ask: {reservation[1]}"
+                    return self._failed(req, key, error, sends, total_in, total_out, total_nano, latency)
+                call_id = uuid.uuid4().hex[:16]
+                sent_at, t0 = _now(), time.perf_counter()
+                sent = False
+                try:
+                    if rpm is not None:
+                        await rpm.acquire()
+                    if tpm is not None:
+                        need = expected_prompt_tokens(messages, schema_text) + max_tokens
+                        await tpm.acquire(min(need, self.config.tokens_per_minute or need))
+                    sent_at, t0 = _now(), time.perf_counter()
+                    state.calls_sent += 1
+                    sends += 1
+                    # Write-ahead: journaled before it leaves, so a kill from here on leaves it charged.
+                    self.ledger.pending(
+                        self._entry(
+                            req, key, "pending", ts=sent_at, attempt=sends, reserved_usd=reservation.usd,
+                            cost_usd=reservation.usd, estimated=True, call_id=call_id,
+                        )
+                    )  # fmt: skip
+                    sent = True
+                    comp = await provider.complete(messages, spec)
+                except ProviderError as e:
+                    # An error answer is not billed; no answer at all (timeout, dropped connection) may
+                    # have been: it stays charged at its reservation.
+                    charged = reservation.nano if e.outcome_unknown else 0
+                    await self._settle(reservation, charged, state)
+                    total_nano += charged
+                    latency += time.perf_counter() - t0
+                    self.ledger.add(
+                        self._entry(
+                            req, key, "unknown" if e.outcome_unknown else "failed", ts=sent_at,
+                            attempt=sends, reserved_usd=reservation.usd, cost_usd=nano_to_usd(charged),
+                            estimated=e.outcome_unknown, call_id=call_id,
+                            latency_s=round(time.perf_counter() - t0, 4), error=str(e),
+                        )
+                    )  # fmt: skip
+                    if e.bad_format and attempt < max_attempts:
+                        # An unreadable body (a proxy's error page) is a glitch, not an answer: ask again.
+                        last_error = str(e)
+                        break
+                    if e.retryable and retries < self.config.max_retries:
+                        retries += 1
+                        await asyncio.sleep(backoff_s(retries, e.retry_after_s))
+                        continue
+                    if e.fatal:
+                        state.stopped.setdefault(
+                            "*", ("failed", f"not sent: an earlier call failed for good ({e})")
+                        )
+                    return self._result(
+                        req, key, "failed", None, str(e), sends, total_in, total_out, total_nano, latency
+                    )
+                except BaseException:
+                    # Cancelled, or a bug. A call already sent may be billed: it keeps its reservation
+                    # (and an unknown row). Either way the reservation must not leak: it would hold the
+                    # budget (and make the other workers wait) for ever.
+                    if sent:
+                        self.budget.settle(reservation, reservation.nano)
+                        self.ledger.add(
+                            self._entry(
+                                req, key, "unknown", ts=sent_at, attempt=sends, reserved_usd=reservation.usd,
+                                cost_usd=reservation.usd, estimated=True, call_id=call_id,
+                                error="cancelled while in flight: charged at its reservation",
+                            )
+                        )  # fmt: skip
+                    else:
+                        self.budget.release(reservation)
+                    raise
+                break
+            if comp is None:
+                continue  # an unreadable body: asked again
             call_latency = time.perf_counter() - t0
             latency += call_latency
             cost_nano, usage_note = self._cost(comp, reservation)
@@ -425,7 +480,8 @@ class LLMClient:
             total_in, total_out, total_nano = total_in + in_tok, total_out + out_tok, total_nano + cost_nano
             entry_kw: dict[str, Any] = {
                 "ts": sent_at,
-                "attempt": attempt,
+                "attempt": sends,
+                "call_id": call_id,
                 "input_tokens": in_tok,
                 "output_tokens": out_tok,
                 "cost_usd": nano_to_usd(cost_nano),
@@ -458,11 +514,9 @@ class LLMClient:
                 self.cache.put(
                     key, answer, provider=self.config.provider, model=self.config.model, schema_name=name
                 )
-            return self._result(
-                req, key, "ok", parsed, None, attempt, total_in, total_out, total_nano, latency
-            )
+            return self._result(req, key, "ok", parsed, None, sends, total_in, total_out, total_nano, latency)
         error = f"{last_error} (gave up after {max_attempts} attempts)"
-        return self._failed(req, key, error, max_attempts, total_in, total_out, total_nano, latency)
+        return self._failed(req, key, error, sends, total_in, total_out, total_nano, latency)
 
     def _cost(self, comp: Completion, reservation: Reservation) -> tuple[int, str | None]:
         if not self.pricing.known:
