@@ -68,6 +68,59 @@ BudgetOpt = Annotated[
 ]
 
 
+PREFECT_START_WAIT_S = 90
+
+
+def _prefect_start_failed(e: BaseException | None) -> bool:
+    """Prefect's embedded API server did not answer in time (the error may come wrapped)."""
+    while e is not None:
+        if "ephemeral Prefect API server" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _stop_unstarted_prefect_server() -> None:
+    """Prefect leaves the server process it gave up waiting for running (and orphaned at exit)."""
+    with contextlib.suppress(Exception):
+        from prefect.server.api.server import SubprocessASGIServer
+
+        for server in list(SubprocessASGIServer._instances.values()):
+            proc = getattr(server, "server_process", None)
+            if proc is not None and proc.poll() is None:
+                proc.kill()  # not terminate: its shutdown prints tracebacks of the half-made database
+                proc.wait(10)
+
+
+def _run_with_prefect(cfg: Any, command: str) -> Path:
+    """The flow under Prefect; if its embedded server does not start, once more, then one line that says
+    so and what runs without it (no traceback)."""
+    from flows.distill import distill
+    from flows.stages import with_runner
+
+    _quiet_expected_errors()
+    for attempt in (1, 2):
+        try:
+            result = with_runner(distill, cfg)(config=cfg, command=command)
+            return Path(result["run_dir"])
+        except Exception as e:
+            if not _prefect_start_failed(e):
+                raise
+            _stop_unstarted_prefect_server()
+            if attempt == 1:
+                console.print("[yellow]Prefect's local API server did not start in time: trying once more[/]")
+                continue
+            wait = os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", PREFECT_START_WAIT_S)
+            _fail(
+                DistillError(
+                    f"Prefect's local API server did not start within {wait} s, twice (the machine may be "
+                    "busy; PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS sets the wait). "
+                    "`distill run --no-prefect` runs the same stages without Prefect."
+                )
+            )
+    raise AssertionError("unreachable")
+
+
 def _prefect_env(runs_dir: str) -> None:
     """With no Prefect server configured, run Prefect in its embedded (SQLite) mode with its home
     inside the runs folder, so a fresh machine needs nothing set up."""
@@ -75,6 +128,9 @@ def _prefect_env(runs_dir: str) -> None:
         os.environ.setdefault("PREFECT_HOME", str(Path(runs_dir).resolve() / ".prefect"))
         # Prefect does not create missing parents of its home: on a fresh clone runs/ does not exist.
         Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    # Prefect waits 20 s for its embedded API server to answer; a busy machine (load 8 on 2 cores)
+    # needs longer, and a run that fails before any work for that is worse than one that waits.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(PREFECT_START_WAIT_S))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -241,13 +297,7 @@ def run(
                 store = run_pipeline(cfg, command=command)
                 run_dir = store.dir
             else:
-                from flows.distill import distill
-                from flows.stages import with_runner
-
-                _quiet_expected_errors()
-
-                result = with_runner(distill, cfg)(config=cfg, command=command)
-                run_dir = Path(result["run_dir"])
+                run_dir = _run_with_prefect(cfg, command)
     except DistillError as e:
         _fail(e)
     _print_status(run_dir, title=f"Run finished in {time.perf_counter() - t0:.1f}s")
