@@ -423,7 +423,7 @@ def mine_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageResu
         if judged:
             from distiller.mining_judge import judge_negatives
 
-            verdict = judge_negatives(result.triplets, cfg, store.dir)
+            verdict = judge_negatives(result.triplets, cfg, store.dir, f"mine_iter{iteration}")
             result.triplets = verdict.kept
             extra = {
                 "judge_checked": verdict.checked,
@@ -614,6 +614,10 @@ def summary_markdown(store: RunStore) -> str:
         lines.append(
             f"| {name} | {r.status} | {outs} | {r.seconds:.1f} | {(r.message or '').replace('|', '/')} |"
         )
+    cost = store.manifest().get("llm_cost")
+    if cost:  # the ledger's figures (store.record_stage), the same as `distill status` and the report
+        by = ", ".join(f"{k} ${v:.4f}" for k, v in cost["by_stage"].items())
+        lines += ["", f"LLM cost (ledger): ${cost['total_usd']:.4f} ({by})"]
     metrics = store.path("metrics.parquet")
     if metrics.is_file():
         import pandas as pd

@@ -170,6 +170,7 @@ def _stages_table(view: RunView) -> Table:
         ("note", "left"),
     ):
         t.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    costs = view.stage_costs  # from the ledger: the rows add up to the total
     for name, s in view.stages.items():
         status = str(s.get("status", "?"))
         outs = ", ".join(f"{k} ({v})" if v >= 0 else k for k, v in (s.get("outputs") or {}).items())
@@ -178,9 +179,12 @@ def _stages_table(view: RunView) -> Table:
             Text(status, style=STATUS_STYLE.get(status, "")),
             Text(outs),
             f"{s.get('seconds') or 0.0:.1f}",
-            f"{s.get('cost_usd') or 0.0:.4f}",
+            f"{costs.get(name, 0.0):.4f}",
             Text(s.get("message") or ""),
         )
+    for name in costs.keys() - view.stages.keys():
+        note = Text("spend in the ledger, stage not recorded")
+        t.add_row(Text(name), "", "", "", f"{costs[name]:.4f}", note)
     t.add_section()
     t.add_row("total", "", "", f"{view.total_seconds:.1f}", f"{view.total_cost:.4f}", "")
     return t

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -171,6 +171,37 @@ def read_ledger(run_dir: Path | str) -> list[LedgerEntry]:
     return Ledger(path).entries
 
 
+def manifest_stage_costs(by_ledger_stage: dict[str, float], stages: list[str]) -> dict[str, float]:
+    """The ledger's costs under the manifest's stage names: a ledger stage is the manifest stage of the
+    same name, else the first one of its base name (an older ledger's `mine` -> `mine_iter1`), else
+    itself (spend of a stage the manifest does not list yet still adds up to the total)."""
+    import re
+
+    out: dict[str, float] = {}
+    for stage, cost in by_ledger_stage.items():
+        name = stage
+        if stage not in stages:
+            name = next((s for s in stages if re.sub(r"_iter\d+$", "", s) == stage), stage)
+        out[name] = out.get(name, 0.0) + cost
+    return out
+
+
+def ledger_summary(run_dir: Path | str, stages: list[str]) -> dict[str, Any] | None:
+    """Every cost figure of a run (manifest, status, report, artifacts) comes from here; None: no ledger."""
+    rows = read_ledger(run_dir)
+    if not rows:
+        return None
+    by_stage = manifest_stage_costs(cost_by_stage(rows), stages)
+    return {
+        "total_usd": round(sum(e.cost_usd for e in rows), 9),
+        "by_stage": {k: round(v, 9) for k, v in by_stage.items()},
+        "unknown_usd": round(sum(e.cost_usd for e in rows if e.estimated), 9),
+        "calls_sent": sum(1 for e in rows if e.attempt > 0 and e.status not in ("cached", "budget")),
+        "calls_unknown": sum(1 for e in rows if e.status == "unknown"),
+        "not_sent_budget": sum(1 for e in rows if e.status == "budget"),
+    }
+
+
 def cost_by_stage(rows: list[LedgerEntry]) -> dict[str, float]:
     out: dict[str, float] = defaultdict(float)
     for e in rows:
@@ -196,6 +227,8 @@ __all__ = [
     "LedgerEntry",
     "LedgerStatus",
     "cost_by_stage",
+    "ledger_summary",
+    "manifest_stage_costs",
     "merge_pending",
     "read_ledger",
 ]
