@@ -66,6 +66,14 @@ BudgetOpt = Annotated[
     float | None,
     typer.Option("--budget", help="Hard cap on the run's LLM spend in USD [default: 5]; 0 sends nothing."),
 ]
+BudgetPolicyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--budget-policy",
+        help="partial: a budget short of the estimate is split over every LLM step [default]; "
+        "strict: refuse to start.",
+    ),
+]
 
 
 PREFECT_START_WAIT_S = 90
@@ -220,6 +228,7 @@ def run(
         ),
     ] = None,
     budget: BudgetOpt = None,
+    budget_policy: BudgetPolicyOpt = None,
     input_price: InputPriceOpt = None,
     output_price: OutputPriceOpt = None,
     student: Annotated[
@@ -270,6 +279,7 @@ def run(
     _set(overrides, "seed", seed)
     _set_teacher(overrides, teacher, model, base_url, input_price, output_price)
     _set(overrides, "budget.run_usd", budget)
+    _set(overrides, "budget.policy", budget_policy)
     _set(overrides, "training.student", student)
     _set(overrides, "mining.iterations", iterations)
     _set(overrides, "training.epochs", epochs)
@@ -280,6 +290,7 @@ def run(
         _fail(DistillError("nothing to distill: give --input (documents), --qa-file, or --domain"))
     _preflight(cfg)
     _prefect_env(cfg.runs_dir)
+    _announce_budget(cfg)
     if cfg.teacher.offline and not cfg.input.qa_file:
         console.print(
             "[yellow]No LLM configured[/]: using the offline teacher (inverse-cloze pseudo-queries). "
@@ -556,6 +567,27 @@ def _quiet_expected_errors() -> None:
         logging.getLogger(name).addFilter(_NoTracebackForDistillErrors())
 
 
+def _announce_budget(cfg: Any) -> None:
+    """Before anything is sent: what the budget buys (the plan splits it over the LLM steps), and with
+    `--budget-policy strict` a refusal when it does not cover the estimate. Document mode chunks the input
+    first (the ingest stage, cached for the run that follows)."""
+    if cfg.teacher.offline or cfg.input.qa_file:
+        return
+    from distiller.generation import bootstrap_mode
+    from distiller.pipeline import ingest_stage, open_store, plan_llm_budget
+
+    try:
+        store = open_store(cfg)
+        if not bootstrap_mode(cfg):
+            ingest_stage(store, cfg)
+        plan = plan_llm_budget(store, cfg, announce=False)
+    except DistillError as e:
+        _fail(e)
+    if plan is not None:
+        style = "green" if plan.covered else "yellow"
+        console.print(f"[{style}]budget:[/] {plan.coverage()}")
+
+
 def _preflight(cfg: Any) -> None:
     """Fail before anything starts: an unknown template or language, a model whose price is unknown (its
     spend could not be kept within the budget), or bootstrap mode with the offline teacher (a domain's
@@ -750,7 +782,7 @@ def _print_status(run_dir: Path, title: str) -> None:
     from distiller.summary import status_renderable
 
     out.print(Rule(title))
-    out.print(status_renderable(run_dir))
+    out.print(status_renderable(run_dir))  # ends with LLM spend vs budget and estimate vs billed
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -230,10 +230,42 @@ def _figures_line(view: RunView) -> Text:
     return Text(" · ".join(parts))
 
 
+def spend_line(view: RunView) -> str:
+    """LLM spend from the ledger against the budget, and the estimate of what was sent against the bill
+    (the stages keep both per step in the manifest); '' for a run with no ledger."""
+    if view.ledger is None:
+        return ""
+    total = view.total_cost
+    budget = view.config_get("budget.run_usd")
+    parts = [f"LLM spend (ledger) ${total:.4f}" + (f" of budget ${budget:.4f}" if budget is not None else "")]
+    ledger = view.ledger
+    if "estimated" in ledger:
+        unknown = float(ledger.loc[ledger["estimated"].fillna(False).astype(bool), "cost_usd"].sum())
+        if unknown:
+            n = int(ledger["estimated"].fillna(False).astype(bool).sum())
+            parts.append(f"${unknown:.4f} of it for {n} calls of unknown outcome, charged at reservation")
+    est = billed = 0.0
+    for s in view.stages.values():
+        d = s.get("details") or {}
+        if "estimated_usd" in d and s.get("status") == "completed":
+            est += float(d["estimated_usd"])
+            billed += float(d.get("billed_usd") or 0.0)
+    if est > 0:
+        off = billed / est - 1
+        parts.append(f"estimate of the calls sent ${est:.4f} vs billed ${billed:.4f} ({off:+.0%})")
+    before = (view.manifest.get("llm_cost") or {}).get("estimate_before_run_usd")
+    if before:
+        parts.append(f"estimated before the run ${before:.4f}")
+    return "; ".join(parts)
+
+
 def status_renderable(run_dir: Path | str) -> RenderableType:
     """One run at a glance: key figures, stages (status, rows, time, cost), metrics, skipped inputs."""
     view = RunView(run_dir)
     parts: list[RenderableType] = [_figures_line(view), _stages_table(view)]
+    spend = spend_line(view)
+    if spend:
+        parts.append(Text(spend))
     metrics = _metrics_table(view)
     if metrics is not None:
         parts.append(metrics)

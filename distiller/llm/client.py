@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from distiller.errors import BudgetExceeded
 from distiller.llm.budget import Budget, Reservation, stage_group
 from distiller.llm.cache import CachedAnswer, CallCache, cache_key
 from distiller.llm.ledger import Ledger, LedgerEntry, LedgerStatus
-from distiller.llm.pricing import PriceUnknown, Pricing, nano_to_usd
+from distiller.llm.pricing import NANO, PriceUnknown, Pricing, nano_to_usd
 from distiller.llm.providers import CallSpec, Completion, Provider, ProviderError, make_provider
 from distiller.llm.secrets import install_log_redaction, redact_exception, register_secret, resolve_api_key
 from distiller.llm.structured import ParseFailure, feedback, parse_answer
@@ -124,6 +125,15 @@ class _BatchState:
     settled: asyncio.Condition = field(default_factory=asyncio.Condition)
     gate: asyncio.Lock = field(default_factory=asyncio.Lock)
     calls_sent: int = 0
+    # This batch's share of the budget (llm/plan.py), on top of the budget's own caps: None, no share.
+    share_nano: int | None = None
+    share_spent: int = 0
+    share_reserved: int = 0
+
+    def share_fits(self, nano: int) -> bool:
+        if self.share_nano is None or self.share_spent + self.share_reserved == 0:
+            return True  # a step's first call goes even when its share is below one worst case: no starving
+        return self.share_spent + self.share_reserved + nano <= self.share_nano
 
 
 class LLMClient:
@@ -202,23 +212,36 @@ class LLMClient:
 
     # -- batch ---------------------------------------------------------------------------------------
     def run_batch_sync(
-        self, requests: Sequence[LLMRequest], on_progress: ProgressFn | None = None
+        self,
+        requests: Sequence[LLMRequest],
+        on_progress: ProgressFn | None = None,
+        *,
+        share_usd: float | None = None,
     ) -> list[LLMResult]:
         """`run_batch` from synchronous code (a Prefect task, the CLI). Inside a running event loop
         (an async flow, a notebook) the batch runs on a helper thread with its own loop."""
+        batch = functools.partial(self.run_batch, requests, on_progress, share_usd=share_usd)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.run_batch(requests, on_progress))
+            return asyncio.run(batch())
         with ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, self.run_batch(requests, on_progress)).result()
+            return pool.submit(asyncio.run, batch()).result()
 
     async def run_batch(
-        self, requests: Sequence[LLMRequest], on_progress: ProgressFn | None = None
+        self,
+        requests: Sequence[LLMRequest],
+        on_progress: ProgressFn | None = None,
+        *,
+        share_usd: float | None = None,
     ) -> list[LLMResult]:
+        """`share_usd`: the most this batch may spend (its step's share of the budget, llm/plan.py),
+        reserved and settled like the budget's caps."""
         reqs = list(requests)
         self._check_prices(reqs)
         state = _BatchState(total=len(reqs))
+        if share_usd is not None:
+            state.share_nano = int(Decimal(str(share_usd)) * NANO)
         results: list[LLMResult | None] = [None] * len(reqs)
         provider = make_provider(self.config, self._api_key.get_secret_value() if self._api_key else None)
         todo = iter(enumerate(reqs))
@@ -351,8 +374,25 @@ class LLMClient:
                 if (stop := self._stopped(req, state)) is not None:
                     return stop
                 async with state.settled:  # held from the check to wait(): no settle slips between
+                    if not state.share_fits(nano):
+                        if state.share_reserved == 0:
+                            assert state.share_nano is not None
+                            share = nano_to_usd(state.share_nano)
+                            where = (
+                                f"this step's share of the budget, ${share:.4f} split from the run's by "
+                                "the estimate, is spent"
+                            )
+                            state.budget_stop.setdefault(req.stage, (where, False))
+                            return state.stopped.setdefault(
+                                stage_group(req.stage), ("budget", f"not sent: {where}")
+                            )
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(state.settled.wait(), timeout=0.25)
+                        continue
                     try:
-                        return self.budget.reserve(req.stage, nano=nano)
+                        reservation = self.budget.reserve(req.stage, nano=nano)
+                        state.share_reserved += nano
+                        return reservation
                     except BudgetExceeded as e:
                         if self.budget.in_flight() == 0:
                             if req.stage not in state.budget_stop:
@@ -367,6 +407,8 @@ class LLMClient:
 
     async def _settle(self, res: Reservation, nano: int, state: _BatchState) -> None:
         self.budget.settle(res, nano)
+        state.share_reserved -= res.nano
+        state.share_spent += max(0, nano)
         async with state.settled:
             state.settled.notify_all()
 
