@@ -33,13 +33,19 @@ MIN_CALIBRATION = 3
 """Cached answers of a prompt type needed before their mean output replaces the typical share."""
 DEFAULT_OUTPUT_FRACTION = 0.15
 TYPICAL_OUTPUT_FRACTION: dict[str, float] = {
-    # Share of max_tokens a structured answer of this type typically uses (short JSON objects); only
-    # used until the cache has answers of the type to calibrate from.
-    "QueryBatch": 0.12,
-    "QABatch": 0.2,
+    # Share of max_tokens (1024 by default) a structured answer of this type typically uses: short JSON
+    # objects. Set from the scripted teacher of the tests (about 60 tokens for a query, 150 for two Q&A
+    # pairs, 45 for a verdict); only used until the cache has answers of the type to calibrate from.
+    "QueryBatch": 0.07,
+    "QABatch": 0.15,
+    "Verdict": 0.05,
+    "NegativeCheck": 0.03,
     "NegativeSet": 0.25,
     "DocumentSet": 0.35,
 }
+EXPECTED_REQUEST_OVERHEAD = {"openai": 8, "anthropic": 346}
+"""Prompt tokens a request adds to its messages: reply priming (OpenAI), the tool-use system prompt
+(Anthropic documents 313-346). The budget's bound (tokens.py) allows more."""
 
 BATCH_DISCOUNT = 0.5
 """Batch APIs (OpenAI Batch, Anthropic Message Batches) bill half the synchronous price."""
@@ -195,7 +201,11 @@ def estimate_cost(
             continue
         text = schema_json(item.schema_model)
         a["calls"] += 1
-        a["in"] += expected_prompt_tokens(item.messages, text)
+        a["in"] += (
+            expected_prompt_tokens(item.messages, text)
+            + EXPECTED_REQUEST_OVERHEAD.get(cfg.provider, 0)
+            - expected_prompt_tokens([], "")
+        )
         a["in_max"] += max_prompt_tokens(item.messages, text)
         a["out"] += max_out
         a["exp_out"] += round(expected_out(cfg, item.schema_model.__name__, max_out))
