@@ -6,7 +6,8 @@ Scenarios (each in a fresh runs folder and call cache; the run itself is a child
   faults  ~20% of requests get a fault (429, 500, dropped connection, an answer slower than the client's
           timeout, malformed / truncated / wrong-schema JSON); a budget that covers the run.
   kills   the child is SIGKILLed three times during generate with calls in flight, then resumed to the
-          end, under a budget short of the run (the issue's $0.03 case).
+          end, under a budget short of the run (the issue's $0.03 case); `kills-ample` the same under a
+          budget that covers it.
   tight   a budget far short of the run (the issue's $0.02 case): what each step got.
 
     PYTHONPATH=. python benchmarks/spend_audit.py [--scenario faults kills tight] [--json out.json]
@@ -123,7 +124,7 @@ def _figures(name: str, server: LLMTestServer, run_dir: Path, budget: float, ext
 
 
 def run_scenario(name: str, work: Path) -> dict:
-    budget = {"faults": 1.0, "kills": 0.03, "tight": 0.02}[name]
+    budget = {"faults": 1.0, "kills": 0.03, "kills-ample": 1.0, "tight": 0.02}[name]
     with LLMTestServer(
         ScriptedTeacher(), input_price_per_mtok=IN_PRICE, output_price_per_mtok=OUT_PRICE
     ) as srv:
@@ -137,7 +138,7 @@ def run_scenario(name: str, work: Path) -> dict:
         kills, t0, coverage = 0, time.perf_counter(), ""
         while True:
             child = _child(script, config)
-            if name == "kills" and kills < 3:
+            if name.startswith("kills") and kills < 3:
                 target = srv.count + 15  # well into generate, several calls in flight
                 while srv.count < target and child.poll() is None:
                     time.sleep(0.02)
@@ -148,7 +149,7 @@ def run_scenario(name: str, work: Path) -> dict:
             for line in out.splitlines():
                 if line.startswith("PLAN") and not coverage:
                     coverage = line[5:]
-            if child.returncode == 0 or (name == "kills" and child.returncode == -signal.SIGKILL):
+            if child.returncode == 0 or (name.startswith("kills") and child.returncode == -signal.SIGKILL):
                 if child.returncode == 0:
                     break
                 continue
@@ -179,7 +180,7 @@ def table(results: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scenario", nargs="+", default=["faults", "kills", "tight"])
+    ap.add_argument("--scenario", nargs="+", default=["faults", "kills", "kills-ample", "tight"])
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     results = []

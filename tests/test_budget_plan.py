@@ -106,6 +106,17 @@ def test_tight_budget_gives_queries_and_qa_pairs_each_a_share(
         f"{last.done - last.not_sent}/{last.total} rows" in last.line() and "not sent (budget)" in last.line()
     )
     assert "The LLM budget was the cause" in budget_cause(store)
+    # estimate vs billed: kept per step in the manifest, printed by `distill status` (and after `distill run`)
+    assert steps["queries"]["estimated_usd"] > 0 and steps["queries"]["billed_usd"] > 0
+    from rich.console import Console
+
+    from distiller.summary import status_renderable
+
+    console = Console(width=400, record=True)
+    console.print(status_renderable(store.dir))
+    text = console.export_text()
+    assert f"LLM spend (ledger) ${res.cost_usd:.4f} of budget $0.1500" in text
+    assert f"vs billed ${res.details['billed_usd']:.4f}" in text and "estimate of the calls sent $" in text
 
 
 def test_strict_policy_refuses_before_sending_anything(llm_server: LLMTestServer, tmp_path: Path) -> None:
