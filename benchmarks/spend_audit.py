@@ -170,8 +170,9 @@ def table(results: list[dict]) -> str:
         ratio = f"{r['billed_per_stage_steps_usd'] / est:.2f}" if est else "-"
         lines.append(
             f"| {r['scenario']} | ${r['budget_usd']:.4f} | ${r['server_billed_usd']:.6f} "
-            f"({r['server_billed_calls']} calls) | ${r['ledger_total_usd']:.6f} | ${r['ledger_unknown_usd']:.6f} "
-            f"({r['ledger_unknown_calls']}) | ${r['manifest_stages_sum_usd']:.6f} | ${est:.6f} | {ratio} | "
+            f"({r['server_billed_calls']} calls) | ${r['ledger_total_usd']:.6f} | "
+            f"${r['ledger_unknown_usd']:.6f} ({r['ledger_unknown_calls']}) | "
+            f"${r['manifest_stages_sum_usd']:.6f} | ${est:.6f} | {ratio} | "
             f"{r['server_billed_usd'] <= r['budget_usd'] + 1e-12} | "
             f"{r['ledger_total_usd'] + 1e-9 >= r['server_billed_usd']} |"
         )
