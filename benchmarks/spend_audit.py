@@ -9,6 +9,7 @@ Scenarios (each in a fresh runs folder and call cache; the run itself is a child
           end, under a budget short of the run (the issue's $0.03 case); `kills-ample` the same under a
           budget that covers it.
   tight   a budget far short of the run (the issue's $0.02 case): what each step got.
+  clean   no faults, a budget that covers the run: the estimate made before the run against the bill.
 
     PYTHONPATH=. python benchmarks/spend_audit.py [--scenario faults kills tight] [--json out.json]
 
@@ -124,13 +125,13 @@ def _figures(name: str, server: LLMTestServer, run_dir: Path, budget: float, ext
 
 
 def run_scenario(name: str, work: Path) -> dict:
-    budget = {"faults": 1.0, "kills": 0.03, "kills-ample": 1.0, "tight": 0.02}[name]
+    budget = {"clean": 1.0, "faults": 1.0, "kills": 0.03, "kills-ample": 1.0, "tight": 0.02}[name]
     with LLMTestServer(
         ScriptedTeacher(), input_price_per_mtok=IN_PRICE, output_price_per_mtok=OUT_PRICE
     ) as srv:
         if name == "faults":
             srv.fault_rate, srv.slow_s = 0.2, SLOW_S
-        else:
+        elif name != "clean":
             srv.latency_s = 0.3  # calls in flight long enough for a kill to land among them
         config = _config(work, srv.openai_base_url, budget)
         script = work / "child.py"
@@ -162,17 +163,20 @@ def run_scenario(name: str, work: Path) -> dict:
 def table(results: list[dict]) -> str:
     head = (
         "| scenario | budget | server billed | ledger | of it unknown (calls) | manifest stages sum | "
-        "estimate (calls sent) | billed/estimate | billed <= budget | ledger >= billed |"
+        "estimate (calls sent) | ledger/estimate | server billed/estimate before run | billed <= budget | "
+        "ledger >= billed |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 11]
     for r in results:
         est = r["estimate_of_calls_sent_usd"]
         ratio = f"{r['billed_per_stage_steps_usd'] / est:.2f}" if est else "-"
+        first = r["estimate_before_run_usd"]
+        before = f"{r['server_billed_usd'] / first:.2f} (of ${first:.4f})" if first else "-"
         lines.append(
             f"| {r['scenario']} | ${r['budget_usd']:.4f} | ${r['server_billed_usd']:.6f} "
             f"({r['server_billed_calls']} calls) | ${r['ledger_total_usd']:.6f} | "
             f"${r['ledger_unknown_usd']:.6f} ({r['ledger_unknown_calls']}) | "
-            f"${r['manifest_stages_sum_usd']:.6f} | ${est:.6f} | {ratio} | "
+            f"${r['manifest_stages_sum_usd']:.6f} | ${est:.6f} | {ratio} | {before} | "
             f"{r['server_billed_usd'] <= r['budget_usd'] + 1e-12} | "
             f"{r['ledger_total_usd'] + 1e-9 >= r['server_billed_usd']} |"
         )
@@ -181,9 +185,13 @@ def table(results: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scenario", nargs="+", default=["faults", "kills", "kills-ample", "tight"])
+    ap.add_argument("--scenario", nargs="+", default=["clean", "faults", "kills", "kills-ample", "tight"])
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--table-from", type=Path, help="only print the table of an earlier --json")
     args = ap.parse_args()
+    if args.table_from:
+        print(table(json.loads(args.table_from.read_text())))
+        return
     results = []
     for name in args.scenario:
         with tempfile.TemporaryDirectory(prefix=f"spend-audit-{name}-") as tmp:
