@@ -95,7 +95,7 @@ def test_tight_budget_gives_queries_and_qa_pairs_each_a_share(
     assert queries and qa, "a step was starved"
     steps = res.details["llm_steps"]
     assert steps["queries"]["not_sent"] > 0 and steps["Q&A pairs"]["not_sent"] > 0
-    assert "share_usd" in steps["queries"] and "share_usd" in steps["Q&A pairs"]
+    assert "share_usd" in steps["queries"]  # the first step is held to its share; the last gets what is left
     # what the server billed stays within the budget; the manifest's cost is the ledger's
     assert llm_server.billed_usd <= 0.15
     assert res.cost_usd == pytest.approx(Ledger(store.path("ledger.parquet")).total_cost_usd())
@@ -123,4 +123,24 @@ def test_strict_policy_refuses_before_sending_anything(llm_server: LLMTestServer
     cfg, store = _priced(llm_server, tmp_path, budget=0.01, policy="strict")
     with pytest.raises(BudgetExceeded, match=r"covers ~.*raise it to about \$.*policy is strict"):
         generate_stage(store, cfg)
+    assert llm_server.count == 0
+
+
+def test_cli_says_what_the_budget_buys_before_the_run_and_strict_refuses(
+    llm_server: LLMTestServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import typer
+
+    from distiller import cli
+
+    cfg, _ = _priced(llm_server, tmp_path, budget=0.05)
+    cli._announce_budget(cfg)
+    said = " ".join(capsys.readouterr().err.split())
+    assert "budget: budget $0.0500 covers ~" in said and "raise it to about $" in said
+    strict = cfg.model_copy(update={"budget": cfg.budget.model_copy(update={"policy": "strict"})})
+    with pytest.raises(typer.Exit) as exit_info:
+        cli._announce_budget(strict)
+    assert exit_info.value.exit_code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error:") and "policy is strict, so nothing was sent" in err
     assert llm_server.count == 0
