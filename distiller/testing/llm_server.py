@@ -166,6 +166,14 @@ class _HTTPServer(ThreadingHTTPServer):
     request_queue_size = 256  # 32+ clients connecting at once: a short backlog costs 1 s SYN retries
     owner: LLMTestServer
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        # A client that died (SIGKILL) or gave up resets its connections: expected, not worth a traceback.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the real APIs
