@@ -432,6 +432,11 @@ def estimate(
         "Requests planned", ("stage", "step", "requests"), [(s, step, f"{n:,}") for s, step, n in plan.steps]
     )
     out.print(render_estimate(est))
+    if not cfg.teacher.offline:
+        from distiller.generation.estimate import budget_plan
+
+        with contextlib.closing(CallCache.in_dir(cfg.cache_path)) as cache:
+            out.print(f"budget: {budget_plan(cfg, chunks, cache).coverage()}")
     if cfg.teacher.offline:
         out.print("[yellow]The offline teacher makes no LLM calls[/]: name one with --teacher/--model.")
 
