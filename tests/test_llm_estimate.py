@@ -111,9 +111,3 @@ def test_output_is_calibrated_from_cached_answers_per_prompt_type(
     # The answers already seen set the expectation for the rest of their type, not a share of max_tokens.
     assert s.expected_output_tokens == pytest.approx(6 * billed_out, abs=6)
     assert "calibrated from cached answers: Answer (4 answers)" in after.output_assumption
-
-
-def test_batch_mode_is_priced_at_half() -> None:
-    sync = estimate_cost({"generate": 10}, PRICED, expected_output_fraction=0.5)
-    batch = estimate_cost({"generate": 10}, PRICED, expected_output_fraction=0.5, batch_price=True)
-    assert batch.expected_cost_usd == pytest.approx(0.5 * (sync.expected_cost_usd or 0))

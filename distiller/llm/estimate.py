@@ -47,9 +47,6 @@ EXPECTED_REQUEST_OVERHEAD = {"openai": 8, "anthropic": 346}
 """Prompt tokens a request adds to its messages: reply priming (OpenAI), the tool-use system prompt
 (Anthropic documents 313-346). The budget's bound (tokens.py) allows more."""
 
-BATCH_DISCOUNT = 0.5
-"""Batch APIs (OpenAI Batch, Anthropic Message Batches) bill half the synchronous price."""
-
 DEFAULT_PROMPT_CHARS = 2000
 """A count-only plan's assumed prompt: a ~200-token chunk plus instructions and the schema."""
 
@@ -128,7 +125,6 @@ def estimate_cost(
     *,
     expected_output_fraction: float | None = None,
     cache: CallCache | None = None,
-    batch_price: bool = False,
 ) -> CostEstimate:
     """Price a plan. `llm`: one endpoint for every stage, or stage -> endpoint (teacher, judge).
     `expected_output_fraction`: a fixed share of max_tokens instead of the calibration."""
@@ -222,9 +218,8 @@ def estimate_cost(
         if cfg.offline:
             expected = worst = 0.0
         elif pricing.known:
-            rate = BATCH_DISCOUNT if batch_price else 1.0
-            expected = rate * float(_price(pricing, a["in"], exp_out, a["calls"]))
-            worst = rate * float(_price(pricing, a["in_max"], a["out"], a["calls"]))
+            expected = float(_price(pricing, a["in"], exp_out, a["calls"]))
+            worst = float(_price(pricing, a["in_max"], a["out"], a["calls"]))
         else:
             notes.append(f"stage {stage!r}: {pricing.unknown_message()}")
         cap = _cap(budget, stage)

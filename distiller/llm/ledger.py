@@ -66,7 +66,6 @@ class LedgerEntry(Record):
     estimated: bool = Field(
         default=False, description="cost_usd is the reserved worst case, not a bill (outcome unknown)."
     )
-    batch_price: bool = Field(default=False, description="Priced at a batch API's rate.")
 
 
 class Ledger:
