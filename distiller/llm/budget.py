@@ -119,11 +119,8 @@ class Budget:
 
     @classmethod
     def from_config(cls, cfg: BudgetConfig, spent_usd: Mapping[str, float] | None = None) -> Budget:
-        return cls(
-            cfg.run_usd,
-            {"generation": cfg.generation_usd, "validation": cfg.validation_usd, "mining": cfg.mining_usd},
-            spent_usd,
-        )
+        groups = {g: getattr(cfg, f) for g, f in GROUP_BUDGET_FIELDS.items()}
+        return cls(cfg.run_usd, groups, spent_usd)
 
     @classmethod
     def unlimited(cls) -> Budget:

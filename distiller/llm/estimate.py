@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from rich.table import Table
 
 from distiller.config import BudgetConfig, LLMConfig
-from distiller.llm.budget import stage_group
+from distiller.llm.budget import budget_field
 from distiller.llm.cache import CallCache
 from distiller.llm.client import request_key
 from distiller.llm.pricing import Pricing
@@ -109,12 +109,8 @@ class CostEstimate(BaseModel):
 def _cap(budget: BudgetConfig | None, stage: str) -> float | None:
     if budget is None:
         return None
-    group = {
-        "generation": budget.generation_usd,
-        "validation": budget.validation_usd,
-        "mining": budget.mining_usd,
-    }
-    caps = [c for c in (budget.run_usd, group.get(stage_group(stage))) if c is not None]
+    field = budget_field(stage)
+    caps = [c for c in (budget.run_usd, getattr(budget, field) if field else None) if c is not None]
     return min(caps) if caps else None
 
 
