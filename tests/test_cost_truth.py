@@ -64,3 +64,72 @@ def test_stage_costs_come_from_the_ledger_after_a_kill_and_resume(
     console.print(status_renderable(store.dir))
     text = console.export_text()
     assert f"{stages['generate']:.4f}" in text and f"{total:.4f}" in text
+
+
+CHILD = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from distiller.config import DistillConfig
+from distiller.pipeline import generate_stage, ingest_stage, open_store
+cfg = DistillConfig.model_validate_json(open(sys.argv[1]).read())
+store = open_store(cfg)
+ingest_stage(store, cfg)
+generate_stage(store, cfg)
+"""
+
+
+@pytest.mark.slow
+def test_manifest_equals_ledger_after_a_real_kill_and_resume(tmp_path: Path) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from generation_responder import ScriptedTeacher, llm_run_config, write_corpus
+
+    from distiller.pipeline import generate_stage, open_store
+    from distiller.testing.llm_server import LLMTestServer
+
+    with LLMTestServer(ScriptedTeacher(), latency_s=0.4) as srv:
+        srv.input_price_per_mtok, srv.output_price_per_mtok = 15.0, 60.0
+        cfg = llm_run_config(
+            srv,
+            tmp_path / "runs",
+            input={"paths": [str(write_corpus(tmp_path / "docs"))]},
+            teacher={"input_price_per_mtok": 15.0, "output_price_per_mtok": 60.0, "max_concurrency": 4},
+            generation={"queries_per_chunk": 2, "questions_per_chunk": 2},
+        )
+        (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
+        (tmp_path / "child.py").write_text(CHILD)
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+        tests = str(Path(__file__).parent)
+        child = subprocess.Popen(
+            [sys.executable, str(tmp_path / "child.py"), str(tmp_path / "cfg.json"), tests],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while srv.count < 6 and child.poll() is None:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            child.send_signal(signal.SIGKILL)
+            child.wait(30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+        assert child.returncode == -signal.SIGKILL
+        store = open_store(cfg)
+        res = generate_stage(store, cfg)  # the resume
+        billed = srv.billed_usd
+    ledger = Ledger(store.path("ledger.parquet"))
+    assert any(e.status == "unknown" for e in ledger.entries), "no call was in flight at the kill"
+    manifest = json.loads(store.path("manifest.json").read_text())
+    assert res.status == "completed"
+    # the stage's cost covers both executions, and is the ledger's total; the ledger covers the bill
+    assert manifest["stages"]["generate"]["cost_usd"] == pytest.approx(ledger.total_cost_usd())
+    assert manifest["llm_cost"]["total_usd"] == pytest.approx(ledger.total_cost_usd())
+    assert RunView(store.dir).stage_costs["generate"] == pytest.approx(ledger.total_cost_usd())
+    assert billed <= ledger.total_cost_usd() + 1e-9
+    assert res.cost_usd > res.details["billed_usd"]  # more than the resumed execution alone spent
