@@ -68,6 +68,67 @@ BudgetOpt = Annotated[
     float | None,
     typer.Option("--budget", help="Hard cap on the run's LLM spend in USD [default: 5]; 0 sends nothing."),
 ]
+BudgetPolicyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--budget-policy",
+        help="partial: a budget short of the estimate is split over every LLM step [default]; "
+        "strict: refuse to start.",
+    ),
+]
+
+
+PREFECT_START_WAIT_S = 90
+
+
+def _prefect_start_failed(e: BaseException | None) -> bool:
+    """Prefect's embedded API server did not answer in time (the error may come wrapped)."""
+    while e is not None:
+        if "ephemeral Prefect API server" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _stop_unstarted_prefect_server() -> None:
+    """Prefect leaves the server process it gave up waiting for running (and orphaned at exit)."""
+    with contextlib.suppress(Exception):
+        from prefect.server.api.server import SubprocessASGIServer
+
+        for server in list(SubprocessASGIServer._instances.values()):
+            proc = getattr(server, "server_process", None)
+            if proc is not None and proc.poll() is None:
+                proc.kill()  # not terminate: its shutdown prints tracebacks of the half-made database
+                proc.wait(10)
+
+
+def _run_with_prefect(cfg: Any, command: str) -> Path:
+    """The flow under Prefect; if its embedded server does not start, once more, then one line that says
+    so and what runs without it (no traceback)."""
+    from flows.distill import distill
+    from flows.stages import with_runner
+
+    _quiet_expected_errors()
+    for attempt in (1, 2):
+        try:
+            result = with_runner(distill, cfg)(config=cfg, command=command)
+            return Path(result["run_dir"])
+        except Exception as e:
+            if not _prefect_start_failed(e):
+                raise
+            _stop_unstarted_prefect_server()
+            if attempt == 1:
+                console.print("[yellow]Prefect's local API server did not start in time: trying once more[/]")
+                continue
+            wait = os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", PREFECT_START_WAIT_S)
+            _fail(
+                DistillError(
+                    f"Prefect's local API server did not start within {wait} s, twice (the machine may be "
+                    "busy; PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS sets the wait). "
+                    "`distill run --no-prefect` runs the same stages without Prefect."
+                )
+            )
+    raise AssertionError("unreachable")
 
 
 def _prefect_env(runs_dir: str) -> None:
@@ -77,6 +138,9 @@ def _prefect_env(runs_dir: str) -> None:
         os.environ.setdefault("PREFECT_HOME", str(Path(runs_dir).resolve() / ".prefect"))
         # Prefect does not create missing parents of its home: on a fresh clone runs/ does not exist.
         Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    # Prefect waits 20 s for its embedded API server to answer; a busy machine (load 8 on 2 cores)
+    # needs longer, and a run that fails before any work for that is worse than one that waits.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(PREFECT_START_WAIT_S))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Prefect's default 20 s is too short for a first start (database migrations) on a busy machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -176,6 +240,7 @@ def run(
         ),
     ] = None,
     budget: BudgetOpt = None,
+    budget_policy: BudgetPolicyOpt = None,
     input_price: InputPriceOpt = None,
     output_price: OutputPriceOpt = None,
     student: Annotated[
@@ -226,6 +291,7 @@ def run(
     _set(overrides, "seed", seed)
     _set_teacher(overrides, teacher, model, base_url, input_price, output_price)
     _set(overrides, "budget.run_usd", budget)
+    _set(overrides, "budget.policy", budget_policy)
     _set(overrides, "training.student", student)
     _set(overrides, "mining.iterations", iterations)
     _set(overrides, "training.epochs", epochs)
@@ -237,6 +303,7 @@ def run(
     _preflight(cfg)
     _hold_run(cfg)
     _prefect_env(cfg.runs_dir)
+    _announce_budget(cfg)
     if cfg.teacher.offline and not cfg.input.qa_file:
         console.print(
             "[yellow]No LLM configured[/]: using the offline teacher (inverse-cloze pseudo-queries). "
@@ -254,13 +321,7 @@ def run(
                 store = run_pipeline(cfg, command=command)
                 run_dir = store.dir
             else:
-                from flows.distill import distill
-                from flows.stages import with_runner
-
-                _quiet_expected_errors()
-
-                result = with_runner(distill, cfg)(config=cfg, command=command)
-                run_dir = Path(result["run_dir"])
+                run_dir = _run_with_prefect(cfg, command)
     except DistillError as e:
         _fail(e)
     _print_status(run_dir, title=f"Run finished in {time.perf_counter() - t0:.1f}s")
@@ -386,6 +447,11 @@ def estimate(
         "Requests planned", ("stage", "step", "requests"), [(s, step, f"{n:,}") for s, step, n in plan.steps]
     )
     out.print(render_estimate(est))
+    if not cfg.teacher.offline:
+        from distiller.generation.estimate import budget_plan
+
+        with contextlib.closing(CallCache.in_dir(cfg.cache_path)) as cache:
+            out.print(f"budget: {budget_plan(cfg, chunks, cache).coverage()}")
     if cfg.teacher.offline:
         out.print("[yellow]The offline teacher makes no LLM calls[/]: name one with --teacher/--model.")
 
@@ -530,6 +596,27 @@ def _distill_errors() -> set[str]:
 def _quiet_expected_errors() -> None:
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logging.getLogger(name).addFilter(_NoTracebackForDistillErrors())
+
+
+def _announce_budget(cfg: Any) -> None:
+    """Before anything is sent: what the budget buys (the plan splits it over the LLM steps), and with
+    `--budget-policy strict` a refusal when it does not cover the estimate. Document mode chunks the input
+    first (the ingest stage, cached for the run that follows)."""
+    if cfg.teacher.offline or cfg.input.qa_file:
+        return
+    from distiller.generation import bootstrap_mode
+    from distiller.pipeline import ingest_stage, open_store, plan_llm_budget
+
+    try:
+        store = open_store(cfg)
+        if not bootstrap_mode(cfg):
+            ingest_stage(store, cfg)
+        plan = plan_llm_budget(store, cfg, announce=False)
+    except DistillError as e:
+        _fail(e)
+    if plan is not None:
+        style = "green" if plan.covered else "yellow"
+        console.print(f"[{style}]budget:[/] {plan.coverage()}")
 
 
 def _preflight(cfg: Any) -> None:
@@ -728,7 +815,7 @@ def _print_status(run_dir: Path, title: str) -> None:
     from distiller.summary import status_renderable
 
     out.print(Rule(title))
-    out.print(status_renderable(run_dir))
+    out.print(status_renderable(run_dir))  # ends with LLM spend vs budget and estimate vs billed
 
 
 def main() -> None:  # pragma: no cover - console entry point

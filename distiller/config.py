@@ -104,6 +104,13 @@ class BudgetConfig(Section):
     generation_usd: float | None = Field(default=None, ge=0, description="Cap for generation stages.")
     validation_usd: float | None = Field(default=None, ge=0, description="Cap for the judge.")
     mining_usd: float | None = Field(default=None, ge=0, description="Cap for the false-negative judge.")
+    policy: Literal["partial", "strict"] = Field(
+        default="partial",
+        title="Budget policy",
+        description="What to do when the estimate says the budget does not cover the run: 'partial' splits "
+        "it over every LLM step (queries, Q&A pairs, judge...) so each gets its share, and says what it "
+        "buys; 'strict' refuses to start.",
+    )
 
 
 class GenerationConfig(Section):

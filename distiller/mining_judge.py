@@ -55,18 +55,22 @@ def suspects(triplets: Sequence[Triplet], limit: int) -> list[Triplet]:
     return sorted(seen.values(), key=lambda t: (gap(t), t.query_id, t.negative_id))[:limit]
 
 
-def negative_request(t: Triplet, ctx: GenContext) -> LLMRequest:
+def negative_request(t: Triplet, ctx: GenContext, stage: str = STAGE) -> LLMRequest:
     values = ctx.fields(question=t.query, source=quoted(t.negative))
-    return JUDGE_NEGATIVE.request(f"{t.query_id}|{t.negative_id}", STAGE, values)
+    return JUDGE_NEGATIVE.request(f"{t.query_id}|{t.negative_id}", stage, values)
 
 
-def judge_negatives(triplets: list[Triplet], cfg: DistillConfig, run_dir: Path) -> NegativeJudgement:
+def judge_negatives(
+    triplets: list[Triplet], cfg: DistillConfig, run_dir: Path, stage: str = STAGE
+) -> NegativeJudgement:
+    """`stage`: the ledger's name for the calls, the mine stage's own (`mine_iter2`), so each iteration's
+    cost is its own; the budget caps them all as mining."""
     ask = suspects(triplets, cfg.mining.judge_negatives_max)
     if not ask:
         return NegativeJudgement(kept=triplets)
     ctx = GenContext.from_config(cfg)
-    with StageLLM(cfg, run_dir, STAGE, judge_endpoint(cfg)) as llm:
-        results = llm.run("false-negative check", [negative_request(t, ctx) for t in ask])
+    with StageLLM(cfg, run_dir, stage, judge_endpoint(cfg)) as llm:
+        results = llm.run("false-negative check", [negative_request(t, ctx, stage) for t in ask])
         answers = llm.answers(results, NegativeCheck)
         details, cost = llm.details(), llm.cost_usd
         notes = list(llm.notes)

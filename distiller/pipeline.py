@@ -112,6 +112,60 @@ def _config_hash(cfg: DistillConfig, *sections: str, exclude: dict[str, set[str]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def plan_llm_budget(store: RunStore, cfg: DistillConfig, *, announce: bool = True) -> Any:
+    """Split the run's budget over its LLM steps by the estimate (llm/plan.py), before anything is sent;
+    kept in the manifest for the steps to read. None: no LLM teacher, or no chunks yet. With
+    `budget.policy: strict`, a budget that does not cover the estimate is refused here."""
+    import contextlib
+
+    from distiller.errors import BudgetExceeded
+    from distiller.generation import bootstrap_mode
+    from distiller.generation.estimate import budget_plan
+    from distiller.llm import CallCache
+    from distiller.llm.ledger import read_ledger
+
+    if cfg.teacher.offline or cfg.input.qa_file:
+        return None
+    chunks: list[Chunk] = []
+    if not bootstrap_mode(cfg):
+        if not store.path("chunks.parquet").is_file():
+            return None
+        chunks = read_parquet(store.path("chunks.parquet"), Chunk)
+    spent = sum(e.cost_usd for e in read_ledger(store.dir))
+    with contextlib.closing(CallCache.in_dir(cfg.cache_path)) as cache:
+        plan = budget_plan(cfg, chunks, cache, spent)
+
+    def _set(m: dict[str, Any]) -> None:
+        m["budget_plan"] = plan.model_dump(mode="json")
+        cost = m.setdefault("llm_cost", {})
+        cost.setdefault("estimate_before_run_usd", round(spent + plan.expected_usd, 6))
+        cost["budget_usd"] = cfg.budget.run_usd
+
+    store.update_manifest(_set)
+    if not plan.covered:
+        if cfg.budget.policy == "strict":
+            raise BudgetExceeded(
+                f"{plan.coverage()}. budget.policy is strict, so nothing was sent (--budget-policy partial "
+                "runs what the budget buys)"
+            )
+        if announce:
+            log.warning("%s", plan.coverage())
+    return plan
+
+
+def budget_cause(store: RunStore) -> str:
+    """The budget's part in a run that came out too small, for errors about too little data ('' if none)."""
+    m = store.manifest()
+    stopped = [k for k, v in m.get("stages", {}).items() if (v.get("details") or {}).get("stopped_by_budget")]
+    if not stopped:
+        return ""
+    unsent = (m.get("llm_cost") or {}).get("not_sent_budget", 0)
+    return (
+        f". The LLM budget was the cause: it stopped {', '.join(stopped)} early ({unsent} requests not "
+        f"sent); raise it (--budget, now ${(m.get('config') or {}).get('budget', {}).get('run_usd', '?')})"
+    )
+
+
 # ---------------------------------------------------------------------------------------------------
 def ingest_stage(store: RunStore, cfg: DistillConfig, progress: Progress | None = None) -> StageResult:
     from distiller.ingest import ingest
@@ -174,6 +228,7 @@ def generate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
     )
 
     def run() -> dict[str, Any]:
+        plan_llm_budget(store, cfg)  # before anything is sent: the budget's split over the steps
         chunks = [] if bootstrap else read_parquet(chunks_path, Chunk)
         if bootstrap:
             from distiller.teachers.llm import generate_from_concepts
@@ -239,6 +294,7 @@ def bootstrap_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
     def run() -> dict[str, Any]:
         from distiller.generation.bootstrap import bootstrap
 
+        plan_llm_budget(store, cfg)
         res = bootstrap(cfg, store.dir)
         write_parquet(store.path("concepts.parquet"), res.rows, Concept)
         return {"message": res.message, "details": res.details, "cost_usd": res.cost_usd}
@@ -433,7 +489,7 @@ def mine_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageResu
         if judged:
             from distiller.mining_judge import judge_negatives
 
-            verdict = judge_negatives(result.triplets, cfg, store.dir)
+            verdict = judge_negatives(result.triplets, cfg, store.dir, f"mine_iter{iteration}")
             result.triplets = verdict.kept
             extra = {
                 "judge_checked": verdict.checked,
@@ -453,6 +509,7 @@ def mine_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageResu
             raise StageError(
                 f"mining found no triplets in iteration {iteration}: too few training queries "
                 f"({sum(q.split == 'train' for q in queries)}) or passages ({len(passages)})"
+                + budget_cause(store)
             )
         write_parquet(store.path(out_name), allrows, Triplet)
         return {
@@ -528,7 +585,10 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
         passages = read_parquet(passages_p, Passage)
         queries = [q for q in read_parquet(queries_p, Query) if q.split == "test"]
         if not queries:
-            raise StageError("no held-out (test) queries to evaluate on: the corpus needs more documents")
+            raise StageError(
+                "no held-out (test) queries to evaluate on: the corpus needs more documents"
+                + budget_cause(store)
+            )
         ks = cfg.evaluation.ks
         kind, msl = cfg.training.kind, cfg.training.max_seq_length
         rows: list[MetricRow] = []
@@ -632,6 +692,10 @@ def summary_markdown(store: RunStore) -> str:
         lines.append(
             f"| {name} | {r.status} | {outs} | {r.seconds:.1f} | {(r.message or '').replace('|', '/')} |"
         )
+    cost = store.manifest().get("llm_cost")
+    if cost:  # the ledger's figures (store.record_stage), the same as `distill status` and the report
+        by = ", ".join(f"{k} ${v:.4f}" for k, v in cost["by_stage"].items())
+        lines += ["", f"LLM cost (ledger): ${cost['total_usd']:.4f} ({by})"]
     metrics = store.path("metrics.parquet")
     if metrics.is_file():
         import pandas as pd

@@ -12,7 +12,6 @@ from __future__ import annotations
 import html
 import json
 import random
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -25,21 +24,13 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from distiller.export.run import RunView, wilson_interval
+from distiller.llm.budget import base_stage, budget_field
 from distiller.store import atomic_write_text
 
 SAMPLE_ROWS = 5
 SPLIT_COLORS = {"train": "#1c7ed6", "val": "#f59f00", "test": "#ae3ec9"}
 STATUS_COLORS = {"approved": "#2f9e44", "unvalidated": "#adb5bd", "rejected": "#e03131"}
 CELL_CHARS = 240
-# Which budget caps a stage's spend (config.budget.<field>); stages not named here count only to run_usd.
-STAGE_BUDGET = {
-    "bootstrap": "generation_usd",
-    "concepts": "generation_usd",
-    "generate": "generation_usd",
-    "documents": "generation_usd",
-    "validate": "validation_usd",
-    "mine": "mining_usd",
-}
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
     "img-src data: blob:; font-src data:"
@@ -102,11 +93,6 @@ def _figure_html(fig: go.Figure, div_id: str) -> str:
     )
 
 
-def _base_stage(stage: str) -> str:
-    """'mine_iter2' -> 'mine': per-iteration stages share their stage's budget."""
-    return re.sub(r"_iter\d+$", "", stage)
-
-
 def _empty(title: str, why: str) -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(text=_label(why), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
@@ -137,19 +123,19 @@ def cost_figure(view: RunView) -> go.Figure:
     calls: dict[str, str] = {}
     ledger = view.ledger
     if ledger is not None and {"stage", "cost_usd"} <= set(ledger.columns):
-        frame = ledger.assign(_stage=ledger["stage"].astype(str).map(_base_stage))
+        frame = ledger.assign(_stage=ledger["stage"].astype(str).map(base_stage))
         for stage, g in frame.groupby("_stage", sort=False):
             spent[str(stage)] = float(g["cost_usd"].fillna(0).sum())
             cached = int(g["cached"].fillna(False).astype(bool).sum()) if "cached" in g else 0
             calls[str(stage)] = f"{len(g)} calls, {cached} cached"
     else:
         for s, r in view.stages.items():
-            spent[_base_stage(s)] = spent.get(_base_stage(s), 0.0) + float(r.get("cost_usd") or 0.0)
+            spent[base_stage(s)] = spent.get(base_stage(s), 0.0) + float(r.get("cost_usd") or 0.0)
     if not any(spent.values()):
         why = "no ledger: offline teacher, no LLM spend" if ledger is None else "no LLM spend recorded"
         return _empty("Cost per stage against budget", why)
     stages = list(spent)
-    budgets = [view.config_get(f"budget.{STAGE_BUDGET[s]}") if s in STAGE_BUDGET else None for s in stages]
+    budgets = [view.config_get(f"budget.{f}") if (f := budget_field(s)) else None for s in stages]
     run_budget = view.config_get("budget.run_usd")
     x = [_label(s) for s in [*stages, "total"]]
     fig = go.Figure()
@@ -289,6 +275,7 @@ FIGURES = [
 
 def _stage_table(view: RunView) -> str:
     rows = []
+    costs = view.stage_costs  # from the ledger: the rows add up to the total
     for name, s in view.stages.items():
         outs = ", ".join(f"{k} ({v})" if v >= 0 else k for k, v in (s.get("outputs") or {}).items())
         rows.append(
@@ -297,7 +284,7 @@ def _stage_table(view: RunView) -> str:
                 s.get("status"),
                 outs,
                 s.get("seconds") or 0.0,
-                s.get("cost_usd") or 0.0,
+                costs.get(name, 0.0),
                 s.get("message") or "",
             ]
         )

@@ -259,7 +259,9 @@ class RunStore:
 
     def record_stage(self, result: StageResult) -> None:
         def _set(m: dict[str, Any]) -> None:
-            m.setdefault("stages", {})[result.stage] = result.model_dump(mode="json")
+            stages = m.setdefault("stages", {})
+            stages[result.stage] = result.model_dump(mode="json")
+            _costs_from_ledger(self.dir, m, result)
 
         self.update_manifest(_set)
         for fn in _LISTENERS:
@@ -389,6 +391,22 @@ class RunStore:
             entry = self.cache.entry(stage, key)
             paths = [self.path(rel) for rel in outputs if self.has(rel)]
             self.mirror.push(paths + ([entry] if (entry / StageCache.RESULT).is_file() else []))
+
+
+def _costs_from_ledger(run_dir: Path, m: dict[str, Any], result: StageResult) -> None:
+    """Money has one source of truth, the run's LLM ledger: every stage's cost in the manifest (and the
+    result handed on) is what the ledger holds for it, across kills and resumes, so they add up to its
+    total; `llm_cost` keeps that total. A run with no ledger (no LLM) keeps what the stages said."""
+    from distiller.llm.ledger import ledger_summary
+
+    stages = m["stages"]
+    summary = ledger_summary(run_dir, list(stages))
+    if summary is None:
+        return
+    for name, entry in stages.items():
+        entry["cost_usd"] = summary["by_stage"].get(name, 0.0)
+    result.cost_usd = stages[result.stage]["cost_usd"]
+    m["llm_cost"] = {**m.get("llm_cost", {}), **summary}
 
 
 def _remove(path: Path) -> None:

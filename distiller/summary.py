@@ -170,6 +170,7 @@ def _stages_table(view: RunView) -> Table:
         ("note", "left"),
     ):
         t.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    costs = view.stage_costs  # from the ledger: the rows add up to the total
     for name, s in view.stages.items():
         status = str(s.get("status", "?"))
         outs = ", ".join(f"{k} ({v})" if v >= 0 else k for k, v in (s.get("outputs") or {}).items())
@@ -178,9 +179,12 @@ def _stages_table(view: RunView) -> Table:
             Text(status, style=STATUS_STYLE.get(status, "")),
             Text(outs),
             f"{s.get('seconds') or 0.0:.1f}",
-            f"{s.get('cost_usd') or 0.0:.4f}",
+            f"{costs.get(name, 0.0):.4f}",
             Text(s.get("message") or ""),
         )
+    for name in costs.keys() - view.stages.keys():
+        note = Text("spend in the ledger, stage not recorded")
+        t.add_row(Text(name), "", "", "", f"{costs[name]:.4f}", note)
     t.add_section()
     t.add_row("total", "", "", f"{view.total_seconds:.1f}", f"{view.total_cost:.4f}", "")
     return t
@@ -226,10 +230,42 @@ def _figures_line(view: RunView) -> Text:
     return Text(" · ".join(parts))
 
 
+def spend_line(view: RunView) -> str:
+    """LLM spend from the ledger against the budget, and the estimate of what was sent against the bill
+    (the stages keep both per step in the manifest); '' for a run with no ledger."""
+    if view.ledger is None:
+        return ""
+    total = view.total_cost
+    budget = view.config_get("budget.run_usd")
+    parts = [f"LLM spend (ledger) ${total:.4f}" + (f" of budget ${budget:.4f}" if budget is not None else "")]
+    ledger = view.ledger
+    if "estimated" in ledger:
+        unknown = float(ledger.loc[ledger["estimated"].fillna(False).astype(bool), "cost_usd"].sum())
+        if unknown:
+            n = int(ledger["estimated"].fillna(False).astype(bool).sum())
+            parts.append(f"${unknown:.4f} of it for {n} calls of unknown outcome, charged at reservation")
+    est = billed = 0.0
+    for s in view.stages.values():
+        d = s.get("details") or {}
+        if "estimated_usd" in d and s.get("status") == "completed":
+            est += float(d["estimated_usd"])
+            billed += float(d.get("billed_usd") or 0.0)
+    if est > 0:
+        off = billed / est - 1
+        parts.append(f"estimate of the calls sent ${est:.4f} vs billed ${billed:.4f} ({off:+.0%})")
+    before = (view.manifest.get("llm_cost") or {}).get("estimate_before_run_usd")
+    if before:
+        parts.append(f"estimated before the run ${before:.4f}")
+    return "; ".join(parts)
+
+
 def status_renderable(run_dir: Path | str) -> RenderableType:
     """One run at a glance: key figures, stages (status, rows, time, cost), metrics, skipped inputs."""
     view = RunView(run_dir)
     parts: list[RenderableType] = [_figures_line(view), _stages_table(view)]
+    spend = spend_line(view)
+    if spend:
+        parts.append(Text(spend))
     metrics = _metrics_table(view)
     if metrics is not None:
         parts.append(metrics)

@@ -36,6 +36,8 @@ def _finish(config: DistillConfig, result: StageResult) -> State:
     run_name = pipeline.default_run_name(config)
     rows = [{"artifact": k, "rows": v if v >= 0 else "folder"} for k, v in result.outputs.items()]
     rows.append({"artifact": "(stage)", "rows": f"{result.status} in {result.seconds:.1f}s"})
+    if result.cost_usd:  # from the run's ledger (store.record_stage), as every cost figure
+        rows.append({"artifact": "(LLM cost, ledger)", "rows": f"${result.cost_usd:.4f}"})
     create_table_artifact(
         key=artifact_key(run_name, result.stage),
         table=rows,

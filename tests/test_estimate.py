@@ -140,6 +140,7 @@ def test_cli_estimate_prints_the_table_and_sends_nothing(
     assert result.exit_code == 0, result.output
     assert "Estimated LLM cost" in result.output and "openai/gpt-4o-mini" in result.output
     assert "$2.00" in result.output and "total" in result.output
+    assert "budget: budget $2.0000 covers the estimated $" in " ".join(result.output.split())
     assert llm_server.count == 0
 
 

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from distiller.config import BudgetConfig, LLMConfig
 from distiller.llm import CallCache
-from distiller.llm.estimate import StagePlan, estimate_cost, render_estimate
+from distiller.llm.estimate import DEFAULT_OUTPUT_FRACTION, StagePlan, estimate_cost, render_estimate
 from distiller.llm.tokens import expected_prompt_tokens, max_prompt_tokens, schema_json
 from distiller.testing.llm_server import LLMTestServer
 
@@ -33,6 +33,7 @@ def test_counts_per_stage() -> None:
         ],
         PRICED,
         BudgetConfig(run_usd=10.0, validation_usd=0.01),
+        expected_output_fraction=0.5,
     )
     gen, val = est.stages
     assert (gen.calls, val.calls) == (1000, 200)
@@ -60,7 +61,9 @@ def test_planned_requests_use_their_prompts_and_skip_cached_ones(
     [s] = est.stages
     assert (s.calls, s.cached) == (4, 2)
     text = schema_json(Answer)
-    assert s.input_tokens == sum(expected_prompt_tokens(r.messages, text) for r in reqs[2:])
+    # the messages' tokens plus what an OpenAI request adds (not the template allowance of the bound)
+    base = expected_prompt_tokens([], "")
+    assert s.input_tokens == sum(expected_prompt_tokens(r.messages, text) - base + 8 for r in reqs[2:])
     worst_in = sum(max_prompt_tokens(r.messages, text) for r in reqs[2:])
     assert s.worst_case_usd == pytest.approx((worst_in + 400) / 1e6)
 
@@ -79,7 +82,32 @@ def test_unknown_price_and_offline() -> None:
 
 
 def test_known_model_from_the_price_table() -> None:
-    est = estimate_cost({"generate": 100}, LLMConfig(provider="openai", model="gpt-4o-mini"), BudgetConfig())
+    est = estimate_cost(
+        {"generate": 100},
+        LLMConfig(provider="openai", model="gpt-4o-mini"),
+        BudgetConfig(),
+        expected_output_fraction=0.5,
+    )
     s = est.stages[0]
     assert "genai-prices" in s.price_source
     assert s.expected_cost_usd == pytest.approx(100 * (644 * 0.15e-6 + 512 * 0.6e-6), rel=1e-6)
+
+
+def test_output_is_calibrated_from_cached_answers_per_prompt_type(
+    llm_server: LLMTestServer, tmp_path: Path
+) -> None:
+    prices = {"input_price_per_mtok": 1.0, "output_price_per_mtok": 1.0, "max_tokens": 400}
+    reqs = make_requests(10)
+    with CallCache.in_dir(tmp_path) as cache:
+        before = estimate_cost(reqs, {"generate": llm_server.llm_config("openai", **prices)}, cache=cache)
+        assert before.stages[0].expected_output_tokens == round(10 * 400 * DEFAULT_OUTPUT_FRACTION)
+        assert "typical share of max_tokens" in before.output_assumption
+        client = make_client(llm_server, cache=cache, **prices)
+        results = client.run_batch_sync(reqs[:4])
+        after = estimate_cost(reqs, {"generate": llm_server.llm_config("openai", **prices)}, cache=cache)
+    billed_out = sum(r.output_tokens for r in results) / len(results)
+    [s] = after.stages
+    assert (s.calls, s.cached) == (6, 4)
+    # The answers already seen set the expectation for the rest of their type, not a share of max_tokens.
+    assert s.expected_output_tokens == pytest.approx(6 * billed_out, abs=6)
+    assert "calibrated from cached answers: Answer (4 answers)" in after.output_assumption

@@ -75,7 +75,7 @@ def test_judge_drops_the_negatives_that_answer_their_query(
     assert all(t in before for t in after)
     assert f"{len(answered)} of {len(asked)} negatives checked answer their query" in (res.message or "")
     ledger = pd.read_parquet(store.path("ledger.parquet"))
-    assert set(ledger.stage) == {"mine"} and len(ledger) == len(asked)
+    assert set(ledger.stage) == {"mine_iter1"} and len(ledger) == len(asked)
 
     # A second run of the stage is served from the stage cache: nothing is sent again.
     llm_server.reset()

@@ -130,7 +130,24 @@ class RunView:
 
     @cached_property
     def ledger(self) -> pd.DataFrame | None:
-        return self.frame("ledger.parquet")
+        """The LLM ledger, from its journal when there is one (the Parquet file lags a killed run)."""
+        from distiller.llm.ledger import JOURNAL_FILENAME, read_ledger
+
+        if not self.path(JOURNAL_FILENAME).is_file():
+            return self.frame("ledger.parquet")
+        rows = read_ledger(self.dir)
+        return pd.DataFrame([e.model_dump() for e in rows]) if rows else None
+
+    @property
+    def stage_costs(self) -> dict[str, float]:
+        """Cost per stage (manifest names), from the ledger: they add up to `total_cost`."""
+        from distiller.llm.ledger import manifest_stage_costs
+
+        ledger = self.ledger
+        if ledger is None or "cost_usd" not in ledger:
+            return {k: float(s.get("cost_usd") or 0.0) for k, s in self.stages.items()}
+        by = ledger.groupby(ledger["stage"].astype(str))["cost_usd"].sum()
+        return manifest_stage_costs({str(k): float(v) for k, v in by.items()}, list(self.stages))
 
     @cached_property
     def judgments(self) -> pd.DataFrame | None:

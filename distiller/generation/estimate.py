@@ -32,7 +32,9 @@ from distiller.generation.validation import (
     sample_sizes,
     systematic_sample,
 )
-from distiller.llm import LLMRequest
+from distiller.llm import CallCache, LLMRequest
+from distiller.llm.estimate import estimate_cost
+from distiller.llm.plan import BudgetPlan, PlannedStep
 from distiller.records import Chunk, Concept, Passage, QAPair, Query
 
 STANDIN_WORDS = {"query": 14, "answer": 60, "definition": 35, "example": 20, "document": 120}
@@ -72,6 +74,8 @@ def plan_run(cfg: DistillConfig, chunks: Sequence[Chunk] = ()) -> RunPlan:
         queries, passages, qa_pairs = _plan_from_chunks(cfg, ctx, plan, list(chunks))
     if cfg.validation.enabled and cfg.validation.sample_rate > 0:
         _plan_judge(cfg, ctx, plan, queries, passages, qa_pairs, bootstrap_mode(cfg))
+    if cfg.mining.judge_negatives and not judge_endpoint(cfg).offline:
+        _plan_mining_judge(cfg, ctx, plan, queries, passages)
     plan.notes.append(
         "texts the teacher has not written yet (queries, answers, concepts, documents) are stood in for by "
         "placeholders of typical length: " + ", ".join(f"{k} {v} words" for k, v in STANDIN_WORDS.items())
@@ -206,4 +210,56 @@ def _plan_judge(
     )
 
 
-__all__ = ["STANDIN_WORDS", "RunPlan", "plan_run"]
+def _plan_mining_judge(
+    cfg: DistillConfig, ctx: GenContext, plan: RunPlan, queries: list[Query], passages: list[Passage]
+) -> None:
+    from distiller.mining_judge import negative_request
+    from distiller.records import Triplet
+
+    train = [q for q in queries if q.split == "train"] or queries
+    n = min(cfg.mining.judge_negatives_max, len(train))
+    texts = [p.text for p in passages] or [standin(STANDIN_WORDS["document"])]
+    for k in range(1, cfg.mining.iterations + 1):
+        stand = [
+            Triplet(
+                query_id=q.query_id, query=q.text, positive_id="p", positive="", negative_id=f"n{i}",
+                negative=texts[i % len(texts)], kind="hard", iteration=k,
+            )
+            for i, q in enumerate(train[:n])
+        ]  # fmt: skip
+        reqs = [negative_request(t, ctx, f"mine_iter{k}") for t in stand]
+        plan.add(f"mine_iter{k}", "false-negative check", reqs, judge_endpoint(cfg))
+    plan.notes.append(
+        "the mining judge is planned at its most (one negative per training query, up to "
+        "judge_negatives_max): only negatives that outrank their positive are asked"
+    )
+
+
+def budget_plan(
+    cfg: DistillConfig, chunks: Sequence[Chunk], cache: CallCache | None, spent_usd: float = 0.0
+) -> BudgetPlan:
+    """The run's LLM steps with their expected cost (requests already in the call cache are free), for
+    splitting the budget over them (llm/plan.py)."""
+    plan = plan_run(cfg, chunks)
+    steps: list[PlannedStep] = []
+    k = 0
+    for stage, step, n in plan.steps:
+        reqs = plan.requests[k : k + n]
+        k += n
+        est = estimate_cost(reqs, plan.endpoints, cache=cache)
+        [s] = est.stages or [None]
+        steps.append(
+            PlannedStep(
+                stage=stage,
+                step=step,
+                requests=n,
+                to_send=s.calls if s else 0,
+                expected_usd=(s.expected_cost_usd or 0.0) if s else 0.0,
+            )
+        )
+    return BudgetPlan(
+        steps=steps, budget_usd=cfg.budget.run_usd, spent_usd=spent_usd, policy=cfg.budget.policy
+    )
+
+
+__all__ = ["STANDIN_WORDS", "RunPlan", "budget_plan", "plan_run"]

@@ -29,6 +29,8 @@ class ProgressEvent(BaseModel):
     budget_left_usd: float | None = None
     """The tightest cap left for this stage (None: no cap)."""
     failed: int = 0
+    not_sent: int = 0
+    """Rows the budget stopped: done but never sent."""
 
     @property
     def finished(self) -> bool:
@@ -37,8 +39,10 @@ class ProgressEvent(BaseModel):
     def line(self) -> str:
         left = "no cap" if self.budget_left_usd is None else f"${self.budget_left_usd:.4f} left"
         failed = f", {self.failed} failed" if self.failed else ""
+        skipped = f", {self.not_sent} not sent (budget)" if self.not_sent else ""
+        # Rows sent (or answered from the cache), not rows planned: a budget stop shows as not sent.
         return (
-            f"{self.stage} · {self.step}: {self.done}/{self.total} rows{failed} · "
+            f"{self.stage} · {self.step}: {self.done - self.not_sent}/{self.total} rows{failed}{skipped} · "
             f"${self.cost_usd:.4f} spent · {left}"
         )
 

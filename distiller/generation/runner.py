@@ -3,6 +3,7 @@ client), with progress events, and every failed or unsent row and budget note ke
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,6 +13,8 @@ from pydantic import BaseModel
 from distiller.config import DistillConfig, LLMConfig
 from distiller.generation.progress import ProgressEvent, emit
 from distiller.llm import LLMClient, LLMRequest, LLMResult
+from distiller.llm.estimate import estimate_cost
+from distiller.llm.plan import BudgetPlan
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -33,7 +36,9 @@ class StageLLM:
     def __init__(self, cfg: DistillConfig, run_dir: Path, stage: str, llm: LLMConfig | None = None) -> None:
         self.stage = stage
         self.client = LLMClient.for_run(cfg, run_dir, llm)
+        self.plan = load_plan(run_dir)
         self.cost_usd = 0.0
+        self.estimated_usd = 0.0
         self.failures: list[Failure] = []
         self.notes: list[str] = []
         self.steps: dict[str, dict[str, int]] = {}
@@ -50,32 +55,58 @@ class StageLLM:
         return self.client.config.model
 
     def budget_left(self) -> float | None:
-        return self.client.budget.remaining_usd(self.stage)
+        """What this stage may still spend: the budget left, or this stage's share of it when the plan
+        splits a budget too small for the whole run (llm/plan.py)."""
+        left = self.client.budget.remaining_usd(self.stage)
+        share = self.plan.stage_share_usd(self.stage, left) if self.plan else None
+        return left if share is None else min(share, left or 0.0)
+
+    def _estimate(self, reqs: list[LLMRequest]) -> tuple[float, int]:
+        """Expected cost and count of the requests not in the call cache, before any is sent (the
+        calibration must not see this step's own answers)."""
+        if not self.client.pricing.known:
+            return 0.0, 0
+        est = estimate_cost(reqs, self.client.config, cache=self.client.cache)
+        return (est.expected_cost_usd or 0.0, est.calls)
 
     def run(self, step: str, requests: Sequence[LLMRequest]) -> list[LLMResult]:
         reqs = list(requests)
         if not reqs:
             return []
         spent_before = self.cost_usd
-        cost, failed = 0.0, 0
+        cost, failed, not_sent = 0.0, 0, 0
+        share = (
+            self.plan.share_usd(self.stage, step, self.client.budget.remaining_usd(self.stage))
+            if self.plan
+            else None
+        )
+        expected, to_send = self._estimate(reqs)
 
         def on_progress(done: int, total: int, res: LLMResult) -> None:
-            nonlocal cost, failed
+            nonlocal cost, failed, not_sent
             cost += res.cost_usd
             failed += res.status == "failed"
-            emit(self._event(step, done, total, spent_before + cost, failed))
+            not_sent += res.status == "budget"
+            emit(self._event(step, done, total, spent_before + cost, failed, not_sent))
 
-        emit(self._event(step, 0, len(reqs), spent_before, 0))
-        results = self.client.run_batch_sync(reqs, on_progress)
+        emit(self._event(step, 0, len(reqs), spent_before, 0, 0))
+        results = self.client.run_batch_sync(reqs, on_progress, share_usd=share)
         summary = self.client.last_summary
         assert summary is not None
         self.cost_usd += summary.cost_usd
+        sent = sum(1 for r in results if r.status in ("ok", "failed") and r.attempts > 0)
+        # The estimate of what was sent (a budget stop sends fewer than planned), next to the bill.
+        step_estimate = expected * sent / to_send if to_send else 0.0
+        self.estimated_usd += step_estimate
         self.steps[step] = {
             "requests": summary.total,
             "answered": summary.ok,
             "cached": summary.cached,
             "failed": summary.failed,
             "not_sent": summary.budget,
+            "estimated_usd": round(step_estimate, 6),
+            "billed_usd": round(summary.cost_usd, 6),
+            **({"share_usd": round(share, 6)} if share is not None else {}),
         }
         self.budget_stopped |= summary.stopped_by_budget
         self.notes.extend(f"{step}: {n}" for n in summary.notes)
@@ -86,15 +117,18 @@ class StageLLM:
         )
         return results
 
-    def _event(self, step: str, done: int, total: int, cost: float, failed: int) -> ProgressEvent:
+    def _event(
+        self, step: str, done: int, total: int, cost: float, failed: int, not_sent: int
+    ) -> ProgressEvent:
         return ProgressEvent(
             stage=self.stage,
             step=step,
             done=done,
             total=total,
             cost_usd=cost,
-            budget_left_usd=self.budget_left(),
+            budget_left_usd=self.client.budget.remaining_usd(self.stage),
             failed=failed,
+            not_sent=not_sent,
         )
 
     @staticmethod
@@ -111,7 +145,18 @@ class StageLLM:
             "failures": [f.model_dump() for f in self.failures[:MAX_FAILURES_SHOWN]],
             "budget_notes": self.notes,
             "stopped_by_budget": self.budget_stopped,
+            "estimated_usd": round(self.estimated_usd, 6),
+            "billed_usd": round(self.cost_usd, 6),
         }
 
 
-__all__ = ["Failure", "StageLLM"]
+def load_plan(run_dir: Path) -> BudgetPlan | None:
+    """The run's budget plan (the manifest's `budget_plan`), if one was made."""
+    manifest = Path(run_dir) / "manifest.json"
+    if not manifest.is_file():
+        return None
+    raw = json.loads(manifest.read_text(encoding="utf-8")).get("budget_plan")
+    return BudgetPlan.model_validate(raw) if raw else None
+
+
+__all__ = ["Failure", "StageLLM", "load_plan"]

@@ -11,12 +11,15 @@ Amounts are integer nano-dollars (exact sums). A cap of 0 is a kill switch: noth
 free (self-hosted) model. A limit of None is no cap.
 
 Stage groups: the config caps `generation`, `validation` and `mining`; a stage name maps to its group
-through `STAGE_GROUPS` (a stage that is not listed is its own group with no cap but the run's).
+through `STAGE_GROUPS` (a stage that is not listed is its own group with no cap but the run's), and a
+group to its config field through `GROUP_BUDGET_FIELDS`. Per-iteration stages (`mine_iter2`) are their
+stage's. This is the one mapping: the report and the estimate use it too.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,11 +41,29 @@ STAGE_GROUPS: dict[str, str] = {
     "judge": "validation",
     "mine": "mining",
     "mining": "mining",
+    "documents": "generation",
 }
+GROUP_BUDGET_FIELDS: dict[str, str] = {
+    "generation": "generation_usd",
+    "validation": "validation_usd",
+    "mining": "mining_usd",
+}
+"""Stage group -> the `budget.<field>` of the config that caps it."""
+
+
+def base_stage(stage: str) -> str:
+    """'mine_iter2' -> 'mine': per-iteration stages share their stage's budget."""
+    return re.sub(r"_iter\d+$", "", stage)
 
 
 def stage_group(stage: str) -> str:
+    stage = base_stage(stage)
     return STAGE_GROUPS.get(stage, stage)
+
+
+def budget_field(stage: str) -> str | None:
+    """The config field (`budget.<field>`) that caps this stage besides `run_usd`; None: only the run's."""
+    return GROUP_BUDGET_FIELDS.get(stage_group(stage))
 
 
 @dataclass(frozen=True)
@@ -98,11 +119,8 @@ class Budget:
 
     @classmethod
     def from_config(cls, cfg: BudgetConfig, spent_usd: Mapping[str, float] | None = None) -> Budget:
-        return cls(
-            cfg.run_usd,
-            {"generation": cfg.generation_usd, "validation": cfg.validation_usd, "mining": cfg.mining_usd},
-            spent_usd,
-        )
+        groups = {g: getattr(cfg, f) for g, f in GROUP_BUDGET_FIELDS.items()}
+        return cls(cfg.run_usd, groups, spent_usd)
 
     @classmethod
     def unlimited(cls) -> Budget:
@@ -201,4 +219,13 @@ def _nano_or_none(usd: float | None) -> int | None:
     return int(Decimal(str(usd)) * NANO)
 
 
-__all__ = ["RUN", "STAGE_GROUPS", "Budget", "Reservation", "stage_group"]
+__all__ = [
+    "GROUP_BUDGET_FIELDS",
+    "RUN",
+    "STAGE_GROUPS",
+    "Budget",
+    "Reservation",
+    "base_stage",
+    "budget_field",
+    "stage_group",
+]

@@ -145,6 +145,19 @@ class CallCache:
                 ),
             )
 
+    def output_stats(
+        self, provider: str | None = None, model: str | None = None
+    ) -> dict[str, tuple[int, float]]:
+        """schema name -> (answers, mean output tokens billed per answer), for calibrating estimates
+        (a model's own answers when it has some, else every model's)."""
+        sql = "SELECT schema_name, COUNT(*), AVG(output_tokens) FROM calls WHERE output_tokens > 0"
+        args: tuple[str, ...] = ()
+        if provider is not None and model is not None:
+            sql, args = sql + " AND provider = ? AND model = ?", (provider, model)
+        with self._lock:
+            rows = self._db.execute(sql + " GROUP BY schema_name", args).fetchall()
+        return {r[0]: (int(r[1]), float(r[2])) for r in rows}
+
     def __len__(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0])

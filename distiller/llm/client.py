@@ -1,8 +1,11 @@
 """The one entry point stages call: `LLMClient(...).run_batch(requests)` -> one `LLMResult` per request.
 
-Per request: cache lookup -> budget reservation (worst case) -> rate limits -> the call (the provider
-client retries transport faults) -> settle the real cost -> parse into the schema; a malformed or
-truncated answer is re-asked with the error shown, up to `max_parse_retries`, then recorded as failed.
+Per request: cache lookup -> budget reservation (worst case) -> rate limits -> write-ahead journal row
+-> the call -> settle the real cost -> parse into the schema; a malformed or truncated answer is re-asked
+with the error shown, up to `max_parse_retries`, then recorded as failed. Transport faults (429, 5xx,
+timeouts, dropped connections) are retried here, up to `max_retries`, each attempt with its own
+reservation: a timed-out or dropped attempt may have been billed, so it stays charged at its reservation
+(ledger status `unknown`), and so does one in flight when the process dies (the journal's pending row).
 Every answer is written to the cache as it arrives and every call to the ledger.
 
 Concurrency is a pool of `max_concurrency` workers taking requests in order, so at most that many
@@ -18,12 +21,15 @@ import contextlib
 import functools
 import json
 import logging
+import random
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +41,7 @@ from distiller.errors import BudgetExceeded
 from distiller.llm.budget import Budget, Reservation, stage_group
 from distiller.llm.cache import CachedAnswer, CallCache, cache_key
 from distiller.llm.ledger import Ledger, LedgerEntry, LedgerStatus
-from distiller.llm.pricing import PriceUnknown, Pricing, nano_to_usd
+from distiller.llm.pricing import NANO, PriceUnknown, Pricing, nano_to_usd
 from distiller.llm.providers import CallSpec, Completion, Provider, ProviderError, make_provider
 from distiller.llm.secrets import install_log_redaction, redact_exception, register_secret, resolve_api_key
 from distiller.llm.structured import ParseFailure, feedback, parse_answer
@@ -46,6 +52,18 @@ log = logging.getLogger("distiller.llm")
 
 RATE_PERIOD_S = 60.0
 """The window of requests_per_minute / tokens_per_minute (a module constant so tests can shrink it)."""
+
+MAX_RETRY_AFTER_S = 60.0
+"""A longer Retry-After is not waited for in full (the SDKs cap it similarly)."""
+
+
+def backoff_s(retry: int, retry_after_s: float | None = None) -> float:
+    """The wait before transport retry `retry` (1, 2, ...): the server's Retry-After when it gave one,
+    else the SDKs' schedule, 0.5 s doubling to 8 s minus up to 25% jitter."""
+    if retry_after_s is not None:
+        return min(retry_after_s, MAX_RETRY_AFTER_S)
+    return min(8.0, 0.5 * 2 ** (retry - 1)) * (1 - 0.25 * random.random())
+
 
 ProgressFn = Callable[[int, int, LLMResult], None]
 """on_progress(done, total, result): called as each request finishes (from the event loop)."""
@@ -107,6 +125,15 @@ class _BatchState:
     settled: asyncio.Condition = field(default_factory=asyncio.Condition)
     gate: asyncio.Lock = field(default_factory=asyncio.Lock)
     calls_sent: int = 0
+    # This batch's share of the budget (llm/plan.py), on top of the budget's own caps: None, no share.
+    share_nano: int | None = None
+    share_spent: int = 0
+    share_reserved: int = 0
+
+    def share_fits(self, nano: int) -> bool:
+        if self.share_nano is None or self.share_spent + self.share_reserved == 0:
+            return True  # a step's first call goes even when its share is below one worst case: no starving
+        return self.share_spent + self.share_reserved + nano <= self.share_nano
 
 
 class LLMClient:
@@ -185,23 +212,36 @@ class LLMClient:
 
     # -- batch ---------------------------------------------------------------------------------------
     def run_batch_sync(
-        self, requests: Sequence[LLMRequest], on_progress: ProgressFn | None = None
+        self,
+        requests: Sequence[LLMRequest],
+        on_progress: ProgressFn | None = None,
+        *,
+        share_usd: float | None = None,
     ) -> list[LLMResult]:
         """`run_batch` from synchronous code (a Prefect task, the CLI). Inside a running event loop
         (an async flow, a notebook) the batch runs on a helper thread with its own loop."""
+        batch = functools.partial(self.run_batch, requests, on_progress, share_usd=share_usd)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.run_batch(requests, on_progress))
+            return asyncio.run(batch())
         with ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, self.run_batch(requests, on_progress)).result()
+            return pool.submit(asyncio.run, batch()).result()
 
     async def run_batch(
-        self, requests: Sequence[LLMRequest], on_progress: ProgressFn | None = None
+        self,
+        requests: Sequence[LLMRequest],
+        on_progress: ProgressFn | None = None,
+        *,
+        share_usd: float | None = None,
     ) -> list[LLMResult]:
+        """`share_usd`: the most this batch may spend (its step's share of the budget, llm/plan.py),
+        reserved and settled like the budget's caps."""
         reqs = list(requests)
         self._check_prices(reqs)
         state = _BatchState(total=len(reqs))
+        if share_usd is not None:
+            state.share_nano = int(Decimal(str(share_usd)) * NANO)
         results: list[LLMResult | None] = [None] * len(reqs)
         provider = make_provider(self.config, self._api_key.get_secret_value() if self._api_key else None)
         todo = iter(enumerate(reqs))
@@ -334,8 +374,25 @@ class LLMClient:
                 if (stop := self._stopped(req, state)) is not None:
                     return stop
                 async with state.settled:  # held from the check to wait(): no settle slips between
+                    if not state.share_fits(nano):
+                        if state.share_reserved == 0:
+                            assert state.share_nano is not None
+                            share = nano_to_usd(state.share_nano)
+                            where = (
+                                f"this step's share of the budget, ${share:.4f} split from the run's by "
+                                "the estimate, is spent"
+                            )
+                            state.budget_stop.setdefault(req.stage, (where, False))
+                            return state.stopped.setdefault(
+                                stage_group(req.stage), ("budget", f"not sent: {where}")
+                            )
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(state.settled.wait(), timeout=0.25)
+                        continue
                     try:
-                        return self.budget.reserve(req.stage, nano=nano)
+                        reservation = self.budget.reserve(req.stage, nano=nano)
+                        state.share_reserved += nano
+                        return reservation
                     except BudgetExceeded as e:
                         if self.budget.in_flight() == 0:
                             if req.stage not in state.budget_stop:
@@ -350,6 +407,8 @@ class LLMClient:
 
     async def _settle(self, res: Reservation, nano: int, state: _BatchState) -> None:
         self.budget.settle(res, nano)
+        state.share_reserved -= res.nano
+        state.share_spent += max(0, nano)
         async with state.settled:
             state.settled.notify_all()
 
@@ -369,54 +428,92 @@ class LLMClient:
         latency = 0.0
         last_error = ""
         max_attempts = self.config.max_parse_retries + 1
+        sends = 0  # calls sent for this request: parse retries and transport retries included
         for attempt in range(1, max_attempts + 1):
-            worst = (
-                self.pricing.cost_nano(max_prompt_tokens(messages, schema_text), max_tokens)
-                if self.pricing.known
-                else 0
-            )
-            reservation = await self._reserve(req, worst, state)
-            if isinstance(reservation, tuple):
-                if attempt == 1:
-                    return self._not_sent(req, key, reservation[1], reservation[0])
-                error = f"{last_error}; no re-ask: {reservation[1]}"
-                return self._failed(req, key, error, attempt - 1, total_in, total_out, total_nano, latency)
-            sent_at, t0 = _now(), time.perf_counter()
-            try:
-                if rpm is not None:
-                    await rpm.acquire()
-                if tpm is not None:
-                    need = expected_prompt_tokens(messages, schema_text) + max_tokens
-                    await tpm.acquire(min(need, self.config.tokens_per_minute or need))
-                sent_at, t0 = _now(), time.perf_counter()
-                state.calls_sent += 1
-                comp = await provider.complete(messages, spec)
-            except ProviderError as e:
-                # Not billed as far as we can know: a failed response carries no usage.
-                await self._settle(reservation, 0, state)
-                latency += time.perf_counter() - t0
-                self.ledger.add(
-                    self._entry(
-                        req, key, "failed", ts=sent_at, attempt=attempt, reserved_usd=reservation.usd,
-                        latency_s=time.perf_counter() - t0, error=str(e),
-                    )
-                )  # fmt: skip
-                if e.bad_format and attempt < max_attempts:
-                    # An unreadable body (a proxy's error page) is a glitch, not an answer: ask again.
-                    last_error = str(e)
-                    continue
-                if e.fatal:
-                    state.stopped.setdefault(
-                        "*", ("failed", f"not sent: an earlier call failed for good ({e})")
-                    )
-                return self._result(
-                    req, key, "failed", None, str(e), attempt, total_in, total_out, total_nano, latency
+            retries = 0
+            comp: Completion | None = None
+            while True:  # transport retries of this attempt, each with its own reservation
+                worst = (
+                    self.pricing.cost_nano(max_prompt_tokens(messages, schema_text), max_tokens)
+                    if self.pricing.known
+                    else 0
                 )
-            except BaseException:
-                # Cancelled, or a bug: nothing is known to be billed, and a leaked reservation would
-                # hold the budget (and make the other workers wait) for ever.
-                self.budget.release(reservation)
-                raise
+                reservation = await self._reserve(req, worst, state)
+                if isinstance(reservation, tuple):
+                    if sends == 0:
+                        return self._not_sent(req, key, reservation[1], reservation[0])
+                    error = f"{last_error}; no re-ask: {reservation[1]}"
+                    return self._failed(req, key, error, sends, total_in, total_out, total_nano, latency)
+                call_id = uuid.uuid4().hex[:16]
+                sent_at, t0 = _now(), time.perf_counter()
+                sent = False
+                try:
+                    if rpm is not None:
+                        await rpm.acquire()
+                    if tpm is not None:
+                        need = expected_prompt_tokens(messages, schema_text) + max_tokens
+                        await tpm.acquire(min(need, self.config.tokens_per_minute or need))
+                    sent_at, t0 = _now(), time.perf_counter()
+                    state.calls_sent += 1
+                    sends += 1
+                    # Write-ahead: journaled before it leaves, so a kill from here on leaves it charged.
+                    self.ledger.pending(
+                        self._entry(
+                            req, key, "pending", ts=sent_at, attempt=sends, reserved_usd=reservation.usd,
+                            cost_usd=reservation.usd, estimated=True, call_id=call_id,
+                        )
+                    )  # fmt: skip
+                    sent = True
+                    comp = await provider.complete(messages, spec)
+                except ProviderError as e:
+                    # An error answer is not billed; no answer at all (timeout, dropped connection) may
+                    # have been: it stays charged at its reservation.
+                    charged = reservation.nano if e.outcome_unknown else 0
+                    await self._settle(reservation, charged, state)
+                    total_nano += charged
+                    latency += time.perf_counter() - t0
+                    self.ledger.add(
+                        self._entry(
+                            req, key, "unknown" if e.outcome_unknown else "failed", ts=sent_at,
+                            attempt=sends, reserved_usd=reservation.usd, cost_usd=nano_to_usd(charged),
+                            estimated=e.outcome_unknown, call_id=call_id,
+                            latency_s=round(time.perf_counter() - t0, 4), error=str(e),
+                        )
+                    )  # fmt: skip
+                    if e.bad_format and attempt < max_attempts:
+                        # An unreadable body (a proxy's error page) is a glitch, not an answer: ask again.
+                        last_error = str(e)
+                        break
+                    if e.retryable and retries < self.config.max_retries:
+                        retries += 1
+                        await asyncio.sleep(backoff_s(retries, e.retry_after_s))
+                        continue
+                    if e.fatal:
+                        state.stopped.setdefault(
+                            "*", ("failed", f"not sent: an earlier call failed for good ({e})")
+                        )
+                    return self._result(
+                        req, key, "failed", None, str(e), sends, total_in, total_out, total_nano, latency
+                    )
+                except BaseException:
+                    # Cancelled, or a bug. A call already sent may be billed: it keeps its reservation
+                    # (and an unknown row). Either way the reservation must not leak: it would hold the
+                    # budget (and make the other workers wait) for ever.
+                    if sent:
+                        self.budget.settle(reservation, reservation.nano)
+                        self.ledger.add(
+                            self._entry(
+                                req, key, "unknown", ts=sent_at, attempt=sends, reserved_usd=reservation.usd,
+                                cost_usd=reservation.usd, estimated=True, call_id=call_id,
+                                error="cancelled while in flight: charged at its reservation",
+                            )
+                        )  # fmt: skip
+                    else:
+                        self.budget.release(reservation)
+                    raise
+                break
+            if comp is None:
+                continue  # an unreadable body: asked again
             call_latency = time.perf_counter() - t0
             latency += call_latency
             cost_nano, usage_note = self._cost(comp, reservation)
@@ -425,7 +522,8 @@ class LLMClient:
             total_in, total_out, total_nano = total_in + in_tok, total_out + out_tok, total_nano + cost_nano
             entry_kw: dict[str, Any] = {
                 "ts": sent_at,
-                "attempt": attempt,
+                "attempt": sends,
+                "call_id": call_id,
                 "input_tokens": in_tok,
                 "output_tokens": out_tok,
                 "cost_usd": nano_to_usd(cost_nano),
@@ -458,11 +556,9 @@ class LLMClient:
                 self.cache.put(
                     key, answer, provider=self.config.provider, model=self.config.model, schema_name=name
                 )
-            return self._result(
-                req, key, "ok", parsed, None, attempt, total_in, total_out, total_nano, latency
-            )
+            return self._result(req, key, "ok", parsed, None, sends, total_in, total_out, total_nano, latency)
         error = f"{last_error} (gave up after {max_attempts} attempts)"
-        return self._failed(req, key, error, max_attempts, total_in, total_out, total_nano, latency)
+        return self._failed(req, key, error, sends, total_in, total_out, total_nano, latency)
 
     def _cost(self, comp: Completion, reservation: Reservation) -> tuple[int, str | None]:
         if not self.pricing.known:

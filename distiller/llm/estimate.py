@@ -6,9 +6,11 @@ an average prompt size), and returns per stage: calls, prompt tokens, max output
 cost and the worst case the budget will reserve. `render_estimate()` makes it a rich table.
 
 Token counts are approximate (no provider tokenizer works offline here; see tokens.py) and the result
-says so in `token_method`. Output tokens are unknowable in advance: the expected cost assumes answers
-use `expected_output_fraction` of `max_tokens` (stated in `output_assumption`); the worst case assumes
-all of it.
+says so in `token_method`. Output tokens are unknowable in advance, so they are calibrated: per prompt
+type (the answer's schema), the mean output of the answers already in the call cache (this model's when
+it has `MIN_CALIBRATION` of them, else any model's); a type with none falls back to a typical share of
+`max_tokens` (`TYPICAL_OUTPUT_FRACTION`). `output_assumption` says which applied. The worst case assumes
+all of `max_tokens`, which is what the budget reserves.
 """
 
 from __future__ import annotations
@@ -20,12 +22,30 @@ from pydantic import BaseModel, Field
 from rich.table import Table
 
 from distiller.config import BudgetConfig, LLMConfig
-from distiller.llm.budget import stage_group
+from distiller.llm.budget import budget_field
 from distiller.llm.cache import CallCache
 from distiller.llm.client import request_key
 from distiller.llm.pricing import Pricing
 from distiller.llm.tokens import METHOD_APPROX, expected_prompt_tokens, max_prompt_tokens, schema_json
 from distiller.llm.types import LLMRequest
+
+MIN_CALIBRATION = 3
+"""Cached answers of a prompt type needed before their mean output replaces the typical share."""
+DEFAULT_OUTPUT_FRACTION = 0.15
+TYPICAL_OUTPUT_FRACTION: dict[str, float] = {
+    # Share of max_tokens (1024 by default) a structured answer of this type typically uses: short JSON
+    # objects. Set from the scripted teacher of the tests (about 60 tokens for a query, 150 for two Q&A
+    # pairs, 45 for a verdict); only used until the cache has answers of the type to calibrate from.
+    "QueryBatch": 0.07,
+    "QABatch": 0.15,
+    "Verdict": 0.05,
+    "NegativeCheck": 0.03,
+    "NegativeSet": 0.25,
+    "DocumentSet": 0.35,
+}
+EXPECTED_REQUEST_OVERHEAD = {"openai": 8, "anthropic": 346}
+"""Prompt tokens a request adds to its messages: reply priming (OpenAI), the tool-use system prompt
+(Anthropic documents 313-346). The budget's bound (tokens.py) allows more."""
 
 DEFAULT_PROMPT_CHARS = 2000
 """A count-only plan's assumed prompt: a ~200-token chunk plus instructions and the schema."""
@@ -89,12 +109,8 @@ class CostEstimate(BaseModel):
 def _cap(budget: BudgetConfig | None, stage: str) -> float | None:
     if budget is None:
         return None
-    group = {
-        "generation": budget.generation_usd,
-        "validation": budget.validation_usd,
-        "mining": budget.mining_usd,
-    }
-    caps = [c for c in (budget.run_usd, group.get(stage_group(stage))) if c is not None]
+    field = budget_field(stage)
+    caps = [c for c in (budget.run_usd, getattr(budget, field) if field else None) if c is not None]
     return min(caps) if caps else None
 
 
@@ -103,12 +119,33 @@ def estimate_cost(
     llm: LLMConfig | Mapping[str, LLMConfig],
     budget: BudgetConfig | None = None,
     *,
-    expected_output_fraction: float = 0.5,
+    expected_output_fraction: float | None = None,
     cache: CallCache | None = None,
 ) -> CostEstimate:
-    """Price a plan. `llm`: one endpoint for every stage, or stage -> endpoint (teacher, judge)."""
-    if not 0.0 <= expected_output_fraction <= 1.0:
+    """Price a plan. `llm`: one endpoint for every stage, or stage -> endpoint (teacher, judge).
+    `expected_output_fraction`: a fixed share of max_tokens instead of the calibration."""
+    if expected_output_fraction is not None and not 0.0 <= expected_output_fraction <= 1.0:
         raise ValueError("expected_output_fraction must be within [0, 1]")
+    calibrated: dict[str, int] = {}
+    typical: set[str] = set()
+    stats_by_model: dict[tuple[str, str], dict[str, tuple[int, float]]] = {}
+
+    def expected_out(cfg: LLMConfig, schema: str, max_out: int) -> float:
+        if expected_output_fraction is not None:
+            return max_out * expected_output_fraction
+        if cache is not None:
+            key = (cfg.provider, cfg.model)
+            if key not in stats_by_model:
+                own = cache.output_stats(cfg.provider, cfg.model)
+                anyone = cache.output_stats()
+                stats_by_model[key] = {**anyone, **{k: v for k, v in own.items() if v[0] >= MIN_CALIBRATION}}
+            n, mean = stats_by_model[key].get(schema, (0, 0.0))
+            if n >= MIN_CALIBRATION:
+                calibrated[schema] = n
+                return min(float(max_out), mean)
+        typical.add(schema)
+        return max_out * TYPICAL_OUTPUT_FRACTION.get(schema, DEFAULT_OUTPUT_FRACTION)
+
     notes: list[str] = []
     stages: dict[str, dict[str, int]] = {}
     order: list[str] = []
@@ -123,7 +160,7 @@ def estimate_cost(
     def acc(stage: str) -> dict[str, int]:
         if stage not in stages:
             order.append(stage)
-            stages[stage] = {"calls": 0, "cached": 0, "in": 0, "in_max": 0, "out": 0}
+            stages[stage] = {"calls": 0, "cached": 0, "in": 0, "in_max": 0, "out": 0, "exp_out": 0}
         return stages[stage]
 
     items: list[LLMRequest | StagePlan]
@@ -148,6 +185,7 @@ def estimate_cost(
             # The bound counts bytes: 1 per character for ASCII-like text (said in the notes).
             a["in_max"] += n * (item.prompt_chars + overhead * 8 + 512)
             a["out"] += n * max_out
+            a["exp_out"] += round(n * expected_out(cfg, "", max_out))
             continue
         max_out = item.max_tokens or cfg.max_tokens
         if cache is not None and cache.contains([request_key(cfg, item)]):
@@ -155,18 +193,23 @@ def estimate_cost(
             continue
         text = schema_json(item.schema_model)
         a["calls"] += 1
-        a["in"] += expected_prompt_tokens(item.messages, text)
+        a["in"] += (
+            expected_prompt_tokens(item.messages, text)
+            + EXPECTED_REQUEST_OVERHEAD.get(cfg.provider, 0)
+            - expected_prompt_tokens([], "")
+        )
         a["in_max"] += max_prompt_tokens(item.messages, text)
         a["out"] += max_out
+        a["exp_out"] += round(expected_out(cfg, item.schema_model.__name__, max_out))
 
     out: list[StageEstimate] = []
     for stage in order:
         a, cfg = stages[stage], endpoint(stage)
         if cfg.offline:
             notes.append(f"stage {stage!r}: offline teacher, no LLM calls")
-            a = {"calls": 0, "cached": a["cached"], "in": 0, "in_max": 0, "out": 0}
+            a = {"calls": 0, "cached": a["cached"], "in": 0, "in_max": 0, "out": 0, "exp_out": 0}
         pricing = Pricing(cfg)
-        exp_out = int(a["out"] * expected_output_fraction)
+        exp_out = a["exp_out"]
         expected = worst = None
         if cfg.offline:
             expected = worst = 0.0
@@ -196,7 +239,7 @@ def estimate_cost(
         stages=out,
         run_budget_usd=budget.run_usd if budget else None,
         token_method=METHOD_APPROX,
-        output_assumption=f"answers use {expected_output_fraction:.0%} of max_tokens on average",
+        output_assumption=_output_assumption(expected_output_fraction, calibrated, typical),
         notes=notes,
     )
     total = est.expected_cost_usd
@@ -206,6 +249,27 @@ def estimate_cost(
             "early and keep what it has"
         )
     return est
+
+
+def _output_assumption(fraction: float | None, calibrated: dict[str, int], typical: set[str]) -> str:
+    if fraction is not None:
+        return f"answers use {fraction:.0%} of max_tokens on average"
+    parts = []
+    if calibrated:
+        parts.append(
+            "output calibrated from cached answers: "
+            + ", ".join(f"{k} ({n} answers)" for k, n in sorted(calibrated.items()))
+        )
+    rest = sorted(typical - calibrated.keys())
+    if rest:
+        parts.append(
+            "typical share of max_tokens (no cached answers yet): "
+            + ", ".join(
+                f"{k or 'counted'} {TYPICAL_OUTPUT_FRACTION.get(k, DEFAULT_OUTPUT_FRACTION):.0%}"
+                for k in rest
+            )
+        )
+    return "; ".join(parts) or "no calls to price"
 
 
 def _price(pricing: Pricing, input_tokens: int, output_tokens: int, calls: int) -> Decimal:

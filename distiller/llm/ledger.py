@@ -1,10 +1,16 @@
-"""The ledger: one row per call sent (each parse retry is a call and is billed), plus one row per request
-answered from the cache or not sent because of the budget. Written to `<run>/ledger.parquet`.
+"""The ledger: one row per call sent (each parse retry and each transport retry is a call and may be
+billed), plus one row per request answered from the cache or not sent because of the budget. Written to
+`<run>/ledger.parquet`.
 
-Every row is appended to a journal (`ledger.journal.jsonl`) the moment it is added: a write to the
-kernel survives a SIGKILL of the process, so a killed run loses no row and a resumed run's budget starts
-from everything already spent. The Parquet file is rewritten atomically from the rows at the end of each
-batch and at most every `flush_every_s` seconds during one.
+Write-ahead: before a call is sent, a `pending` row (its call id, stage, request key and the worst case
+reserved for it) is appended to the journal (`ledger.journal.jsonl`); when its outcome is known, the final
+row with the same call id follows. A write to the kernel survives a SIGKILL of the process, so a call that
+was in flight when the process died is still in the journal, with no final row. Such a call, and one that
+timed out or lost its connection, has an unknown outcome: the provider may have billed it. It is shown
+as `unknown` and charged at its reservation (`estimated` is true), never at $0, so a resumed run's budget
+starts from everything that could have been billed. `entries` is that merged view (a pending row whose
+final row came is dropped). The Parquet file is rewritten atomically from it at the end of each batch and
+at most every `flush_every_s` seconds during one.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -22,7 +28,10 @@ from distiller.records import Record, read_parquet, write_parquet
 LEDGER_FILENAME = "ledger.parquet"
 JOURNAL_FILENAME = "ledger.journal.jsonl"
 
-LedgerStatus = Literal["ok", "parse_error", "failed", "cached", "budget"]
+LedgerStatus = Literal["ok", "parse_error", "failed", "unknown", "cached", "budget", "pending"]
+UNKNOWN_NOTE = (
+    "outcome unknown (in flight when the process stopped, or no answer came): charged at its reservation"
+)
 
 
 class LedgerEntry(Record):
@@ -36,19 +45,27 @@ class LedgerEntry(Record):
         description="1 for the first call of a request, 2+ for parse retries, 0 if none sent."
     )
     status: LedgerStatus = Field(
-        description="ok; parse_error (answer did not parse, retried or given up); failed (transport or API "
-        "error); cached (no call); budget (not sent: budget reached)."
+        description="ok; parse_error (answer did not parse, retried or given up); failed (an error answer, "
+        "not billed); unknown (timed out, connection lost, or in flight when the process stopped: may have "
+        "been billed, charged at its reservation); cached (no call); budget (not sent: budget reached); "
+        "pending (journal only: sent, outcome not yet written)."
     )
     cached: bool
     input_tokens: int
     output_tokens: int
-    cost_usd: float = Field(description="What this call cost (0 for cached and unsent rows).")
+    cost_usd: float = Field(
+        description="What this call cost (0 for cached and unsent rows; the reservation when `estimated`)."
+    )
     reserved_usd: float = Field(description="Worst-case cost held against the budget before sending.")
     saved_usd: float = Field(default=0.0, description="Cached rows: what the original call cost.")
     latency_s: float
     finish_reason: str | None = None
     price_source: str = ""
     error: str | None = Field(default=None, description="Secrets redacted.")
+    call_id: str = Field(default="", description="Joins a call's pending journal row to its final row.")
+    estimated: bool = Field(
+        default=False, description="cost_usd is the reserved worst case, not a bill (outcome unknown)."
+    )
 
 
 class Ledger:
@@ -95,8 +112,13 @@ class Ledger:
 
     @property
     def entries(self) -> list[LedgerEntry]:
+        """Final rows, and each pending call with no final row as `unknown` at its reservation."""
         with self._lock:
-            return list(self._entries)
+            return merge_pending(self._entries)
+
+    def pending(self, call: LedgerEntry) -> None:
+        """Write-ahead: journal a call about to be sent (status pending, its reservation)."""
+        self.add(call.model_copy(update={"status": "pending"}))
 
     def flush(self) -> None:
         if self.path is None:
@@ -104,18 +126,86 @@ class Ledger:
         with self._lock:
             if not self._dirty and self.path.exists():
                 return
-            write_parquet(self.path, self._entries, LedgerEntry)
+            write_parquet(self.path, merge_pending(self._entries), LedgerEntry)
             self._dirty = False
             self._last_flush = time.monotonic()
 
     def spent_by_stage(self) -> dict[str, float]:
-        out: dict[str, float] = defaultdict(float)
-        for e in self.entries:
-            out[e.stage] += e.cost_usd
-        return dict(out)
+        """What each stage spent or could have been billed (unknown outcomes at their reservation)."""
+        return cost_by_stage(self.entries)
 
     def total_cost_usd(self) -> float:
         return sum(e.cost_usd for e in self.entries)
+
+    def unknown_usd(self) -> float:
+        """Charged at reservation because the outcome is unknown (part of the total)."""
+        return sum(e.cost_usd for e in self.entries if e.estimated)
+
+
+def merge_pending(rows: list[LedgerEntry]) -> list[LedgerEntry]:
+    settled = {e.call_id for e in rows if e.call_id and e.status != "pending"}
+    out = []
+    for e in rows:
+        if e.status != "pending":
+            out.append(e)
+        elif e.call_id not in settled:
+            out.append(
+                e.model_copy(
+                    update={
+                        "status": "unknown",
+                        "cost_usd": e.reserved_usd,
+                        "estimated": True,
+                        "error": UNKNOWN_NOTE,
+                    }
+                )
+            )
+    return out
+
+
+def read_ledger(run_dir: Path | str) -> list[LedgerEntry]:
+    """A run folder's ledger rows (journal first: it has every row, the Parquet file may lag)."""
+    path = Path(run_dir) / LEDGER_FILENAME
+    if not path.with_name(JOURNAL_FILENAME).is_file() and not path.is_file():
+        return []
+    return Ledger(path).entries
+
+
+def manifest_stage_costs(by_ledger_stage: dict[str, float], stages: list[str]) -> dict[str, float]:
+    """The ledger's costs under the manifest's stage names: a ledger stage is the manifest stage of the
+    same name, else the first one of its base name (an older ledger's `mine` -> `mine_iter1`), else
+    itself (spend of a stage the manifest does not list yet still adds up to the total)."""
+    import re
+
+    out: dict[str, float] = {}
+    for stage, cost in by_ledger_stage.items():
+        name = stage
+        if stage not in stages:
+            name = next((s for s in stages if re.sub(r"_iter\d+$", "", s) == stage), stage)
+        out[name] = out.get(name, 0.0) + cost
+    return out
+
+
+def ledger_summary(run_dir: Path | str, stages: list[str]) -> dict[str, Any] | None:
+    """Every cost figure of a run (manifest, status, report, artifacts) comes from here; None: no ledger."""
+    rows = read_ledger(run_dir)
+    if not rows:
+        return None
+    by_stage = manifest_stage_costs(cost_by_stage(rows), stages)
+    return {
+        "total_usd": round(sum(e.cost_usd for e in rows), 9),
+        "by_stage": {k: round(v, 9) for k, v in by_stage.items()},
+        "unknown_usd": round(sum(e.cost_usd for e in rows if e.estimated), 9),
+        "calls_sent": sum(1 for e in rows if e.attempt > 0 and e.status not in ("cached", "budget")),
+        "calls_unknown": sum(1 for e in rows if e.status == "unknown"),
+        "not_sent_budget": sum(1 for e in rows if e.status == "budget"),
+    }
+
+
+def cost_by_stage(rows: list[LedgerEntry]) -> dict[str, float]:
+    out: dict[str, float] = defaultdict(float)
+    for e in rows:
+        out[e.stage] += e.cost_usd
+    return dict(out)
 
 
 def _read_journal(path: Path) -> list[LedgerEntry]:
@@ -128,4 +218,16 @@ def _read_journal(path: Path) -> list[LedgerEntry]:
     return entries
 
 
-__all__ = ["JOURNAL_FILENAME", "LEDGER_FILENAME", "Ledger", "LedgerEntry", "LedgerStatus"]
+__all__ = [
+    "JOURNAL_FILENAME",
+    "LEDGER_FILENAME",
+    "UNKNOWN_NOTE",
+    "Ledger",
+    "LedgerEntry",
+    "LedgerStatus",
+    "cost_by_stage",
+    "ledger_summary",
+    "manifest_stage_costs",
+    "merge_pending",
+    "read_ledger",
+]

@@ -1,11 +1,11 @@
 """The two wire APIs behind one small interface: `await provider.complete(...) -> Completion`.
 
-Retries: the official clients already retry 408/409/429/5xx, connection errors and timeouts with
-exponential backoff (0.5 s doubling to 8 s, minus up to 25% jitter) and honour `Retry-After` /
-`retry-after-ms` (up to 2 minutes); `max_retries` and the per-attempt `timeout` of the endpoint's config
-are handed to them. We do not wrap them in tenacity: a second retry layer would multiply attempts
-(6 x 6 for max_retries=5) and would not see the headers. What the clients cannot retry — an answer that
-does not parse — is handled a level up, with the error shown to the model (client.py).
+Retries: the official clients are built with `max_retries=0`; the LLM client (client.py) retries 408/409/
+429/5xx, connection errors and timeouts itself, with the clients' own schedule (0.5 s doubling to 8 s,
+minus up to 25% jitter, `Retry-After` / `retry-after-ms` honoured). It has to: a timed-out or dropped call
+may have been billed, so every attempt needs its own budget reservation and ledger row, which a retry
+hidden inside the SDK would not get. `ProviderError` says whether an attempt may be retried and whether its
+outcome (billed or not) is unknown.
 """
 
 from __future__ import annotations
@@ -41,14 +41,53 @@ class Completion:
     truncated: bool
 
 
-class ProviderError(Exception):
-    """A call that failed after the client's own retries. The message has secrets redacted."""
+RETRY_STATUS = frozenset({408, 409, 429})
+"""As the SDKs: request timeout, lock conflict, rate limit; and every 5xx."""
 
-    def __init__(self, message: str, *, status: int | None = None, bad_format: bool = False) -> None:
+
+class ProviderError(Exception):
+    """One failed attempt. The message has secrets redacted.
+
+    `outcome_unknown`: no answer came back for a request that reached the server (a timeout, a dropped
+    connection, a 200 whose body is unreadable), so the provider may have billed it. An error status
+    (4xx/5xx) is an answer: not billed. A connection that never opened sent nothing."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        bad_format: bool = False,
+        outcome_unknown: bool = False,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.fatal = status in FATAL_STATUS
         self.bad_format = bad_format
+        self.outcome_unknown = outcome_unknown or bad_format
+        self.retry_after_s = retry_after_s
+
+    @property
+    def retryable(self) -> bool:
+        if self.bad_format:
+            return False  # re-asked a level up, as a parse failure
+        return self.status is None or self.status in RETRY_STATUS or self.status >= 500
+
+
+def _retry_after(headers: Any) -> float | None:
+    """`retry-after-ms` or `retry-after` (seconds), as the SDKs read them; None when absent or odd."""
+    if headers is None:
+        return None
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            return max(0.0, float(raw) / scale)
+        except ValueError:
+            continue
+    return None
 
 
 @dataclass(frozen=True)
@@ -71,7 +110,7 @@ class Provider(ABC):
             api_key=api_key or _NO_KEY,
             base_url=cfg.base_url,
             timeout=cfg.timeout_s,
-            max_retries=cfg.max_retries,
+            max_retries=0,  # retried by the LLM client, one reservation per attempt (module doc)
         )
 
     @staticmethod
@@ -89,9 +128,15 @@ class Provider(ABC):
         try:
             return await self._complete(messages, spec)
         except self.sdk.APIStatusError as e:
-            raise ProviderError(redact_exception(e), status=e.status_code) from None
+            raise ProviderError(
+                redact_exception(e), status=e.status_code, retry_after_s=_retry_after(e.response.headers)
+            ) from None
         except self.sdk.APIError as e:  # timeouts, connection errors
-            raise ProviderError(redact_exception(e)) from None
+            import httpx
+
+            # A connection that was never made sent nothing; anything else may have reached the server.
+            never_sent = isinstance(e.__cause__, httpx.ConnectError | httpx.ConnectTimeout)
+            raise ProviderError(redact_exception(e), outcome_unknown=not never_sent) from None
         except ValueError as e:  # a 200 whose body is not JSON (a proxy's error page, a broken server)
             raise ProviderError(f"unreadable response: {redact_exception(e)}", bad_format=True) from None
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from distiller.records import Chunk, Passage, QAPair, Query, Split
 from distiller.splits import assign_groups
@@ -14,7 +15,7 @@ class GenerationOutput:
     queries: list[Query]
     qa_pairs: list[QAPair]
     notes: list[str] = field(default_factory=list)
-    stats: dict[str, int | float] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 def document_splits(chunks: list[Chunk], train_ratio: float, val_ratio: float, seed: int) -> dict[str, Split]:

@@ -65,7 +65,7 @@ def _notes(llm: StageLLM, removed: Sequence[Removed], n_queries: int) -> list[st
     return notes
 
 
-def _stats(llm: StageLLM, removed: Sequence[Removed], docs: DocumentsOut) -> dict[str, int | float]:
+def _stats(llm: StageLLM, removed: Sequence[Removed], docs: DocumentsOut) -> dict[str, object]:
     return {
         "near_duplicates_removed": len(removed),
         "documents": len(docs.documents),
@@ -73,6 +73,11 @@ def _stats(llm: StageLLM, removed: Sequence[Removed], docs: DocumentsOut) -> dic
         "negatives_copying_a_positive": docs.copies_dropped,
         "failed_requests": len(llm.failures),
         "cost_usd": round(llm.cost_usd, 6),
+        # The estimate of the calls sent and their bill, per run of the stage (the manifest keeps both).
+        "estimated_usd": round(llm.estimated_usd, 6),
+        "billed_usd": round(llm.cost_usd, 6),
+        "stopped_by_budget": llm.budget_stopped,
+        "llm_steps": llm.steps,
     }
 
 

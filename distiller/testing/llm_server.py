@@ -10,6 +10,12 @@ Anthropic Messages (`POST /v1/messages`), for tests and benchmarks of anything t
   truncated (finish_reason "length" / stop_reason "max_tokens"), wrong_schema (valid JSON, wrong
   fields), no_usage (no `usage` object), bad_body (a 200 whose body is not JSON).
 - It counts requests (`count`, `counts[path]`) and keeps them (`requests`) with arrival times.
+- It bills like a provider, at `input_price_per_mtok` / `output_price_per_mtok`: every request it starts
+  answering is billed (`billed_usd`, `billed_calls`, `billed_input_tokens`, `billed_output_tokens`) the
+  moment the answer is made, before any latency or `timeout` sleep, so a client that gave up (timeout,
+  killed) or a `drop` is billed too; error answers (429, 500, 401) and `bad_body` are not. This is the
+  ground truth a spend audit compares the ledger against.
+- `fault_rate` (with `seed`): that share of requests gets a random fault from `random_faults`.
 - Usage: `with LLMTestServer() as srv: ...`, the `llm_server` pytest fixture (tests/llm_fixtures.py),
   or `python -m distiller.testing.llm_server --port 8099 --latency 0.2` for manual runs.
 
@@ -22,6 +28,7 @@ import argparse
 import contextlib
 import json
 import math
+import random
 import signal
 import threading
 import time
@@ -29,6 +36,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
@@ -36,6 +44,9 @@ FaultKind = Literal[
     "429", "500", "401", "drop", "timeout", "malformed", "truncated", "wrong_schema", "no_usage", "bad_body"
 ]
 FAULT_KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
+NOT_BILLED = frozenset({"429", "500", "401", "bad_body"})
+"""Faults that are an error answer: the provider bills nothing for them."""
+RANDOM_FAULTS: tuple[str, ...] = ("429", "500", "drop", "timeout", "malformed", "truncated", "wrong_schema")
 
 
 @dataclass
@@ -155,6 +166,14 @@ class _HTTPServer(ThreadingHTTPServer):
     request_queue_size = 256  # 32+ clients connecting at once: a short backlog costs 1 s SYN retries
     owner: LLMTestServer
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        # A client that died (SIGKILL) or gave up resets its connections: expected, not worth a traceback.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the real APIs
@@ -198,9 +217,25 @@ class LLMTestServer:
         latency_s: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
+        input_price_per_mtok: float = 0.0,
+        output_price_per_mtok: float = 0.0,
+        fault_rate: float = 0.0,
+        slow_s: float = 2.0,
+        seed: int = 0,
     ) -> None:
         self.responder: Responder = responder or default_responder
         self.latency_s = latency_s
+        self.input_price_per_mtok = input_price_per_mtok
+        self.output_price_per_mtok = output_price_per_mtok
+        self.fault_rate = fault_rate
+        self.slow_s = slow_s
+        """How long a random `timeout` fault sleeps (set it past the client's timeout)."""
+        self.random_faults: tuple[str, ...] = RANDOM_FAULTS
+        self._rng = random.Random(seed)
+        self._billed = Decimal(0)
+        self.billed_calls = 0
+        self.billed_input_tokens = 0
+        self.billed_output_tokens = 0
         self.fault_fn: Callable[[ChatRequest], Fault | str | None] | None = None
         self._host, self._port = host, port
         self._lock = threading.Lock()
@@ -279,6 +314,34 @@ class LLMTestServer:
             self.counts.clear()
             self.faults_served.clear()
             self.requests.clear()
+            self._billed = Decimal(0)
+            self.billed_calls = self.billed_input_tokens = self.billed_output_tokens = 0
+
+    @property
+    def billed_usd(self) -> float:
+        """What a provider would have billed so far (exact sum, as a float)."""
+        with self._lock:
+            return float(self._billed)
+
+    def _bill(self, input_tokens: int, output_tokens: int) -> None:
+        cost = (
+            Decimal(str(self.input_price_per_mtok)) * input_tokens
+            + Decimal(str(self.output_price_per_mtok)) * output_tokens
+        ) / 1_000_000
+        with self._lock:
+            self._billed += cost
+            self.billed_calls += 1
+            self.billed_input_tokens += input_tokens
+            self.billed_output_tokens += output_tokens
+
+    def billing(self) -> dict[str, float | int]:
+        with self._lock:
+            return {
+                "billed_usd": float(self._billed),
+                "billed_calls": self.billed_calls,
+                "input_tokens": self.billed_input_tokens,
+                "output_tokens": self.billed_output_tokens,
+            }
 
     @property
     def count(self) -> int:
@@ -308,8 +371,20 @@ class LLMTestServer:
             fault: Fault | str | None = self._faults.popleft() if self._faults else None
         if fault is None and self.fault_fn is not None:
             fault = self.fault_fn(req)
+        if fault is None and self.fault_rate and self.random_faults:
+            with self._lock:
+                if self._rng.random() < self.fault_rate:
+                    fault = Fault(self._rng.choice(self.random_faults), sleep_s=self.slow_s)  # type: ignore[arg-type]
         if isinstance(fault, str):
             fault = Fault(fault)  # type: ignore[arg-type]
+        body: dict[str, Any] | None = None
+        if fault is None or fault.kind not in NOT_BILLED:
+            # Billed as soon as the answer is made, as a provider does: whether the client is still
+            # there to read it (a timeout, a kill, a dropped connection) changes nothing.
+            answer = self.responder(req)
+            reply = answer if isinstance(answer, Reply) else Reply(content=answer)
+            body, in_tok, out_tok = self._build(api, req, reply, fault)
+            self._bill(in_tok, out_tok)
         if self.latency_s:
             time.sleep(self.latency_s)
         if fault is not None:
@@ -317,9 +392,8 @@ class LLMTestServer:
                 self.faults_served[fault.kind] += 1
             if self._transport_fault(h, api, req, fault):
                 return
-        answer = self.responder(req)
-        reply = answer if isinstance(answer, Reply) else Reply(content=answer)
-        h._send(200, self._build(api, req, reply, fault))
+        assert body is not None
+        h._send(200, body)
 
     def _transport_fault(self, h: _Handler, api: str, req: ChatRequest, fault: Fault) -> bool:
         """Faults that replace the answer; True when the response has been dealt with."""
@@ -343,7 +417,10 @@ class LLMTestServer:
             return False
         return True
 
-    def _build(self, api: str, req: ChatRequest, reply: Reply, fault: Fault | None) -> dict[str, Any]:
+    def _build(
+        self, api: str, req: ChatRequest, reply: Reply, fault: Fault | None
+    ) -> tuple[dict[str, Any], int, int]:
+        """The response body and the usage billed for it (also when the body leaves it out)."""
         kind = fault.kind if fault else None
         content: Any = reply.content
         truncated = reply.truncated or kind == "truncated"
@@ -404,7 +481,7 @@ class LLMTestServer:
             }
         if kind == "no_usage":
             resp.pop("usage")
-        return resp
+        return resp, in_tok, out_tok
 
 
 def _error(api: str, kind: str, message: str) -> dict[str, Any]:
@@ -483,13 +560,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--input-price", type=float, default=0.0, help="USD per million input tokens")
+    parser.add_argument("--output-price", type=float, default=0.0, help="USD per million output tokens")
+    parser.add_argument("--fault-rate", type=float, default=0.0, help="share of requests given a fault")
+    parser.add_argument("--slow", type=float, default=2.0, help="seconds a 'timeout' fault sleeps")
     parser.add_argument(
         "--responder",
         help="module:name of a responder (a callable, or a class to instantiate) to answer with instead of "
         "schema stubs, e.g. generation_responder:ScriptedTeacher with PYTHONPATH=tests",
     )
     args = parser.parse_args(argv)
-    server = LLMTestServer(latency_s=args.latency, host=args.host, port=args.port)
+    server = LLMTestServer(
+        latency_s=args.latency,
+        host=args.host,
+        port=args.port,
+        input_price_per_mtok=args.input_price,
+        output_price_per_mtok=args.output_price,
+        fault_rate=args.fault_rate,
+        slow_s=args.slow,
+    )
     if args.responder:
         server.responder = _load_responder(args.responder)
     server.start()
