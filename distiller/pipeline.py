@@ -40,7 +40,7 @@ VERSIONS = {
     "labeled": "1",
     "mine": "2",
     "train": "1",
-    "evaluate": "1",
+    "evaluate": "2",
     "export": "1",
     "report": "1",
 }
@@ -495,6 +495,7 @@ def train_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageRes
 def evaluate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
     """Base model, BM25 and every iteration's model on the held-out queries; the best goes to models/best."""
     from distiller.evaluation import evaluate_bm25, evaluate_model, pick_best
+    from distiller.modelcard import write_model_card
     from distiller.models import load_student
 
     passages_p, queries_p = store.path("passages.parquet"), store.path("queries.parquet")
@@ -535,6 +536,7 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
         src = base_path if best == "base" else str(store.path(f"models/{best}"))
         shutil.copytree(src, best_dir)
         (best_dir / "distiller_best.txt").write_text(f"{best}\n", encoding="utf-8")
+        write_model_card(store.dir, best=best)  # Hub-ready: base model id, metrics, training details
         metric = cfg.evaluation.metric
         table = {r.model: r.value for r in rows if r.metric == metric}
         return {
