@@ -188,6 +188,8 @@ def train_student(
     from datasets import Dataset
     from transformers import set_seed
 
+    from distiller.training_callback import TrainProgressCallback
+
     if not triplets:
         raise ValueError("no triplets to train on: mining found none (see the mining stats)")
     t0 = time.perf_counter()
@@ -221,6 +223,7 @@ def train_student(
         args=_args(cfg, checkpoint_dir, seed, device, len(data)),
         train_dataset=data,
         loss=_loss(model, cfg),
+        callbacks=[TrainProgressCallback(f"training {Path(output_dir).name}")],
     )
     if resume:
         logger.info("resuming training from %s", resume)
