@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distiller.config_docs import update_readme  # noqa: E402
+from distiller.config_docs import update_readme
 
 if __name__ == "__main__":
     readme = Path(__file__).resolve().parents[1] / "README.md"
