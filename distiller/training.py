@@ -187,6 +187,7 @@ def train_student(
     """Train `base` (previous iteration's folder or the student) on `triplets`; write `output_dir`."""
     from datasets import Dataset
     from transformers import set_seed
+    from transformers.trainer_callback import PrinterCallback
 
     from distiller.training_callback import TrainProgressCallback
 
@@ -225,6 +226,7 @@ def train_student(
         loss=_loss(model, cfg),
         callbacks=[TrainProgressCallback(f"training {Path(output_dir).name}")],
     )
+    trainer.remove_callback(PrinterCallback)  # progress comes from TrainProgressCallback, not print(logs)
     if resume:
         logger.info("resuming training from %s", resume)
     out = trainer.train(resume_from_checkpoint=resume)

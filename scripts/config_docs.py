@@ -1,7 +1,7 @@
 """Regenerate README.md's "Configuration" section from distiller.config.DistillConfig.
 
-    python scripts/config_docs.py           # rewrite the section
-    python scripts/config_docs.py --check   # exit 1 when README.md and the model disagree (CI)
+python scripts/config_docs.py           # rewrite the section
+python scripts/config_docs.py --check   # exit 1 when README.md and the model disagree (CI)
 """
 
 from __future__ import annotations
