@@ -73,6 +73,24 @@ def group_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in _METRIC_KEYS]
 
 
+def metric_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """One dict per (group, model) with the metrics as keys in METRIC_ORDER: the evaluate stage's table
+    (Prefect artifact), base and BM25 first."""
+    groups = group_columns(frame)
+    metrics = ordered_metrics(frame["metric"])
+    order = {"base": 0, "bm25": 1}
+    rows = []
+    for key, part in frame.groupby([*groups, "model"], sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        values = dict(zip(part["metric"], part["value"], strict=True))
+        row: dict[str, Any] = dict(zip([*groups, "model"], (str(k) for k in key), strict=True))
+        row.update({m: round(float(values[m]), 4) for m in metrics if m in values})
+        row["queries"] = int(part["n_queries"].max())
+        rows.append(row)
+    rows.sort(key=lambda r: ([str(r[g]) for g in groups], order.get(r["model"], 2)))
+    return rows
+
+
 def _model_label(model: str, best: str | None, base_name: str) -> str:
     if model == "bm25":
         return "BM25"
@@ -280,6 +298,7 @@ def write_model_card(run_dir: Path | str, **kwargs: Any) -> Path:
 
 __all__ = [
     "base_hub_id",
+    "metric_rows",
     "metric_sort_key",
     "model_index",
     "ordered_metrics",

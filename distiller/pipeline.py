@@ -620,11 +620,14 @@ def summary_markdown(store: RunStore) -> str:
     if metrics.is_file():
         import pandas as pd
 
-        df = pd.read_parquet(metrics).pivot_table(index="model", columns="metric", values="value")
+        from distiller.modelcard import metric_rows
+
+        rows = metric_rows(pd.read_parquet(metrics))
+        cols = list(dict.fromkeys(k for r in rows for k in r))  # model (and any label), MRR@1, ..., nDCG@10
         lines += ["", "## Retrieval metrics (held-out queries)", ""]
-        lines.append("| model | " + " | ".join(df.columns) + " |")
-        lines.append("|---" * (len(df.columns) + 1) + "|")
-        lines += [f"| {m} | " + " | ".join(f"{v:.4f}" for v in row) + " |" for m, row in df.iterrows()]
+        lines.append("| " + " | ".join(cols) + " |")
+        lines.append("|---" * len(cols) + "|")
+        lines += ["| " + " | ".join(f"{r.get(c, '')}" for c in cols) + " |" for r in rows]
     skipped = store.manifest().get("skipped_inputs", [])
     if skipped:
         lines += ["", f"## Skipped inputs ({len(skipped)})", ""]

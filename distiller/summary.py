@@ -224,7 +224,9 @@ def _stages_table(view: RunView) -> Table:
 def _metrics_table(view: RunView) -> Table | None:
     if not view.metrics:
         return None
-    metrics = list(dict.fromkeys(m.metric for m in view.metrics))
+    from distiller.modelcard import ordered_metrics
+
+    metrics = ordered_metrics(m.metric for m in view.metrics)
     models = sorted({m.model for m in view.metrics}, key=lambda m: (m != "bm25", m != "base", m))
     value = {(m.model, m.metric): m.value for m in view.metrics}
     n = max(m.n_queries for m in view.metrics)

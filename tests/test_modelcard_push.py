@@ -166,3 +166,19 @@ def test_push_refuses_without_token_or_with_a_bad_repo_id(
     with pytest.raises(DistillError, match="no trained model"):
         push_run(make_run(tmp_path, "untrained"), "acme/x", token="t", api=hub)
     assert hub.repos == []
+
+
+def test_metric_rows_for_the_evaluate_artifact_are_in_order() -> None:
+    from distiller.modelcard import metric_rows
+
+    names = ["MRR@10", "nDCG@10", "MRR@1", "Recall@5", "MRR@5"]
+    frame = pd.DataFrame(
+        [
+            {"model": m, "iteration": 0, "metric": n, "value": 0.5, "n_queries": 7}
+            for m in ("iter1", "bm25", "base")
+            for n in names
+        ]
+    )
+    rows = metric_rows(frame)
+    assert [r["model"] for r in rows] == ["base", "bm25", "iter1"]
+    assert list(rows[0]) == ["model", "MRR@1", "MRR@5", "MRR@10", "Recall@5", "nDCG@10", "queries"]
