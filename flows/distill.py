@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel
 
 from distiller import pipeline
 from distiller.config import DistillConfig, ExportFormat
@@ -31,23 +32,34 @@ from tasks.stages import (
     validate_task,
 )
 
+QUICK_FIELDS = {
+    "input_paths": "input.paths",
+    "run_name": "run_name",
+    "teacher_provider": "teacher.provider",
+    "teacher_model": "teacher.model",
+    "budget_usd": "budget.run_usd",
+    "iterations": "mining.iterations",
+    "formats": "export.formats",
+}
+"""The distill flow's first-screen parameters -> the config setting each one stands for."""
+
 
 @flow(name="distill", log_prints=True)
 def distill(
-    input_paths: list[str] | None = None,
-    run_name: str | None = None,
-    teacher_provider: Literal["offline", "openai", "anthropic"] | None = None,
-    teacher_model: str | None = None,
-    budget_usd: float | None = None,
-    iterations: int | None = None,
-    formats: list[ExportFormat] | None = None,
+    input_paths: list[str] = [],  # noqa: B006 - Prefect shows the default; it is never mutated
+    run_name: str = "",
+    teacher_provider: Literal["offline", "openai", "anthropic"] = "offline",
+    teacher_model: str = "gpt-4o-mini",
+    budget_usd: float = 5.0,
+    iterations: int = 1,
+    formats: list[ExportFormat] = ["jsonl"],  # noqa: B006
     config: DistillConfig = DistillConfig(),
     command: str | None = None,
 ) -> dict:
     """Distill a corpus into training data and a domain-adapted retrieval model.
 
-    The first fields are the ones most runs change; each one given replaces the same setting in
-    `config`, which holds every setting with its default.
+    The first fields are the ones most runs change, with the config's defaults; each one changed from
+    its default replaces the same setting in `config`, which holds every setting.
 
     Args:
         input_paths: Documents: files, folders or glob patterns (config.input.paths).
@@ -61,18 +73,8 @@ def distill(
         config: Every setting of the run, with its default (see README, Configuration).
         command: The command line that started the run, recorded in the data cards; empty from the UI.
     """
-    config = with_quick_fields(
-        config,
-        {
-            "input.paths": input_paths,
-            "run_name": run_name,
-            "teacher.provider": teacher_provider,
-            "teacher.model": teacher_model,
-            "budget.run_usd": budget_usd,
-            "mining.iterations": iterations,
-            "export.formats": formats,
-        },
-    )
+    given = locals()
+    config = with_quick_fields(config, {QUICK_FIELDS[k]: given[k] for k in QUICK_FIELDS})
     store = pipeline.open_store(config)
     # Stages run on the flow's task runner (threads, or Dask: config.runner); training may run as a
     # deployment on a GPU work pool (config.training.deployment).
@@ -96,11 +98,20 @@ def distill(
     return {"run_dir": str(store.dir), "stages": {k: v.status for k, v in store.stage_results().items()}}
 
 
+def _setting(config: BaseModel, dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
 def with_quick_fields(config: DistillConfig, values: dict[str, Any]) -> DistillConfig:
-    """`config` with each given (not None) dotted setting replaced, validated as a whole."""
+    """`config` with each dotted setting replaced by its value there, unless the value is empty or the
+    setting's default (then the config's own value stands), validated as a whole."""
+    defaults = DistillConfig.model_construct()
     data = config.model_dump()
     for dotted, value in values.items():
-        if value is None:
+        if value is None or value == "" or value == [] or value == _setting(defaults, dotted):
             continue
         *parents, leaf = dotted.split(".")
         node = data

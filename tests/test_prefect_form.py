@@ -98,16 +98,27 @@ def test_distill_form_choices_defaults_and_first_screen() -> None:
     assert list(cfg["properties"])[:4] == ["input", "run_name", "teacher", "budget"]
 
 
-def test_quick_fields_replace_the_config_settings() -> None:
-    from distiller.config import DistillConfig
-    from flows.distill import with_quick_fields
+def test_quick_fields_show_the_config_defaults_and_replace_only_when_changed() -> None:
+    import inspect
 
+    from distiller.config import DistillConfig
+    from flows.distill import QUICK_FIELDS, _setting, distill, with_quick_fields
+
+    defaults = DistillConfig()
+    params = inspect.signature(distill.fn).parameters
+    for name, dotted in QUICK_FIELDS.items():
+        shown = params[name].default
+        assert shown in ("", []) or shown == _setting(defaults, dotted), name
+
+    base = DistillConfig(mining={"iterations": 3}, teacher={"provider": "openai"})
+    # left at their defaults, the quick fields keep what the config says
+    same = with_quick_fields(base, {d: params[n].default for n, d in QUICK_FIELDS.items()})
+    assert same is base
     cfg = with_quick_fields(
-        DistillConfig(mining={"iterations": 1}),
-        {"mining.iterations": 3, "export.formats": ["ntuple"], "run_name": None, "input.paths": ["docs"]},
+        base, {"mining.iterations": 2, "export.formats": ["ntuple"], "run_name": "", "input.paths": ["docs"]}
     )
-    assert (cfg.mining.iterations, cfg.export.formats, cfg.input.paths) == (3, ["ntuple"], ["docs"])
-    assert cfg.run_name is None
+    assert (cfg.mining.iterations, cfg.export.formats, cfg.input.paths) == (2, ["ntuple"], ["docs"])
+    assert cfg.run_name is None and cfg.teacher.provider == "openai"
     with pytest.raises(ValueError):
         with_quick_fields(DistillConfig(), {"mining.iterations": 0})
 
