@@ -29,6 +29,7 @@ from distiller.progress import Counter
 logger = logging.getLogger(__name__)
 
 Role = Literal["query", "document"]
+_ENCODING: dict[str, str] = {"query": "encoding queries", "document": "encoding documents"}
 
 QUERY_BATCH = 1024
 """Queries searched at once: their scores against one corpus block are QUERY_BATCH x CORPUS_BLOCK floats."""
@@ -68,7 +69,7 @@ def encode_dense(
     )
     step = batch_size * 16
     norm = _normalize(model)
-    counter = Counter(f"encoding {role}s", n, "texts")
+    counter = Counter(_ENCODING[role], n, "texts")
     for start in range(0, n, step):
         emb = _encode_batch(
             model,
@@ -91,7 +92,7 @@ def encode_sparse(model: Any, texts: Sequence[str], role: Role, batch_size: int)
 
     parts = []
     step = batch_size * 16
-    counter = Counter(f"encoding {role}s", len(texts), "texts")
+    counter = Counter(_ENCODING[role], len(texts), "texts")
     for start in range(0, len(texts), step):
         emb = _encode_batch(
             model, texts[start : start + step], role, batch_size, convert_to_sparse_tensor=True

@@ -31,16 +31,15 @@ class TrainProgressCallback(TrainerCallback):
         self.counter.update(int(state.global_step))  # a resumed training starts past 0
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
-        if logs and "loss" in logs:
+        if logs and "loss" in logs:  # not "train_loss": that is the average the trainer reports at the end
             self.loss = float(logs["loss"])
-        elif logs and "train_loss" in logs:
-            self.loss = float(logs["train_loss"])
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-        if self.counter is not None:
+        last = state.global_step >= (state.max_steps or 0)
+        if self.counter is not None and not last:  # the last step is reported by on_train_end, once
             self.counter.update(int(state.global_step), self.loss)
         now = time.monotonic()
-        if now - self._last_log >= self.log_every_s or self.loss is None:
+        if last or now - self._last_log >= self.log_every_s or self.loss is None:
             self._last_log = now
             control.should_log = True
         return control

@@ -50,3 +50,4 @@ def test_training_reports_each_step_with_loss(tmp_path: Path) -> None:
     assert steps[0] == 0 and steps[-1] == res.steps == 3 and steps == sorted(steps)
     assert {e.task for e in seen} == {"training iter1"} and all(e.total == 3 for e in seen)
     assert seen[-1].loss is not None and seen[-1].loss > 0
+    assert sum(e.finished for e in seen) == 1  # the end is reported once
