@@ -154,8 +154,9 @@ def model_index(frame: pd.DataFrame, best: str, model_name: str, dataset: dict[s
 
 
 def _training_lines(view: RunView) -> list[str]:
-    trains = {k: v for k, v in view.stages.items() if k.startswith("train_iter")}
     cfg = view.config_get
+    iterations = int(cfg("mining.iterations", 1))
+    trains = {f"train_iter{k}": view.stages.get(f"train_iter{k}") for k in range(1, iterations + 1)}
     loss = cfg("training.loss", "mnrl")
     loss_name = (
         "MultipleNegativesRankingLoss (mined hard negative + in-batch negatives)"
@@ -184,11 +185,13 @@ def _training_lines(view: RunView) -> list[str]:
         f"seed {cfg('seed', 13)}",
     ]
     for name, stage in trains.items():
+        if not stage:
+            continue
         d = stage.get("details") or {}
         loss_v = d.get("train_loss")
         lines.append(
             f"- {name}: {d.get('steps', '?')} steps on {d.get('device', '?')}"
-            + (f", final training loss {loss_v:.4f}" if isinstance(loss_v, float) else "")
+            + (f", mean training loss {loss_v:.4f}" if isinstance(loss_v, float) else "")
             + f", {d.get('triplets', '?')} triplets"
         )
     return lines
