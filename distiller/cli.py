@@ -397,7 +397,15 @@ def estimate(
         import json
 
         steps = [{"stage": st, "step": step, "requests": n} for st, step, n in plan.steps]
-        print(json.dumps({"steps": steps, "estimate": est.model_dump(mode="json")}, indent=2))
+        totals = {
+            "calls": est.calls,
+            "input_tokens": est.input_tokens,
+            "expected_cost_usd": est.expected_cost_usd,
+            "worst_case_usd": est.worst_case_usd,
+        }
+        print(
+            json.dumps({"steps": steps, "totals": totals, "estimate": est.model_dump(mode="json")}, indent=2)
+        )
         return
     _print_table(
         "Requests planned", ("stage", "step", "requests"), [(s, step, f"{n:,}") for s, step, n in plan.steps]

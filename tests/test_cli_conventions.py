@@ -82,3 +82,19 @@ def test_push_without_token_is_one_line(run: Path, monkeypatch: pytest.MonkeyPat
     res = runner.invoke(app, ["push", str(run), "--repo-id", "acme/demo"])
     assert res.exit_code == 2
     assert "HF_TOKEN is not set" in res.output and "Traceback" not in res.output
+
+
+def test_estimate_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from generation_responder import write_corpus
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-unused")
+    docs = write_corpus(tmp_path / "docs")
+    args = ["estimate", "-i", str(docs), "--runs-dir", str(tmp_path / "runs"), "--json"]
+    args += ["--teacher", "openai", "--model", "gpt-4o-mini"]  # sends nothing: no server needed
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout[res.stdout.index("{") :])  # after the ingest line (stderr in a terminal)
+    assert data["steps"] and all(s["requests"] > 0 for s in data["steps"])
+    assert data["totals"]["calls"] == sum(s["calls"] for s in data["estimate"]["stages"]) > 0
+    assert data["totals"]["worst_case_usd"] >= data["totals"]["expected_cost_usd"] > 0
+    assert data["estimate"]["run_budget_usd"] == 5.0
