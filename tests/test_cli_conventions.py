@@ -68,6 +68,10 @@ def test_cached_stage_shows_its_real_compute_time_and_cost(run: Path) -> None:
     figures = json.loads(runner.invoke(app, ["runs", str(run.parent), "--json"]).stdout)[0]
     assert figures["compute_seconds"] == pytest.approx(figures["seconds"] - 0.1 + 432.0)
     assert figures["cached_cost_usd"] == pytest.approx(0.0123)
+    from distiller.report import render_report
+
+    html = render_report(run).read_text(encoding="utf-8")
+    assert "cached; computed in 7m12s for $0.0123" in html
 
 
 def test_push_without_token_is_one_line(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
