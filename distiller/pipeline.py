@@ -41,7 +41,7 @@ VERSIONS = {
     "mine": "2",
     "train": "1",
     "evaluate": "2",
-    "export": "1",
+    "export": "2",
     "report": "1",
 }
 
