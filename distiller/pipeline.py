@@ -42,7 +42,7 @@ VERSIONS = {
     "train": "1",
     "evaluate": "2",
     "export": "2",
-    "report": "1",
+    "report": "2",
 }
 
 STAGES = ("ingest", "generate", "mine", "train", "evaluate", "export", "report")
