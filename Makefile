@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12
 export HF_HUB_DISABLE_TELEMETRY := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup demo test lint system-deps bench clean
+.PHONY: setup demo test lint docs system-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ system-deps:
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) scripts/config_docs.py --check
+
+# README.md's Configuration section, regenerated from distiller/config.py.
+docs: setup
+	$(PY) scripts/config_docs.py
 
 test: setup system-deps lint
 	$(VENV)/bin/pytest -q -ra

@@ -37,7 +37,9 @@ ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="YAML config file (see README, 'Configuration'). Flags override it."),
 ]
-RunsDirOpt = Annotated[str | None, typer.Option("--runs-dir", help="Folder of run folders [default: runs].")]
+RunsDirOpt = Annotated[
+    str | None, typer.Option("--runs-dir", help="Folder of run folders \\[default: runs].")
+]
 DomainOpt = Annotated[
     str | None, typer.Option(help="Bootstrap mode (no documents): the domain, e.g. legal, 'maritime law'.")
 ]
@@ -62,11 +64,11 @@ InputPriceOpt = Annotated[
 ]
 OutputPriceOpt = Annotated[
     float | None,
-    typer.Option(help="Teacher's output price, USD per million tokens [default: the price library's]."),
+    typer.Option(help="Teacher's output price, USD per million tokens \\[default: the price library's]."),
 ]
 BudgetOpt = Annotated[
     float | None,
-    typer.Option("--budget", help="Hard cap on the run's LLM spend in USD [default: 5]; 0 sends nothing."),
+    typer.Option("--budget", help="Hard cap on the run's LLM spend in USD \\[default: 5]; 0 sends nothing."),
 ]
 BudgetPolicyOpt = Annotated[
     str | None,
@@ -129,6 +131,30 @@ def _run_with_prefect(cfg: Any, command: str) -> Path:
                 )
             )
     raise AssertionError("unreachable")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from distiller import __version__
+
+        out.print(f"domain-distiller {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    # Before any library loads: their own progress bars and load reports would interleave with ours.
+    from distiller.progress import quiet_libraries
+
+    quiet_libraries()
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of tables.")]
 
 
 def _prefect_env(runs_dir: str) -> None:
@@ -209,19 +235,21 @@ def run(
     ] = None,
     config: ConfigOpt = None,
     run_name: Annotated[
-        str | None, typer.Option(help="Run folder name [default: from the input's name].")
+        str | None, typer.Option(help="Run folder name \\[default: from the input's name].")
     ] = None,
     runs_dir: RunsDirOpt = None,
     seed: Annotated[
-        int | None, typer.Option(help="Seed for sampling, splits and training [default: 13].")
+        int | None, typer.Option(help="Seed for sampling, splits and training \\[default: 13].")
     ] = None,
     qa_file: Annotated[
         str | None, typer.Option(help="Labeled mode: your own Q&A pairs (JSON, JSONL, CSV, Parquet).")
     ] = None,
     question_column: Annotated[
-        str | None, typer.Option(help="Labeled mode: question column [question].")
+        str | None, typer.Option(help="Labeled mode: question column \\[default: question].")
     ] = None,
-    answer_column: Annotated[str | None, typer.Option(help="Labeled mode: answer column [answer].")] = None,
+    answer_column: Annotated[
+        str | None, typer.Option(help="Labeled mode: answer column \\[default: answer].")
+    ] = None,
     group_column: Annotated[
         str | None, typer.Option(help="Labeled mode: split train/test by this column (topic, document).")
     ] = None,
@@ -246,16 +274,18 @@ def run(
     student: Annotated[
         str | None,
         typer.Option(
-            help="sentence-transformers name or path [default: packaged all-MiniLM-L6-v2]; 'splade' or "
+            help="sentence-transformers name or path \\[default: packaged all-MiniLM-L6-v2]; 'splade' or "
             "'splade:<name or path>' for a sparse SPLADE student."
         ),
     ] = None,
-    iterations: Annotated[int | None, typer.Option(help="Mine-and-train iterations [default: 1].")] = None,
-    epochs: Annotated[float | None, typer.Option(help="Training epochs per iteration [default: 1].")] = None,
-    chunk_size: Annotated[int | None, typer.Option(help="Chunk size in tokens [default: 200].")] = None,
+    iterations: Annotated[int | None, typer.Option(help="Mine-and-train iterations \\[default: 1].")] = None,
+    epochs: Annotated[
+        float | None, typer.Option(help="Training epochs per iteration \\[default: 1].")
+    ] = None,
+    chunk_size: Annotated[int | None, typer.Option(help="Chunk size in tokens \\[default: 200].")] = None,
     export_format: Annotated[
         list[str] | None,
-        typer.Option("--format", "-f", help="Export format(s) [default: jsonl]. Repeatable."),
+        typer.Option("--format", "-f", help="Export format(s) \\[default: jsonl]. Repeatable."),
     ] = None,
     no_prefect: Annotated[
         bool, typer.Option("--no-prefect", help="Run the stages in-process without Prefect.")
@@ -306,15 +336,18 @@ def run(
     _announce_budget(cfg)
     if cfg.teacher.offline and not cfg.input.qa_file:
         console.print(
-            "[yellow]No LLM configured[/]: using the offline teacher (inverse-cloze pseudo-queries). "
-            "Set [bold]--teacher openai --model <name>[/] (OPENAI_API_KEY) or [bold]--base-url[/] for a "
-            "local server to generate real questions."
+            "[yellow]No LLM configured[/]: using the offline teacher (inverse-cloze pseudo-queries: a "
+            "sentence of each chunk as the query). For real questions, Q&A pairs and contrastive negatives: "
+            "[bold]--teacher openai --model gpt-4o-mini[/] (OPENAI_API_KEY), [bold]--teacher anthropic "
+            "--model claude-...[/] (ANTHROPIC_API_KEY), or [bold]--teacher openai --base-url "
+            "http://localhost:8000/v1[/] for vLLM/Ollama/llama.cpp."
         )
+        _said_once("No LLM configured")
     command = "distill " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     _live_stages()
     t0 = time.perf_counter()
     try:
-        with _llm_progress_lines():
+        with _llm_progress_lines(), _work_progress():
             if no_prefect:
                 from distiller.pipeline import run_pipeline
 
@@ -325,14 +358,6 @@ def run(
     except DistillError as e:
         _fail(e)
     _print_status(run_dir, title=f"Run finished in {time.perf_counter() - t0:.1f}s")
-    if cfg.teacher.offline and not cfg.input.qa_file:
-        console.print(
-            "[yellow]note:[/] no LLM was configured, so the queries are inverse-cloze pseudo-queries. "
-            "For real "
-            "questions, Q&A pairs and contrastive negatives: [bold]--teacher openai --model gpt-4o-mini[/] "
-            "(OPENAI_API_KEY), [bold]--teacher anthropic --model claude-...[/] (ANTHROPIC_API_KEY), or "
-            "[bold]--teacher openai --base-url http://localhost:8000/v1[/] for vLLM/Ollama/llama.cpp."
-        )
 
 
 @app.command()
@@ -341,10 +366,10 @@ def ingest(
     config: ConfigOpt = None,
     run_name: Annotated[str | None, typer.Option(help="Run folder name.")] = None,
     runs_dir: RunsDirOpt = None,
-    chunk_size: Annotated[int | None, typer.Option(help="Chunk size in tokens [default: 200].")] = None,
-    overlap: Annotated[float | None, typer.Option(help="Chunk overlap, a fraction [default: 0.1].")] = None,
+    chunk_size: Annotated[int | None, typer.Option(help="Chunk size in tokens \\[default: 200].")] = None,
+    overlap: Annotated[float | None, typer.Option(help="Chunk overlap, a fraction \\[default: 0.1].")] = None,
     encoding: Annotated[
-        str | None, typer.Option(help="Text encoding of .txt/.md/.html [default: utf-8].")
+        str | None, typer.Option(help="Text encoding of .txt/.md/.html \\[default: utf-8].")
     ] = None,
 ) -> None:
     """Read and chunk documents into runs/<run-name>/chunks.parquet (no model training).
@@ -387,7 +412,7 @@ def estimate(
     ] = None,
     config: ConfigOpt = None,
     run_name: Annotated[
-        str | None, typer.Option(help="Run folder name [default: from the input's name].")
+        str | None, typer.Option(help="Run folder name \\[default: from the input's name].")
     ] = None,
     runs_dir: RunsDirOpt = None,
     domain: DomainOpt = None,
@@ -400,6 +425,7 @@ def estimate(
     budget: BudgetOpt = None,
     input_price: InputPriceOpt = None,
     output_price: OutputPriceOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """What a run's LLM stages will cost, before anything is spent: calls, tokens, expected and worst-case
     USD per stage against its budget. Sends no LLM call. Document mode chunks the input first (the ingest
@@ -443,6 +469,20 @@ def estimate(
     except DistillError as e:
         _fail(e)
     est.notes += plan.notes
+    if json_out:
+        import json
+
+        steps = [{"stage": st, "step": step, "requests": n} for st, step, n in plan.steps]
+        totals = {
+            "calls": est.calls,
+            "input_tokens": est.input_tokens,
+            "expected_cost_usd": est.expected_cost_usd,
+            "worst_case_usd": est.worst_case_usd,
+        }
+        print(
+            json.dumps({"steps": steps, "totals": totals, "estimate": est.model_dump(mode="json")}, indent=2)
+        )
+        return
     _print_table(
         "Requests planned", ("stage", "step", "requests"), [(s, step, f"{n:,}") for s, step, n in plan.steps]
     )
@@ -459,24 +499,44 @@ def estimate(
 @app.command()
 def status(
     run: Annotated[Path, typer.Argument(help="A run folder, e.g. runs/medquad-mini.")],
+    json_out: JsonOpt = False,
 ) -> None:
     """Show a run's stages (status, rows, time, cost), key figures and metrics.
 
-    Example:  distill status runs/medquad-mini
+    Examples:
+
+      distill status runs/medquad-mini
+
+      distill status runs/medquad-mini --json | jq .figures.best_value
     """
     if not (run / "manifest.json").is_file():
         _fail(DistillError(f"{run}: not a run folder (no manifest.json)"))
+    if json_out:
+        from distiller.summary import status_json
+
+        print(status_json(run))
+        return
     _print_status(run, title=f"Run {run.name}")
 
 
 @app.command()
-def runs(runs_dir: Annotated[Path, typer.Argument(help="Folder of run folders.")] = Path("runs")) -> None:
+def runs(
+    runs_dir: Annotated[Path, typer.Argument(help="Folder of run folders.")] = Path("runs"),
+    json_out: JsonOpt = False,
+) -> None:
     """List the runs in a folder with their state and key figures.
 
-    Example:  distill runs runs/
-    """
-    from distiller.summary import runs_table
+    Examples:
 
+      distill runs runs/
+
+      distill runs --json
+    """
+    from distiller.summary import runs_json, runs_table
+
+    if json_out:
+        print(runs_json(runs_dir))
+        return
     out.print(runs_table(runs_dir))
 
 
@@ -488,18 +548,26 @@ def export(
         typer.Option(
             "--format",
             "-f",
-            help="jsonl, json, csv, tsv, splade, triplets, alpaca, sharegpt, hf (repeat or comma-separate).",
+            help="jsonl, json, csv, tsv, alpaca, sharegpt (Q&A); triplets, ntuple, triplets-full, splade "
+            "(retrieval); hf (all, load_from_disk). Repeat or comma-separate.",
         ),
     ] = ["jsonl"],  # noqa: B006 - typer reads the default
     split: Annotated[
         bool, typer.Option("--split", help="Re-split by document with the ratios below.")
     ] = False,
     train_ratio: Annotated[float, typer.Option("--train-ratio", help="Share of documents for train.")] = 0.8,
-    val_ratio: Annotated[float, typer.Option("--val-ratio", help="Share of documents for val.")] = 0.1,
-    seed: Annotated[int | None, typer.Option(help="Split seed [default: the run's seed].")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="[default: RUN/exports]")] = None,
+    val_ratio: Annotated[float, typer.Option("--val-ratio", help="Share of documents for validation.")] = 0.1,
+    seed: Annotated[int | None, typer.Option(help="Split seed \\[default: the run's seed].")] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder the formats go into, one subfolder each \\[default: RUN/exports]. A folder holds "
+            "one split: formats already there are written again when the split changes.",
+        ),
+    ] = None,
     unvalidated: Annotated[
-        str | None, typer.Option(help="keep | drop rows no judge checked [default: the run's policy].")
+        str | None, typer.Option(help="keep | drop rows no judge checked \\[default: the run's policy].")
     ] = None,
 ) -> None:
     """Export a run's approved data in the formats trainers read, split by source document.
@@ -556,6 +624,45 @@ def report(run: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
         out.print(f"report: {render_report(run)}")
     except DistillError as e:
         _fail(e)
+
+
+@app.command()
+def push(
+    run: Annotated[Path, typer.Argument(help="A run folder, e.g. runs/medquad-mini.")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Model repository on the Hub, ORG/NAME.")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repositories private.")] = False,
+    dataset_repo_id: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset-repo-id", help="Also publish RUN/exports as this dataset repository, ORG/NAME."
+        ),
+    ] = None,
+    license: Annotated[
+        str | None,
+        typer.Option(help="Licence id for the model card \\[default: the base model's, when known]."),
+    ] = None,
+) -> None:
+    """Publish the run's best model (with its Hub-ready card) and, with --dataset-repo-id, its exports
+    (with a dataset card whose configs load each format) to the Hugging Face Hub.
+
+    The token comes from HF_TOKEN (a write token); HF_ENDPOINT points at another Hub.
+
+    Examples:
+
+      HF_TOKEN=hf_... distill push runs/medquad-mini --repo-id acme/medquad-minilm
+
+      distill push runs/medquad-mini --repo-id acme/medquad-minilm --dataset-repo-id acme/medquad-data \\
+        --private
+    """
+    from distiller.push import push_run
+
+    try:
+        res = push_run(run, repo_id, private=private, dataset_repo_id=dataset_repo_id, license=license)
+    except DistillError as e:
+        _fail(e)
+    out.print(f"model: {res.model_url} ({len(res.files[repo_id])} files)")
+    if res.dataset_url and dataset_repo_id:
+        out.print(f"dataset: {res.dataset_url} ({len(res.files[dataset_repo_id])} files)")
 
 
 def _set_generation(
@@ -773,8 +880,82 @@ def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...
     out.print(t)
 
 
+class _DropRepeats(logging.Filter):
+    """Drops log records that start with a notice the CLI has already printed."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+def _said_once(prefix: str) -> None:
+    """The CLI said it: the pipeline's log line with the same notice would repeat it."""
+    logging.getLogger("distiller").addFilter(_DropRepeats(prefix))
+
+
+@contextlib.contextmanager
+def _work_progress(every_s: float = 10.0) -> Iterator[None]:
+    """Training steps (loss, ETA) and encoding as rich progress bars on a terminal; as a line every
+    `every_s` seconds (and at the end of each task) when the output is a log."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from distiller.progress import WorkEvent, work_sink
+
+    if not console.is_terminal:
+        last: dict[str, float] = {}
+
+        def line(ev: WorkEvent) -> None:
+            now = time.monotonic()
+            if ev.finished or now - last.get(ev.task, -1e9) >= every_s:
+                last[ev.task] = now
+                console.print(f"  [dim]{ev.line()}[/]")
+
+        with work_sink(line):
+            yield
+        return
+
+    progress = Progress(
+        TextColumn("  {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[unit]}"),
+        TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    tasks: dict[str, Any] = {}
+
+    def bar(ev: WorkEvent) -> None:
+        loss = f"loss {ev.loss:.4f}" if ev.loss is not None else ""
+        if ev.task not in tasks:
+            tasks[ev.task] = progress.add_task(ev.task, total=ev.total, unit=ev.unit, loss=loss)
+        progress.update(tasks[ev.task], completed=ev.done, total=ev.total, loss=loss)
+        if ev.finished:  # leave one line behind, drop the bar
+            progress.remove_task(tasks.pop(ev.task))
+            if ev.unit == "steps":
+                progress.console.print(f"  [dim]{ev.line()}[/]")
+
+    with progress, work_sink(bar):
+        yield
+
+
 def _live_stages() -> None:
     """One line per stage as it starts and ends, so a long run shows where it is."""
+    from rich.markup import escape
+
     from distiller.store import add_stage_listener
 
     icons = {
@@ -789,11 +970,16 @@ def _live_stages() -> None:
         if r.status == "running":
             console.print(f"{icons['running']} {r.stage} …")
         else:
+            from distiller.summary import stage_status_text
+
             # A failure's message comes once, as the command's last line (or with its traceback).
-            note = f": {r.message}" if r.message and r.status != "failed" else ""
-            console.print(
-                f"{icons.get(r.status, '?')} {r.stage} [dim]{r.status} in {r.seconds:.1f}s[/]{note}"
+            note = f": {escape(r.message)}" if r.message and r.status != "failed" else ""
+            when = (
+                stage_status_text(r.model_dump())
+                if r.status == "cached"
+                else f"{r.status} in {r.seconds:.1f}s"
             )
+            console.print(f"{icons.get(r.status, '?')} {r.stage} [dim]{when}[/]{note}")
 
     add_stage_listener(show)
 

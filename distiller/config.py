@@ -39,29 +39,56 @@ class Section(BaseModel):
 
 
 class InputConfig(Section):
+    """What to distill: documents (document mode) or your own Q&A pairs (labeled mode)."""
+
     paths: list[str] = Field(
-        default_factory=list,
+        default=[],
+        title="Documents",
         description="Files, folders or glob patterns of .txt, .md, .pdf, .html, .jsonl documents.",
     )
     qa_file: str | None = Field(
-        default=None, description="Labeled mode: a JSON/JSONL/CSV/Parquet file of question/answer pairs."
+        default=None,
+        title="Q&A file",
+        description="Labeled mode: a JSON/JSONL/CSV/Parquet file of question/answer pairs.",
     )
-    question_column: str = "question"
-    answer_column: str = "answer"
+    question_column: str = Field(
+        default="question", title="Question column", description="Labeled mode: the column of questions."
+    )
+    answer_column: str = Field(
+        default="answer", title="Answer column", description="Labeled mode: the column of answers."
+    )
     group_column: str | None = Field(
-        default=None, description="Labeled mode: split train/test by this column (topic or document)."
+        default=None,
+        title="Group column",
+        description="Labeled mode: split train/test by this column (topic or document).",
     )
-    jsonl_text_field: str = Field(default="text", description="Field holding the text in .jsonl documents.")
-    jsonl_id_field: str | None = Field(default=None, description="Field holding a document id in .jsonl.")
-    encoding: str = Field(default="utf-8", description="Text encoding of .txt/.md/.html files.")
+    jsonl_text_field: str = Field(
+        default="text", title="JSONL text field", description="Field holding the text in .jsonl documents."
+    )
+    jsonl_id_field: str | None = Field(
+        default=None, title="JSONL id field", description="Field holding a document id in .jsonl."
+    )
+    encoding: str = Field(
+        default="utf-8", title="Text encoding", description="Text encoding of .txt/.md/.html files."
+    )
 
 
 class ChunkingConfig(Section):
-    chunk_size: int = Field(default=200, ge=16, le=8192, description="Maximum chunk length in tokens.")
-    overlap: float = Field(default=0.1, ge=0.0, lt=1.0, description="Overlap between chunks, a fraction.")
-    min_tokens: int = Field(default=8, ge=1, description="Chunks shorter than this are dropped (counted).")
+    """How documents are cut into passages."""
+
+    chunk_size: int = Field(
+        default=200, ge=16, le=8192, title="Chunk size", description="Maximum chunk length in tokens."
+    )
+    overlap: float = Field(
+        default=0.1, ge=0.0, lt=1.0, title="Overlap", description="Overlap between chunks, a fraction."
+    )
+    min_tokens: int = Field(
+        default=8, ge=1, title="Minimum tokens", description="Chunks shorter than this are dropped (counted)."
+    )
     tokenizer: str | None = Field(
-        default=None, description="Tokenizer name or path; default: the student's own tokenizer."
+        default=None,
+        title="Tokenizer",
+        description="Tokenizer name or path; default: the student's own tokenizer.",
     )
 
 
@@ -71,28 +98,76 @@ class LLMConfig(Section):
 
     provider: Literal["offline", "openai", "anthropic"] = Field(
         default="offline",
+        title="Provider",
         description="'offline' needs no LLM (inverse-cloze pseudo-queries); 'openai' also covers any "
         "OpenAI-compatible server (vLLM, Ollama, llama.cpp, DeepSeek, Together) via base_url.",
     )
-    model: str = "gpt-4o-mini"
-    base_url: str | None = None
+    model: str = Field(
+        default="gpt-4o-mini",
+        title="Model",
+        description="Model name as the provider knows it, e.g. gpt-4o-mini, claude-3-5-haiku-latest.",
+    )
+    base_url: str | None = Field(
+        default=None,
+        title="Base URL",
+        description="OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM, Ollama); "
+        "default: the provider's API.",
+    )
     api_key_env: str | None = Field(
         default=None,
+        title="API key variable",
         description="Environment variable holding the key (default OPENAI_API_KEY / ANTHROPIC_API_KEY).",
     )
-    api_key_secret_block: str | None = Field(default=None, description="Name of a Prefect Secret block.")
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
-    max_tokens: int = Field(default=1024, ge=1)
-    timeout_s: float = Field(default=60.0, gt=0)
-    max_concurrency: int = Field(default=16, ge=1)
-    requests_per_minute: int | None = Field(default=None, ge=1)
-    tokens_per_minute: int | None = Field(default=None, ge=1)
-    max_retries: int = Field(default=5, ge=0)
-    max_parse_retries: int = Field(default=2, ge=0, description="Re-asks after a malformed answer.")
-    input_price_per_mtok: float | None = Field(
-        default=None, ge=0, description="Override USD per million input tokens (self-hosted: 0)."
+    api_key_secret_block: str | None = Field(
+        default=None,
+        title="API key Secret block",
+        description="Name of a Prefect Secret block holding the key.",
     )
-    output_price_per_mtok: float | None = Field(default=None, ge=0)
+    temperature: float = Field(
+        default=0.7, ge=0.0, le=2.0, title="Temperature", description="Sampling temperature of the answers."
+    )
+    max_tokens: int = Field(
+        default=1024,
+        ge=1,
+        title="Max output tokens",
+        description="Cap on each answer's length (and its cost).",
+    )
+    timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        title="Timeout (s)",
+        description="Seconds before one request is given up and retried.",
+    )
+    max_concurrency: int = Field(
+        default=16, ge=1, title="Concurrent requests", description="Requests in flight at once."
+    )
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, title="Requests per minute", description="Rate limit; empty: none."
+    )
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, title="Tokens per minute", description="Rate limit on tokens; empty: none."
+    )
+    max_retries: int = Field(
+        default=5,
+        ge=0,
+        title="Retries",
+        description="Retries after a failed request (backoff, honouring Retry-After).",
+    )
+    max_parse_retries: int = Field(
+        default=2, ge=0, title="Parse retries", description="Re-asks after a malformed answer."
+    )
+    input_price_per_mtok: float | None = Field(
+        default=None,
+        ge=0,
+        title="Input price",
+        description="Override USD per million input tokens (self-hosted: 0); empty: the price table's.",
+    )
+    output_price_per_mtok: float | None = Field(
+        default=None,
+        ge=0,
+        title="Output price",
+        description="Override USD per million output tokens (self-hosted: 0); empty: the price table's.",
+    )
 
     @property
     def offline(self) -> bool:
@@ -100,10 +175,20 @@ class LLMConfig(Section):
 
 
 class BudgetConfig(Section):
-    run_usd: float = Field(default=5.0, ge=0, description="Hard cap on LLM spend for the whole run.")
-    generation_usd: float | None = Field(default=None, ge=0, description="Cap for generation stages.")
-    validation_usd: float | None = Field(default=None, ge=0, description="Cap for the judge.")
-    mining_usd: float | None = Field(default=None, ge=0, description="Cap for the false-negative judge.")
+    """Hard caps on LLM spend, in USD: a call that could pass a cap is never sent."""
+
+    run_usd: float = Field(
+        default=5.0, ge=0, title="Run budget (USD)", description="Hard cap on LLM spend for the whole run."
+    )
+    generation_usd: float | None = Field(
+        default=None, ge=0, title="Generation cap", description="Cap for generation stages; empty: none."
+    )
+    validation_usd: float | None = Field(
+        default=None, ge=0, title="Validation cap", description="Cap for the judge; empty: none."
+    )
+    mining_usd: float | None = Field(
+        default=None, ge=0, title="Mining cap", description="Cap for the false-negative judge; empty: none."
+    )
     policy: Literal["partial", "strict"] = Field(
         default="partial",
         title="Budget policy",
@@ -113,80 +198,175 @@ class BudgetConfig(Section):
     )
 
 
+NegativeStrategy = Literal[
+    "topical_shift",
+    "entity_substitution",
+    "temporal_variance",
+    "scope_mismatch",
+    "premise_alteration",
+    "perspective_shift",
+]
+
+
 class GenerationConfig(Section):
-    queries_per_chunk: int = Field(default=1, ge=1, le=20)
-    questions_per_chunk: int = Field(default=2, ge=0, le=20)
-    min_query_words: int = Field(default=5, ge=1, description="Offline teacher: shortest usable sentence.")
-    language: str = "en"
-    template: str | None = None
-    domain: str | None = Field(default=None, description="Bootstrap mode: a domain name, no documents.")
-    concepts: int = Field(default=50, ge=1)
-    contrastive: bool = True
-    negatives_per_query: int = Field(default=2, ge=0, le=10)
-    dedup_threshold: float = Field(default=0.95, gt=0, le=1.0)
+    """What the teacher writes: queries, Q&A pairs, contrastive negatives; bootstrap mode's concepts."""
+
+    queries_per_chunk: int = Field(
+        default=1, ge=1, le=20, title="Queries per chunk", description="Search queries written per chunk."
+    )
+    questions_per_chunk: int = Field(
+        default=2, ge=0, le=20, title="Q&A pairs per chunk", description="Question/answer pairs per chunk."
+    )
+    min_query_words: int = Field(
+        default=5, ge=1, title="Minimum query words", description="Offline teacher: shortest usable sentence."
+    )
+    language: str = Field(
+        default="en",
+        title="Language",
+        description="Language of the generated data: en, de, es, fr, or your own (distill languages).",
+    )
+    template: str | None = Field(
+        default=None,
+        title="Domain template",
+        description="Domain template (distill templates); default: the domain's own, else general.",
+    )
+    domain: str | None = Field(
+        default=None, title="Domain", description="Bootstrap mode: a domain name, no documents."
+    )
+    concepts: int = Field(default=50, ge=1, title="Concepts", description="Bootstrap: concepts to generate.")
+    contrastive: bool = Field(
+        default=True,
+        title="Contrastive negatives",
+        description="Negatives by the six contrastive strategies, or plainly related passages.",
+    )
+    negatives_per_query: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        title="Negatives per query",
+        description="Contrastive negatives written per query.",
+    )
+    dedup_threshold: float = Field(
+        default=0.95,
+        gt=0,
+        le=1.0,
+        title="Dedup threshold",
+        description="Queries this similar (0-1) to an earlier one are dropped as duplicates.",
+    )
     templates_dir: str | None = Field(
-        default=None, description="A folder of your own domains/*.yaml and languages/*.yaml templates."
+        default=None,
+        title="Templates folder",
+        description="A folder of your own domains/*.yaml and languages/*.yaml templates.",
     )
-    concepts_per_call: int = Field(default=20, ge=1, le=100, description="Bootstrap: concepts per request.")
+    concepts_per_call: int = Field(
+        default=20, ge=1, le=100, title="Concepts per call", description="Bootstrap: concepts per request."
+    )
     relationships_per_call: int = Field(
-        default=5, ge=0, le=50, description="Bootstrap: relationships asked among each batch of concepts."
+        default=5,
+        ge=0,
+        le=50,
+        title="Relationships per call",
+        description="Bootstrap: relationships asked among each batch of concepts.",
     )
-    queries_per_concept: int = Field(default=2, ge=1, le=20)
-    positives_per_query: int = Field(default=1, ge=1, le=5, description="Bootstrap: documents answering.")
-    negative_strategies: (
-        list[
-            Literal[
-                "topical_shift",
-                "entity_substitution",
-                "temporal_variance",
-                "scope_mismatch",
-                "premise_alteration",
-                "perspective_shift",
-            ]
-        ]
-        | None
-    ) = Field(
-        default=None, min_length=1, description="Contrastive negatives' strategies, in turn; None: all six."
+    queries_per_concept: int = Field(
+        default=2,
+        ge=1,
+        le=20,
+        title="Queries per concept",
+        description="Bootstrap: queries written per concept.",
+    )
+    positives_per_query: int = Field(
+        default=1, ge=1, le=5, title="Positives per query", description="Bootstrap: documents answering."
+    )
+    negative_strategies: list[NegativeStrategy] | None = Field(
+        default=None,
+        min_length=1,
+        title="Negative strategies",
+        description="Contrastive negatives' strategies, in turn; empty: all six.",
     )
     document_negatives: bool = Field(
         default=False,
+        title="Document-mode negatives",
         description="Document mode: also write contrastive negatives per query (kept as generated triplets).",
     )
     complexity_mix: dict[str, float] | None = Field(
-        default=None, description="Override the template's, e.g. {simple: 1, intermediate: 2, complex: 1}."
+        default=None,
+        title="Complexity mix",
+        description="Override the template's, e.g. {simple: 1, intermediate: 2, complex: 1}.",
     )
-    query_types: dict[str, float] | None = Field(default=None, description="Override the template's mix.")
-    length_mix: dict[str, float] | None = Field(default=None, description="Override the template's mix.")
+    query_types: dict[str, float] | None = Field(
+        default=None, title="Query types", description="Override the template's mix of query types."
+    )
+    length_mix: dict[str, float] | None = Field(
+        default=None, title="Length mix", description="Override the template's mix of query lengths."
+    )
 
 
 class ValidationConfig(Section):
-    enabled: bool = True
-    sample_rate: float = Field(default=0.2, ge=0.0, le=1.0)
-    judge: LLMConfig | None = Field(default=None, description="Default: the teacher's endpoint.")
-    unvalidated_policy: Literal["keep", "drop"] = "keep"
+    """The judge: a sample of the generated pairs is checked by an LLM."""
+
+    enabled: bool = Field(default=True, title="Validate", description="Judge a sample of the generated data.")
+    sample_rate: float = Field(
+        default=0.2, ge=0.0, le=1.0, title="Sample rate", description="Share of the Q&A pairs judged."
+    )
+    judge: LLMConfig | None = Field(
+        default=None, title="Judge", description="The judge's endpoint; empty: the teacher's."
+    )
+    unvalidated_policy: Literal["keep", "drop"] = Field(
+        default="keep",
+        title="Unjudged pairs",
+        description="Export pairs the judge did not sample ('keep') or only approved ones ('drop').",
+    )
     judge_queries: bool = Field(
-        default=True, description="Document mode: also judge whether each sampled query's chunk answers it."
+        default=True,
+        title="Judge queries",
+        description="Document mode: also judge whether each sampled query's chunk answers it.",
     )
 
 
 class MiningConfig(Section):
-    iterations: int = Field(default=1, ge=1, le=10)
-    top_k: int = Field(default=100, ge=2)
-    hard_positive_rank_min: int = Field(
-        default=5, ge=1, description="Ground truth ranked here or worse is hard."
+    """Hard-negative mining with the current student, once per iteration."""
+
+    iterations: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        title="Iterations",
+        description="Mine-and-train rounds; each mines with the last model.",
     )
-    hard_positive_rank_max: int = Field(default=100, ge=1)
-    negative_rank_max: int = Field(default=15, ge=1, description="Negatives come from ranks 1..this.")
-    negatives_per_query: int = Field(default=3, ge=1)
-    easy_hard_ratio: float = Field(default=2.0, ge=0.0)
+    top_k: int = Field(default=100, ge=2, title="Top k", description="Passages retrieved per query.")
+    hard_positive_rank_min: int = Field(
+        default=5, ge=1, title="Hard from rank", description="Ground truth ranked here or worse is hard."
+    )
+    hard_positive_rank_max: int = Field(
+        default=100,
+        ge=1,
+        title="Hard to rank",
+        description="Ground truth ranked worse than this is left out.",
+    )
+    negative_rank_max: int = Field(
+        default=15, ge=1, title="Negatives to rank", description="Negatives come from ranks 1..this."
+    )
+    negatives_per_query: int = Field(
+        default=3, ge=1, title="Negatives per query", description="Mined negatives kept per query."
+    )
+    easy_hard_ratio: float = Field(
+        default=2.0,
+        ge=0.0,
+        title="Easy:hard ratio",
+        description="Easy triplets (ground truth already ranked high) per hard one: they keep the model "
+        "from forgetting.",
+    )
     false_negative_margin: float = Field(
         default=0.05,
         ge=0.0,
         le=1.0,
+        title="False-negative margin",
         description="Relative margin of the false-negative guard (see false_negative_guard).",
     )
     false_negative_guard: Literal["duplicate", "score", "both", "none"] = Field(
         default="duplicate",
+        title="False-negative guard",
         description="'duplicate': drop a negative that is a near-copy of the positive "
         "(cosine >= 1 - margin), the answer of a near-copy of the query (another training query, "
         "cosine >= 1 - margin) or contains "
@@ -194,26 +374,40 @@ class MiningConfig(Section):
         "negative ranked above a hard positive).",
     )
     exact_index_max_corpus: int = Field(
-        default=200_000, ge=1, description="Above this, an approximate index."
+        default=200_000,
+        ge=1,
+        title="Exact search up to",
+        description="Above this many passages, an approximate index.",
     )
     judge_negatives: bool = Field(
         default=False,
+        title="Judge negatives",
         description="Also ask the judge (validation.judge, else the teacher) whether each hard negative "
         "that outranks its positive answers the query, and drop it if so; spends under budget.mining_usd.",
     )
     judge_negatives_max: int = Field(
-        default=500, ge=0, description="The most negatives judged per iteration, closest scores first."
+        default=500,
+        ge=0,
+        title="Negatives judged",
+        description="The most negatives judged per iteration, closest scores first.",
     )
-    encode_batch_size: int = Field(default=64, ge=1)
+    encode_batch_size: int = Field(
+        default=64, ge=1, title="Encode batch size", description="Texts per encoding batch."
+    )
 
 
 class TrainingConfig(Section):
+    """Fine-tuning the student with sentence-transformers."""
+
     student: str = Field(
         default=DEFAULT_STUDENT,
+        title="Student model",
         description="sentence-transformers name or path; 'splade' (a SPLADE student from "
-        f"{DEFAULT_SPLADE_STUDENT}) or 'splade:<name or path>' (from a SPLADE or masked-LM checkpoint).",
+        f"{DEFAULT_SPLADE_STUDENT}) or 'splade:NAME_OR_PATH' (from a SPLADE or masked-LM checkpoint).",
     )
-    kind: Literal["dense", "splade"] = "dense"
+    kind: Literal["dense", "splade"] = Field(
+        default="dense", title="Kind", description="Dense embeddings, or a sparse SPLADE model."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -227,44 +421,116 @@ class TrainingConfig(Section):
 
     loss: Literal["triplet", "mnrl"] = Field(
         default="mnrl",
+        title="Loss",
         description="'mnrl': MultipleNegativesRankingLoss with the mined negative as a hard negative besides "
-        "the in-batch ones; 'triplet': TripletLoss (cosine, `margin`). On MedQuAD's held-out topics mnrl "
+        "the in-batch ones; 'triplet': TripletLoss (cosine, margin). On MedQuAD's held-out topics mnrl "
         "gained +0.117 MRR@5 in one iteration where triplet lost 0.029 at this learning rate (+0.064 at "
         "5e-6): in-batch negatives keep the model telling entities apart (see benchmarks/README.md).",
     )
-    margin: float = Field(default=0.1, ge=0.0, description="TripletLoss margin (loss: triplet).")
-    learning_rate: float = Field(default=2e-5, gt=0)
-    epochs: float = Field(default=1.0, gt=0)
-    batch_size: int = Field(default=16, ge=1)
-    warmup_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
-    max_seq_length: int = Field(default=128, ge=8)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    save_steps: int = Field(default=50, ge=1, description="Checkpoint every N steps (resume after a kill).")
+    margin: float = Field(
+        default=0.1, ge=0.0, title="Margin", description="TripletLoss margin (loss: triplet)."
+    )
+    learning_rate: float = Field(default=2e-5, gt=0, title="Learning rate", description="Peak learning rate.")
+    epochs: float = Field(
+        default=1.0, gt=0, title="Epochs", description="Passes over the triplets per iteration."
+    )
+    batch_size: int = Field(
+        default=16,
+        ge=1,
+        title="Batch size",
+        description="Triplets per step (mnrl: also the in-batch negatives).",
+    )
+    warmup_ratio: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        title="Warm-up ratio",
+        description="Share of steps with a rising learning rate.",
+    )
+    max_seq_length: int = Field(
+        default=128, ge=8, title="Max sequence length", description="Tokens per text; longer texts are cut."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", title="Device", description="'auto': a GPU when one is visible, else the CPU."
+    )
+    save_steps: int = Field(
+        default=50,
+        ge=1,
+        title="Checkpoint every (steps)",
+        description="Checkpoint every N steps (resume after a kill).",
+    )
     save_minutes: float = Field(
         default=10.0,
         ge=0.0,
+        title="Checkpoint every (minutes)",
         description="Also checkpoint whenever this many minutes passed since the last one (0: by steps "
         "only), so a kill during a long training loses minutes, not the run.",
     )
     deployment: str | None = Field(
         default=None,
+        title="Training deployment",
         description="Send training to this Prefect deployment (e.g. 'distill-train/gpu', on a GPU work "
         "pool) and wait for it; runs_dir must be storage both workers share, or storage_url a mirror "
         "both reach.",
     )
     deployment_timeout_s: float = Field(
-        default=6 * 3600, gt=0, description="How long the flow waits for the training deployment's run."
+        default=6 * 3600,
+        gt=0,
+        title="Deployment timeout (s)",
+        description="How long the flow waits for the training deployment's run.",
     )
 
 
+Metric = Literal[
+    "MRR@1",
+    "MRR@3",
+    "MRR@5",
+    "MRR@10",
+    "Recall@1",
+    "Recall@3",
+    "Recall@5",
+    "Recall@10",
+    "Recall@20",
+    "Recall@50",
+    "Recall@100",
+    "nDCG@10",
+]
+
+
 class EvaluationConfig(Section):
-    metric: str = Field(default="MRR@5", description="Picks the best iteration.")
-    ks: list[int] = Field(default_factory=lambda: [1, 5, 10, 100])
+    """Held-out retrieval metrics; the best iteration becomes models/best."""
+
+    metric: Metric = Field(
+        default="MRR@5", title="Best by", description="The metric that picks the best iteration."
+    )
+    ks: list[int] = Field(
+        default=[1, 5, 10, 100],
+        min_length=1,
+        title="Cut-offs",
+        description="k of MRR@k (k <= 10) and Recall@k; nDCG@10 is always measured.",
+    )
+
+    @model_validator(mode="after")
+    def _metric_is_measured(self) -> EvaluationConfig:
+        family, _, k = self.metric.partition("@")
+        if family != "nDCG" and int(k) not in self.ks:
+            raise ValueError(f"metric {self.metric} needs {k} in ks (got {self.ks})")
+        return self
 
 
 class SplitConfig(Section):
-    train_ratio: float = Field(default=0.7, ge=0.0, le=1.0)
-    val_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
+    """Train/validation/test split by source document (near-duplicates kept together)."""
+
+    train_ratio: float = Field(
+        default=0.7, ge=0.0, le=1.0, title="Train share", description="Share of documents for training."
+    )
+    val_ratio: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        title="Validation share",
+        description="Share of documents for validation; the rest is the held-out test split.",
+    )
 
     @model_validator(mode="after")
     def _sums(self) -> SplitConfig:
@@ -279,8 +545,40 @@ class SplitConfig(Section):
         return max(0.0, 1.0 - self.train_ratio - self.val_ratio)
 
 
+ExportFormat = Literal[
+    "jsonl",
+    "json",
+    "csv",
+    "tsv",
+    "alpaca",
+    "sharegpt",
+    "triplets",
+    "ntuple",
+    "triplets-full",
+    "splade",
+    "hf",
+]
+"""The formats `distiller.export` writes (kept equal to its FORMATS by a test)."""
+
+
 class ExportConfig(Section):
-    formats: list[str] = Field(default_factory=lambda: ["jsonl"])
+    """What the run exports under its exports/ folder."""
+
+    formats: list[ExportFormat] = Field(
+        default=["jsonl"],
+        title="Formats",
+        description="jsonl, json, csv, tsv, alpaca, sharegpt: Q&A pairs; triplets, ntuple, triplets-full, "
+        "splade: retrieval training; hf: all tables as datasets folders.",
+    )
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _comma_lists(cls, v: Any) -> Any:
+        # `-f jsonl,triplets` and DISTILL_EXPORT__FORMATS=jsonl,csv name several formats at once.
+        items = [v] if isinstance(v, str) else v
+        if isinstance(items, list) and all(isinstance(i, str) for i in items):
+            return list(dict.fromkeys(f.strip().lower() for i in items for f in i.split(",") if f.strip()))
+        return v
 
 
 _UNSAFE_NAME_CHARS = set('/\\*?<>|:"')
@@ -299,44 +597,73 @@ class DistillConfig(BaseSettings):
         validate_assignment=True,
     )
 
+    # The order here is the order of the Prefect form: what a run is about first, infrastructure last.
+    input: InputConfig = Field(default_factory=InputConfig, title="Input", description=InputConfig.__doc__)
     run_name: str | None = Field(
-        default=None, description="Folder under runs_dir; default: derived from the inputs and config."
+        default=None,
+        title="Run name",
+        description="Folder under runs_dir; default: derived from the inputs and config.",
     )
-    runs_dir: str = Field(default="runs", description="Where run folders live.")
+    teacher: LLMConfig = Field(
+        default_factory=LLMConfig,
+        title="Teacher LLM",
+        description="The LLM that writes queries and Q&A pairs.",
+    )
+    budget: BudgetConfig = Field(
+        default_factory=BudgetConfig, title="Budget", description=BudgetConfig.__doc__
+    )
+    mining: MiningConfig = Field(
+        default_factory=MiningConfig, title="Mining", description=MiningConfig.__doc__
+    )
+    export: ExportConfig = Field(
+        default_factory=ExportConfig, title="Export", description=ExportConfig.__doc__
+    )
+    generation: GenerationConfig = Field(
+        default_factory=GenerationConfig, title="Generation", description=GenerationConfig.__doc__
+    )
+    validation: ValidationConfig = Field(
+        default_factory=ValidationConfig, title="Validation", description=ValidationConfig.__doc__
+    )
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig, title="Training", description=TrainingConfig.__doc__
+    )
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig, title="Evaluation", description=EvaluationConfig.__doc__
+    )
+    split: SplitConfig = Field(default_factory=SplitConfig, title="Split", description=SplitConfig.__doc__)
+    chunking: ChunkingConfig = Field(
+        default_factory=ChunkingConfig, title="Chunking", description=ChunkingConfig.__doc__
+    )
+    seed: int = Field(default=13, title="Seed", description="Seed for sampling, splits and training.")
+    runs_dir: str = Field(default="runs", title="Runs folder", description="Where run folders live.")
     cache_dir: str | None = Field(
-        default=None, description="Stage and LLM-call cache shared across runs; default <runs_dir>/.cache."
+        default=None,
+        title="Cache folder",
+        description="Stage and LLM-call cache shared across runs; default: .cache inside runs_dir.",
     )
     storage_url: str | None = Field(
         default=None,
+        title="Storage URL",
         description="fsspec URL where run folders and the stage cache are mirrored, e.g. s3://bucket/distill "
         "or file:///mnt/share; workers keep a local copy under runs_dir. s3:// needs domain-distiller[s3].",
     )
     storage_options: dict[str, Any] = Field(
-        default_factory=dict,
+        default={},
+        title="Storage options",
         description="Passed to fsspec with storage_url, e.g. {endpoint_url: http://minio:9000} for MinIO. "
         "Never written to the manifest; keys are better left to the workers' environment "
         "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY): this config is also the flow's Prefect parameter.",
     )
-    seed: int = 13
     runner: Literal["thread", "dask"] = Field(
         default="thread",
+        title="Task runner",
         description="Where stage tasks run: threads of the flow's process, or a Dask cluster.",
     )
     dask_address: str | None = Field(
         default=None,
+        title="Dask scheduler",
         description="Scheduler of an existing Dask cluster (tcp://host:8786); default: a local cluster.",
     )
-    input: InputConfig = Field(default_factory=InputConfig)
-    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
-    teacher: LLMConfig = Field(default_factory=LLMConfig)
-    budget: BudgetConfig = Field(default_factory=BudgetConfig)
-    generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    validation: ValidationConfig = Field(default_factory=ValidationConfig)
-    mining: MiningConfig = Field(default_factory=MiningConfig)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    split: SplitConfig = Field(default_factory=SplitConfig)
-    export: ExportConfig = Field(default_factory=ExportConfig)
 
     @field_validator("run_name")
     @classmethod
@@ -509,9 +836,11 @@ __all__ = [
     "DistillConfig",
     "EvaluationConfig",
     "ExportConfig",
+    "ExportFormat",
     "GenerationConfig",
     "InputConfig",
     "LLMConfig",
+    "Metric",
     "MiningConfig",
     "SecretStr",
     "SplitConfig",

@@ -24,9 +24,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from distiller.progress import Counter
+
 logger = logging.getLogger(__name__)
 
 Role = Literal["query", "document"]
+_ENCODING: dict[str, str] = {"query": "encoding queries", "document": "encoding documents"}
 
 QUERY_BATCH = 1024
 """Queries searched at once: their scores against one corpus block are QUERY_BATCH x CORPUS_BLOCK floats."""
@@ -66,6 +69,7 @@ def encode_dense(
     )
     step = batch_size * 16
     norm = _normalize(model)
+    counter = Counter(_ENCODING[role], n, "texts")
     for start in range(0, n, step):
         emb = _encode_batch(
             model,
@@ -76,6 +80,7 @@ def encode_dense(
             convert_to_numpy=True,
         )
         out[start : start + len(emb)] = emb
+        counter.update(start + len(emb))
     if isinstance(out, np.memmap):
         out.flush()
     return out
@@ -87,6 +92,7 @@ def encode_sparse(model: Any, texts: Sequence[str], role: Role, batch_size: int)
 
     parts = []
     step = batch_size * 16
+    counter = Counter(_ENCODING[role], len(texts), "texts")
     for start in range(0, len(texts), step):
         emb = _encode_batch(
             model, texts[start : start + step], role, batch_size, convert_to_sparse_tensor=True
@@ -98,6 +104,7 @@ def encode_sparse(model: Any, texts: Sequence[str], role: Role, batch_size: int)
                 (coo.values().float().numpy(), (idx[0], idx[1])), shape=tuple(coo.shape), dtype=np.float32
             )
         )
+        counter.update(min(len(texts), start + step))
     if not parts:
         return sp.csr_matrix((0, 1), dtype=np.float32)
     return sp.vstack(parts).tocsr()

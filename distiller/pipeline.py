@@ -41,9 +41,9 @@ VERSIONS = {
     "labeled": "1",
     "mine": "2",
     "train": "1",
-    "evaluate": "1",
-    "export": "1",
-    "report": "1",
+    "evaluate": "2",
+    "export": "2",
+    "report": "2",
 }
 
 STAGES = ("ingest", "generate", "mine", "train", "evaluate", "export", "report")
@@ -565,6 +565,7 @@ def train_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageRes
 def evaluate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
     """Base model, BM25 and every iteration's model on the held-out queries; the best goes to models/best."""
     from distiller.evaluation import evaluate_bm25, evaluate_model, pick_best
+    from distiller.modelcard import write_model_card
     from distiller.models import load_student
 
     passages_p, queries_p = store.path("passages.parquet"), store.path("queries.parquet")
@@ -608,6 +609,7 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
         src = base_path if best == "base" else str(store.path(f"models/{best}"))
         shutil.copytree(src, best_dir)
         (best_dir / "distiller_best.txt").write_text(f"{best}\n", encoding="utf-8")
+        write_model_card(store.dir, best=best)  # Hub-ready: base model id, metrics, training details
         metric = cfg.evaluation.metric
         table = {r.model: r.value for r in rows if r.metric == metric}
         return {
@@ -700,11 +702,14 @@ def summary_markdown(store: RunStore) -> str:
     if metrics.is_file():
         import pandas as pd
 
-        df = pd.read_parquet(metrics).pivot_table(index="model", columns="metric", values="value")
+        from distiller.modelcard import metric_rows
+
+        rows = metric_rows(pd.read_parquet(metrics))
+        cols = list(dict.fromkeys(k for r in rows for k in r))  # model (and any label), MRR@1, ..., nDCG@10
         lines += ["", "## Retrieval metrics (held-out queries)", ""]
-        lines.append("| model | " + " | ".join(df.columns) + " |")
-        lines.append("|---" * (len(df.columns) + 1) + "|")
-        lines += [f"| {m} | " + " | ".join(f"{v:.4f}" for v in row) + " |" for m, row in df.iterrows()]
+        lines.append("| " + " | ".join(cols) + " |")
+        lines.append("|---" * len(cols) + "|")
+        lines += ["| " + " | ".join(f"{r.get(c, '')}" for c in cols) + " |" for r in rows]
     skipped = store.manifest().get("skipped_inputs", [])
     if skipped:
         lines += ["", f"## Skipped inputs ({len(skipped)})", ""]

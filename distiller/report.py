@@ -26,6 +26,7 @@ from plotly.subplots import make_subplots
 from distiller.export.run import RunView, wilson_interval
 from distiller.llm.budget import base_stage, budget_field
 from distiller.store import atomic_write_text
+from distiller.summary import fmt_duration, stage_status_text
 
 SAMPLE_ROWS = 5
 SPLIT_COLORS = {"train": "#1c7ed6", "val": "#f59f00", "test": "#ae3ec9"}
@@ -281,7 +282,7 @@ def _stage_table(view: RunView) -> str:
         rows.append(
             [
                 name,
-                s.get("status"),
+                stage_status_text(s),
                 outs,
                 s.get("seconds") or 0.0,
                 costs.get(name, 0.0),
@@ -329,7 +330,15 @@ def _kpis(view: RunView) -> str:
         ("Q&A pairs", len(view.qa_pairs)),
         ("approval (95% CI)", rate),
         ("triplets", len(view.triplets)),
-        ("time", f"{view.total_seconds:.1f} s"),
+        (
+            "time",
+            fmt_duration(view.compute_seconds)
+            + (
+                f" (this run {fmt_duration(view.total_seconds)})"
+                if view.compute_seconds - view.total_seconds > 1
+                else ""
+            ),
+        ),
         ("LLM cost", f"${view.total_cost:.4f}"),
         ("best model", best or "n/a"),
     ]

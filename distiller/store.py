@@ -307,7 +307,11 @@ class RunStore:
                     "seconds": round(time.perf_counter() - t0, 3),
                     "cost_usd": 0.0,
                     "finished_at": _now(),
-                    "details": {**cached.details, "first_run_seconds": cached.seconds},
+                    "details": {
+                        **cached.details,
+                        "first_run_seconds": cached.details.get("first_run_seconds", cached.seconds),
+                        "first_run_cost_usd": cached.details.get("first_run_cost_usd", cached.cost_usd),
+                    },
                 }
             )
             self._check_outputs(stage, outputs, present)

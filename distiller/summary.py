@@ -28,6 +28,27 @@ STATUS_STYLE = {
 }
 
 
+def fmt_duration(seconds: float) -> str:
+    """58.8s, 7m12s, 1h02m: how long, at a glance."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def stage_status_text(stage: dict[str, Any]) -> str:
+    """'completed', or for a stage served from the cache 'cached; computed in 7m12s' (its real cost)."""
+    status = str(stage.get("status", "?"))
+    if status != "cached":
+        return status
+    text = f"cached; computed in {fmt_duration(RunView.compute_seconds_of(stage))}"
+    cost = RunView.compute_cost_of(stage)
+    return text + (f" for ${cost:.4f}" if cost else "")
+
+
 class RunFigures(BaseModel):
     """The numbers `distill runs` shows for one run."""
 
@@ -43,8 +64,12 @@ class RunFigures(BaseModel):
     qa_pairs: int = 0
     approval_rate: float | None = None
     triplets: int = 0
-    seconds: float = 0.0
+    seconds: float = Field(default=0.0, description="Wall time of the stages as last run (cached: restore).")
+    compute_seconds: float = Field(
+        default=0.0, description="Time the results took to compute: cached stages at their first run's."
+    )
     cost_usd: float = 0.0
+    cached_cost_usd: float = Field(default=0.0, description="What the cached stages' calls cost when made.")
     best: str | None = None
     metric: str = "MRR@5"
     best_value: float | None = None
@@ -94,7 +119,9 @@ def _figures(view: RunView) -> RunFigures:
         approval_rate=appr["rate"],
         triplets=len(view.triplets),
         seconds=view.total_seconds,
+        compute_seconds=view.compute_seconds,
         cost_usd=view.total_cost,
+        cached_cost_usd=view.cached_cost,
         best=best,
         metric=metric,
         best_value=values.get(best) if best else None,
@@ -126,7 +153,7 @@ def runs_table(runs_dir: Path | str) -> Table:
         ("queries", "right"),
         ("Q&A (approved)", "right"),
         ("triplets", "right"),
-        ("time s", "right"),
+        ("time", "right"),
         ("cost $", "right"),
         ("best", "left"),
         ("metric", "right"),
@@ -146,8 +173,9 @@ def runs_table(runs_dir: Path | str) -> Table:
             str(f.queries),
             qa,
             str(f.triplets),
-            f"{f.seconds:.1f}",
-            f"{f.cost_usd:.4f}",
+            fmt_duration(f.compute_seconds)
+            + (f" ({fmt_duration(f.seconds)} now)" if f.compute_seconds - f.seconds > 1 else ""),
+            f"{f.cost_usd:.4f}" + (f" (+{f.cached_cost_usd:.4f} cached)" if f.cached_cost_usd else ""),
             Text(f.best or "–"),
             Text(
                 f"{f.metric} {_metric_cell(f.best_value, f.base_value)}" if f.best_value is not None else "–"
@@ -176,7 +204,7 @@ def _stages_table(view: RunView) -> Table:
         outs = ", ".join(f"{k} ({v})" if v >= 0 else k for k, v in (s.get("outputs") or {}).items())
         t.add_row(
             Text(name),
-            Text(status, style=STATUS_STYLE.get(status, "")),
+            Text(stage_status_text(s), style=STATUS_STYLE.get(status, "")),
             Text(outs),
             f"{s.get('seconds') or 0.0:.1f}",
             f"{costs.get(name, 0.0):.4f}",
@@ -186,14 +214,23 @@ def _stages_table(view: RunView) -> Table:
         note = Text("spend in the ledger, stage not recorded")
         t.add_row(Text(name), "", "", "", f"{costs[name]:.4f}", note)
     t.add_section()
-    t.add_row("total", "", "", f"{view.total_seconds:.1f}", f"{view.total_cost:.4f}", "")
+    computed = view.compute_seconds
+    note = (
+        f"computed in {fmt_duration(computed)}"
+        + (f" (cached stages' calls cost ${view.cached_cost:.4f} when made)" if view.cached_cost else "")
+        if computed - view.total_seconds > 1
+        else ""
+    )
+    t.add_row("total", "", "", f"{view.total_seconds:.1f}", f"{view.total_cost:.4f}", Text(note))
     return t
 
 
 def _metrics_table(view: RunView) -> Table | None:
     if not view.metrics:
         return None
-    metrics = list(dict.fromkeys(m.metric for m in view.metrics))
+    from distiller.modelcard import ordered_metrics
+
+    metrics = ordered_metrics(m.metric for m in view.metrics)
     models = sorted({m.model for m in view.metrics}, key=lambda m: (m != "bm25", m != "base", m))
     value = {(m.model, m.metric): m.value for m in view.metrics}
     n = max(m.n_queries for m in view.metrics)
@@ -294,4 +331,25 @@ def runs_json(runs_dir: Path | str) -> str:
     return json.dumps([run_figures(m.parent).model_dump() for m in found], indent=2)
 
 
-__all__ = ["RunFigures", "run_figures", "runs_json", "runs_table", "status_renderable"]
+def status_json(run_dir: Path | str) -> str:
+    """`distill status --json`: the run's figures, its stages as the manifest has them (with the compute
+    time of cached ones) and its metric rows (every column, e.g. a query_set label)."""
+    view = RunView(run_dir)
+    stages = {
+        name: {
+            **s,
+            "compute_seconds": RunView.compute_seconds_of(s),
+            "compute_cost_usd": RunView.compute_cost_of(s),
+        }
+        for name, s in view.stages.items()
+    }
+    frame = view.frame("metrics.parquet")
+    metrics = [] if frame is None else frame.to_dict("records")
+    return json.dumps(
+        {"figures": run_figures(run_dir).model_dump(), "stages": stages, "metrics": metrics},
+        indent=2,
+        default=str,
+    )
+
+
+__all__ = ["RunFigures", "run_figures", "runs_json", "runs_table", "status_json", "status_renderable"]

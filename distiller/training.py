@@ -183,6 +183,9 @@ def train_student(
     """Train `base` (previous iteration's folder or the student) on `triplets`; write `output_dir`."""
     from datasets import Dataset
     from transformers import set_seed
+    from transformers.trainer_callback import PrinterCallback
+
+    from distiller.training_callback import TrainProgressCallback
 
     if not triplets:
         raise ValueError("no triplets to train on: mining found none (see the mining stats)")
@@ -214,8 +217,12 @@ def train_student(
         args=_args(cfg, checkpoints.staging, seed, device, len(data)),
         train_dataset=data,
         loss=_loss(model, cfg),
-        callbacks=checkpoints.callbacks(cfg.save_minutes),
+        callbacks=[
+            *checkpoints.callbacks(cfg.save_minutes),
+            TrainProgressCallback(f"training {Path(output_dir).name}"),
+        ],
     )
+    trainer.remove_callback(PrinterCallback)  # progress comes from TrainProgressCallback, not print(logs)
     if resume:
         logger.info("resuming training from %s", resume)
     out = trainer.train(resume_from_checkpoint=resume)

@@ -23,7 +23,12 @@ def distill_from_file(
     config_path: str = "deployments/nightly.yaml", overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Load a YAML config (paths relative to the working directory) and run `distill` on it, as a
-    sub-flow on the task runner the config names."""
+    sub-flow on the task runner the config names.
+
+    Args:
+        config_path: YAML config file, relative to the worker's working directory (the clone).
+        overrides: Settings that replace the file's, as nested mappings, e.g. {mining: {iterations: 2}}.
+    """
     config = load_config(config_path, overrides)
     return with_runner(distill, config)(config=config, command=f"distill-from-file {config_path}")
 

@@ -113,26 +113,44 @@ def _done(config: DistillConfig, *results: StageResult) -> dict[str, Any]:
 
 @flow(name="distill-ingest", log_prints=True)
 def ingest_flow(config: DistillConfig = DistillConfig()) -> dict[str, Any]:
-    """Read and chunk the documents into <run>/sources.parquet and chunks.parquet."""
+    """Read and chunk the documents into the run folder's sources.parquet and chunks.parquet.
+
+    Args:
+        config: Every setting of the run, with its default (see README, Configuration).
+    """
     return _done(config, on_runner(ingest_task, config))
 
 
 @flow(name="distill-generate", log_prints=True)
 def generate_flow(config: DistillConfig = DistillConfig()) -> dict[str, Any]:
-    """Make queries and Q&A pairs from the run's chunks (the LLM teacher, or offline inverse-cloze)."""
+    """Make queries and Q&A pairs from the run's chunks (the LLM teacher, or offline inverse-cloze).
+
+    Args:
+        config: Every setting of the run, with its default (see README, Configuration).
+    """
     return _done(config, on_runner(generate_task, config))
 
 
 @flow(name="distill-iteration", log_prints=True)
 def iteration_flow(config: DistillConfig = DistillConfig(), iteration: int = 1) -> dict[str, Any]:
-    """One mine-and-train iteration: hard triplets with the current student, then train on them."""
+    """One mine-and-train iteration: hard triplets with the current student, then train on them.
+
+    Args:
+        config: Every setting of the run, with its default (see README, Configuration).
+        iteration: Which iteration (1 mines with the base model, k with iteration k-1's).
+    """
     mined = on_runner(mine_task_for(config), config, iteration)
     return _done(config, mined, train_step(config, iteration))
 
 
 @flow(name="distill-train", log_prints=True)
 def train_flow(config: DistillConfig = DistillConfig(), iteration: int = 1) -> dict[str, Any]:
-    """Train iteration k on this worker: the deployment a GPU work pool serves (`training.deployment`)."""
+    """Train iteration k on this worker: the deployment a GPU work pool serves (`training.deployment`).
+
+    Args:
+        config: Every setting of the run, with its default (see README, Configuration).
+        iteration: Which iteration's triplets to train on.
+    """
     if config.training.deployment:
         raise StageError("distill-train trains where it runs: give it a config without training.deployment")
     return _done(config, on_runner(train_task, config, iteration))
@@ -140,17 +158,30 @@ def train_flow(config: DistillConfig = DistillConfig(), iteration: int = 1) -> d
 
 @flow(name="distill-evaluate", log_prints=True)
 def evaluate_flow(config: DistillConfig = DistillConfig()) -> dict[str, Any]:
-    """Score the base model, BM25 and each iteration on held-out queries; copy the best to models/best."""
+    """Score the base model, BM25 and each iteration on held-out queries; copy the best to models/best.
+
+    Args:
+        config: Every setting of the run, with its default (see README, Configuration).
+    """
     return _done(config, on_runner(evaluate_task, config))
 
 
 @flow(name="distill-export", log_prints=True)
 def export_flow(config: DistillConfig = DistillConfig(), command: str | None = None) -> dict[str, Any]:
-    """Write the run's data in the configured formats under <run>/exports/."""
+    """Write the run's data in the configured formats into the run folder's exports/.
+
+    Args:
+        config: Every setting of the run, with its default (see README, Configuration).
+        command: The command line recorded in the data cards; empty from the UI.
+    """
     return _done(config, on_runner(export_task, config, command))
 
 
 @flow(name="distill-report", log_prints=True)
 def report_flow(config: DistillConfig = DistillConfig()) -> dict[str, Any]:
-    """Render <run>/report.html from the run's artifacts."""
+    """Render the run folder's report.html from its artifacts.
+
+    Args:
+        config: Every setting of the run, with its default (see README, Configuration).
+    """
     return _done(config, on_runner(report_task, config))

@@ -34,8 +34,10 @@ def artifact_key(run_name: str, stage: str) -> str:
 def _finish(config: DistillConfig, result: StageResult) -> State:
     logger = get_run_logger()
     run_name = pipeline.default_run_name(config)
-    rows = [{"artifact": k, "rows": v if v >= 0 else "folder"} for k, v in result.outputs.items()]
+    rows: list[dict] = [{"artifact": k, "rows": v if v >= 0 else "folder"} for k, v in result.outputs.items()]
     rows.append({"artifact": "(stage)", "rows": f"{result.status} in {result.seconds:.1f}s"})
+    if result.stage == "evaluate":  # the metrics themselves, columns MRR@1, @5, @10, Recall@..., nDCG@10
+        rows = _metric_table(config) or rows
     if result.cost_usd:  # from the run's ledger (store.record_stage), as every cost figure
         rows.append({"artifact": "(LLM cost, ledger)", "rows": f"${result.cost_usd:.4f}"})
     create_table_artifact(
@@ -49,6 +51,14 @@ def _finish(config: DistillConfig, result: StageResult) -> State:
     if result.status == "skipped":
         return Completed(name="Skipped", data=result, message=result.message)
     return Completed(data=result, message=result.message)
+
+
+def _metric_table(config: DistillConfig) -> list[dict]:
+    from distiller.export.run import RunView
+    from distiller.modelcard import metric_rows, metrics_frame
+
+    frame = metrics_frame(RunView(pipeline.open_store(config).dir))
+    return metric_rows(frame) if frame is not None else []
 
 
 class _ProgressArtifacts:

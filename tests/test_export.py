@@ -11,9 +11,12 @@ from run_fixtures import NEAR_DUP, REJECTED_MARK, SEED, TRAIN_RATIO, VAL_RATIO, 
 from distiller.config import SplitConfig
 from distiller.errors import ConfigError, DistillError
 from distiller.export import FORMATS, export_run, parse_formats, split_from_ratios
+from distiller.export.rows import SPLIT_NAMES
 from distiller.export.run import RunView
 from distiller.records import Chunk, Passage, read_parquet
-from distiller.splits import SPLITS, word_set
+from distiller.splits import word_set
+
+SPLITS = tuple(SPLIT_NAMES.values())  # train, validation, test: the names exports use
 
 RUN_SPLIT = SplitConfig(train_ratio=TRAIN_RATIO, val_ratio=VAL_RATIO)
 
@@ -35,7 +38,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(run: Path) -> Path:
-    export_run(run, ["jsonl", "triplets"], RUN_SPLIT, SEED)
+    export_run(run, ["jsonl", "triplets-full"], RUN_SPLIT, SEED)
     return run / "exports"
 
 
@@ -66,7 +69,7 @@ def test_triplets_take_their_query_split_and_train_never_sees_held_out_text(
 ) -> None:
     view = RunView(run)
     passages = {p.passage_id: p for p in read_parquet(run / "passages.parquet", Passage)}
-    rows = _rows(exported, "triplets")
+    rows = _rows(exported, "triplets-full")
     assert all(rows[s] for s in SPLITS)
     doc_split = {}
     for s in SPLITS:
@@ -96,7 +99,7 @@ def test_no_source_chunk_and_no_near_duplicate_crosses_splits(
     chunks = {c.chunk_id for c in read_parquet(run / "chunks.parquet", Chunk)}
     res = export_run(
         run,
-        ["jsonl", "triplets", "hf"],
+        ["jsonl", "triplets-full", "hf"],
         SplitConfig(train_ratio=train, val_ratio=val),
         seed,
         out_dir=tmp_path,
@@ -110,7 +113,7 @@ def test_no_source_chunk_and_no_near_duplicate_crosses_splits(
         sources += [(r["source_chunk"], r["doc_id"]) for r in queries.get(s, [])]
         sources += [
             (passages[r["positive_id"]].chunk_id, passages[r["positive_id"]].doc_id)
-            for r in _rows(tmp_path, "triplets")[s]
+            for r in _rows(tmp_path, "triplets-full")[s]
         ]
         for chunk, doc in sources:
             split_of_chunk.setdefault(chunk, set()).add(s)
@@ -128,7 +131,7 @@ def test_resplit_is_deterministic_and_follows_the_ratios(run: Path, tmp_path: Pa
     b = export_run(run, ["jsonl"], split, 7, out_dir=tmp_path / "b")
     assert a.counts == b.counts and a.resplit
     assert (tmp_path / "a/jsonl/train.jsonl").read_bytes() == (tmp_path / "b/jsonl/train.jsonl").read_bytes()
-    assert a.counts["qa"]["val"] == 0 and a.counts["queries"]["val"] == 0
+    assert a.counts["qa"]["validation"] == 0 and a.counts["queries"]["validation"] == 0
     total = sum(a.counts["queries"].values())
     assert a.counts["queries"]["train"] > a.counts["queries"]["test"] > 0
     assert 0.5 < a.counts["queries"]["train"] / total < 0.95
@@ -184,3 +187,53 @@ def test_cli_facing_errors_are_one_line_distill_errors(run: Path, tmp_path: Path
 def test_seed_defaults_to_the_runs_seed(run: Path, tmp_path: Path) -> None:
     res = export_run(run, ["jsonl"], RUN_SPLIT, None, out_dir=tmp_path)
     assert not res.resplit and f"--seed {SEED}" in res.command
+
+
+def test_a_folder_never_mixes_two_splits(run: Path, tmp_path: Path) -> None:
+    """Re-exporting one format with other ratios writes every format already in the folder again."""
+    export_run(run, ["jsonl", "triplets-full"], RUN_SPLIT, SEED, out_dir=tmp_path)
+    res = export_run(run, ["csv"], SplitConfig(train_ratio=0.5, val_ratio=0.25), 99, out_dir=tmp_path)
+    assert set(res.formats) == {"csv", "jsonl", "triplets-full"}
+    assert any("had another split" in n for n in res.notes)
+    passages = {p.passage_id: p for p in read_parquet(run / "passages.parquet", Passage)}
+    import pandas as pd
+
+    for s in SPLITS:
+        csv_docs = set()
+        if (tmp_path / "csv" / f"{s}.csv").exists():
+            csv_docs = set(pd.read_csv(tmp_path / "csv" / f"{s}.csv", keep_default_na=False)["doc_id"])
+        jsonl_docs = {r["doc_id"] for r in _rows(tmp_path, "jsonl")[s]}
+        assert csv_docs == jsonl_docs
+        trip_docs = {passages[r["positive_id"]].doc_id for r in _rows(tmp_path, "triplets-full")[s]}
+        others = {d for t in SPLITS if t != s for r in _rows(tmp_path, "jsonl")[t] for d in [r["doc_id"]]}
+        assert not trip_docs & others
+    marker = json.loads((tmp_path / "split.json").read_text())
+    assert marker["seed"] == 99 and marker["train_ratio"] == 0.5
+    # the same split again: nothing else is rewritten
+    again = export_run(run, ["csv"], SplitConfig(train_ratio=0.5, val_ratio=0.25), 99, out_dir=tmp_path)
+    assert again.formats == ["csv"]
+
+
+def test_triplets_are_exactly_three_text_columns_and_ntuples_group_negatives(
+    run: Path, tmp_path: Path
+) -> None:
+    res = export_run(run, ["triplets", "triplets-full", "ntuple"], RUN_SPLIT, SEED, out_dir=tmp_path)
+    plain, full, tuples = (_rows(tmp_path, f) for f in ("triplets", "triplets-full", "ntuple"))
+    for s in SPLITS:
+        assert [list(r) for r in plain[s]] == [["anchor", "positive", "negative"]] * len(plain[s])
+        assert [(r["anchor"], r["positive"], r["negative"]) for r in full[s]] == [
+            (r["anchor"], r["positive"], r["negative"]) for r in plain[s]
+        ]
+    every = [r for s in SPLITS for r in tuples[s]]
+    assert every
+    n = len(every[0]) - 2
+    assert all(list(r) == ["anchor", "positive", *[f"negative_{i}" for i in range(1, n + 1)]] for r in every)
+    # every n-tuple's negatives are mined negatives of that (anchor, positive), without repeats
+    negs: dict[tuple[str, str], set[str]] = {}
+    for r in (r for s in SPLITS for r in full[s]):
+        negs.setdefault((r["anchor"], r["positive"]), set()).add(r["negative"])
+    for r in every:
+        mine = [r[f"negative_{i}"] for i in range(1, n + 1)]
+        assert len(set(mine)) == n and set(mine) <= negs[(r["anchor"], r["positive"])]
+    short = sum(v for k, v in res.dropped.items() if k.startswith("ntuple"))
+    assert len(every) + short == len(negs)

@@ -51,7 +51,7 @@ def test_qa_files_load_with_datasets(
 ) -> None:
     from datasets import load_dataset
 
-    files = {s: str(out / fmt / f"{s}.{ext}") for s in ("train", "val", "test")}
+    files = {s: str(out / fmt / f"{s}.{ext}") for s in ("train", "validation", "test")}
     kwargs = {"keep_default_na": False} if builder == "csv" else {}
     ds = load_dataset(builder, data_files=files, cache_dir=str(tmp_path), **kwargs)
     assert set(ds) == set(files)
@@ -61,7 +61,7 @@ def test_qa_files_load_with_datasets(
 
 def test_tsv_keeps_tabs_and_newlines_inside_fields(out: Path, expected: dict) -> None:
     rows = []
-    for s in ("train", "val", "test"):
+    for s in ("train", "validation", "test"):
         frame = pd.read_csv(out / "tsv" / f"{s}.tsv", sep="\t", keep_default_na=False, dtype=str)
         assert " ".join(frame.columns[:6]) == "instruction input output reasoning difficulty source"
         rows += frame.to_dict("records")
@@ -77,7 +77,7 @@ def test_llama_factory_files_match_their_registry(
     from datasets import load_dataset
 
     info = json.loads((out / fmt / "dataset_info.json").read_text(encoding="utf-8"))
-    assert set(info) == {"demo_train", "demo_val", "demo_test"}
+    assert set(info) == {"demo_train", "demo_validation", "demo_test"}
     questions = {qa["question"]: qa["answer"] for qa in expected.values()}
     for entry in info.values():
         assert entry["formatting"] == fmt
@@ -100,10 +100,12 @@ def test_hf_folders_load_from_disk(out: Path, expected: dict) -> None:
 
     qa = load_from_disk(str(out / "hf" / "qa"))
     _check_qa([r for s in qa for r in qa[s]], expected)
-    triplets = load_from_disk(str(out / "hf" / "triplets"))
-    assert set(triplets) == {"train", "val", "test"}
-    assert triplets["train"].column_names[:3] == ["anchor", "positive", "negative"]
-    assert triplets["train"].features["positive_score"].dtype == "float64"
+    triplets = load_from_disk(str(out / "hf"))  # the top level: the training table
+    assert set(triplets) == {"train", "validation", "test"}
+    assert triplets["train"].column_names == ["anchor", "positive", "negative"]
+    full = load_from_disk(str(out / "hf" / "triplets-full"))
+    assert set(full) == set(triplets) and full["train"].features["positive_score"].dtype == "float64"
+    assert full["train"]["anchor"] == triplets["train"]["anchor"]
     queries = load_from_disk(str(out / "hf" / "queries"))
     assert all(len(r["positives"]) == len(r["positive_ids"]) >= 1 for r in queries["train"])
 
@@ -125,3 +127,60 @@ def test_triplet_and_splade_files(out: Path, tmp_path: Path) -> None:
         )
     raw = (out / "splade" / "train.raw.tsv").read_text(encoding="utf-8").splitlines()
     assert len(raw) == len(trip) and all(len(line.split("\t")) == 3 for line in raw)
+
+
+# LLaMA-Factory's documented dataset_info.json entry (data/README.md, and the keys
+# `llamafactory.data.parser.get_dataset_list` reads): what a local file entry may hold.
+_COLUMNS = ["prompt", "query", "response", "history", "messages", "system", "tools", "images"]
+_COLUMNS += ["videos", "audios", "chosen", "rejected", "kto_tag"]
+_TAGS = ["role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag"]
+LLAMA_FACTORY_ENTRY = {
+    "type": "object",
+    "required": ["file_name"],
+    "additionalProperties": False,
+    "properties": {
+        "file_name": {"type": "string"},
+        "file_sha1": {"type": "string"},
+        "formatting": {"enum": ["alpaca", "sharegpt"]},
+        "ranking": {"type": "boolean"},
+        "subset": {"type": "string"},
+        "split": {"type": "string"},
+        "folder": {"type": "string"},
+        "num_samples": {"type": "integer"},
+        "columns": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {c: {"type": "string"} for c in _COLUMNS},
+        },
+        "tags": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {t: {"type": "string"} for t in [*_TAGS, "system_tag"]},
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("fmt", ["alpaca", "sharegpt"])
+def test_dataset_info_matches_llama_factorys_documented_schema(out: Path, fmt: str) -> None:
+    import jsonschema
+
+    info = json.loads((out / fmt / "dataset_info.json").read_text(encoding="utf-8"))
+    for name, entry in info.items():
+        jsonschema.validate(entry, LLAMA_FACTORY_ENTRY)
+        assert (out / fmt / entry["file_name"]).is_file(), name
+        rows = json.loads((out / fmt / entry["file_name"]).read_text(encoding="utf-8"))
+        cols = entry.get("columns", {})
+        if fmt == "alpaca":  # defaults: prompt=instruction, query=input, response=output
+            keys = [
+                cols.get("prompt", "instruction"),
+                cols.get("query", "input"),
+                cols.get("response", "output"),
+            ]
+            assert all(set(keys) <= set(r) for r in rows)
+        else:  # sharegpt: user turns at odd positions, assistant at even (LLaMA-Factory's rule)
+            tags = entry.get("tags", {})
+            user, bot = tags.get("user_tag", "human"), tags.get("assistant_tag", "gpt")
+            for r in rows:
+                roles = [t[tags.get("role_tag", "from")] for t in r[cols.get("messages", "conversations")]]
+                assert roles[0::2] == [user] * len(roles[0::2]) and roles[1::2] == [bot] * len(roles[1::2])

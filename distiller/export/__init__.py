@@ -2,16 +2,22 @@
 
 `export_run` is the whole API (the CLI's `distill export` and the flow's export stage are thin wrappers):
 
-    exports/<format>/<split>.<ext>   one file per non-empty split (train / val / test)
+    exports/<format>/<split>.<ext>   one file per non-empty split (train / validation / test)
     exports/<format>/README.md       data card: counts, approval, teacher/judge, cost, licence, command
     exports/alpaca|sharegpt/dataset_info.json   the LLaMA-Factory registry entry for the files
-    exports/hf/{qa,triplets,queries}/           `datasets.load_from_disk` folders
+    exports/hf/                      `datasets.load_from_disk` folders (layout: `distiller.export.hf`)
+    exports/split.json               the split every format in this folder was made with
 
-Formats: jsonl, json, csv, tsv, alpaca, sharegpt (Q&A pairs); triplets, splade (retrieval); hf (all).
+Formats: jsonl, json, csv, tsv, alpaca, sharegpt (Q&A pairs); triplets (anchor/positive/negative only),
+ntuple (anchor/positive/negative_1..n), triplets-full (with ids and scores), splade (retrieval); hf (all).
+
+One folder never mixes two splits: when an export's split (ratios, seed, unvalidated policy) differs from
+the one recorded in `split.json`, every format already in the folder is written again with the new one.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 from pathlib import Path
@@ -22,16 +28,26 @@ from distiller.config import SplitConfig
 from distiller.errors import ConfigError
 from distiller.export.datacard import render_datacard
 from distiller.export.hf import write_hf
-from distiller.export.io import atomic_path
+from distiller.export.io import atomic_path, write_jsonl
 from distiller.export.qa import QA_WRITERS, dataset_info, dump_dataset_info
-from distiller.export.retrieval import write_splade_jsonl, write_splade_raw_tsv, write_triplets
-from distiller.export.rows import ExportRows, Policy, collect_rows
+from distiller.export.retrieval import (
+    group_negatives,
+    ntuple_rows,
+    ntuple_size,
+    write_splade_jsonl,
+    write_splade_raw_tsv,
+    write_triplets,
+    write_triplets_full,
+)
+from distiller.export.rows import SPLIT_NAMES, ExportRows, Policy, collect_rows
 from distiller.export.run import RunView
 from distiller.splits import SPLITS, validate_ratios
 
 FORMATS: dict[str, str] = {
     **dict.fromkeys(QA_WRITERS, "qa"),
     "triplets": "triplets",
+    "ntuple": "triplets",
+    "triplets-full": "triplets",
     "splade": "triplets",
     "hf": "qa+triplets+queries",
 }
@@ -78,32 +94,75 @@ def default_command(run_dir: Path, formats: list[str], split: SplitConfig | None
     return shlex.join(parts)
 
 
-def _write_format(fmt: str, rows: ExportRows, folder: Path, run_name: str) -> dict[str, int]:
+def _write_format(fmt: str, rows: ExportRows, folder: Path, run_name: str, ntuple_n: int) -> dict[str, int]:
     """Write one format's files into `folder`; return {file name relative to folder: rows}."""
     files: dict[str, int] = {}
     if fmt in QA_WRITERS:
         ext, writer = QA_WRITERS[fmt]
         written: dict[str, str] = {}
         for s in SPLITS:
+            name = f"{SPLIT_NAMES[s]}.{ext}"
             if rows.qa[s]:
-                files[f"{s}.{ext}"] = writer(rows.qa[s], folder / f"{s}.{ext}")
-                written[s] = f"{s}.{ext}"
+                files[name] = writer(rows.qa[s], folder / name)
+                written[SPLIT_NAMES[s]] = name
         if fmt in ("alpaca", "sharegpt") and written:
             dump_dataset_info(dataset_info(fmt, run_name, written), folder / "dataset_info.json")
-    elif fmt == "triplets":
+    elif fmt in ("triplets", "triplets-full", "ntuple", "splade"):
         for s in SPLITS:
-            if rows.triplets[s]:
-                files[f"{s}.jsonl"] = write_triplets(rows.triplets[s], folder / f"{s}.jsonl")
-    elif fmt == "splade":
-        for s in SPLITS:
-            if rows.triplets[s]:
-                files[f"{s}.jsonl"] = write_splade_jsonl(rows.triplets[s], folder / f"{s}.jsonl")
-                files[f"{s}.raw.tsv"] = write_splade_raw_tsv(rows.triplets[s], folder / f"{s}.raw.tsv")
+            base = SPLIT_NAMES[s]
+            trips = rows.triplets[s]
+            if not trips:
+                continue
+            if fmt == "triplets":
+                files[f"{base}.jsonl"] = write_triplets(trips, folder / f"{base}.jsonl")
+            elif fmt == "triplets-full":
+                files[f"{base}.jsonl"] = write_triplets_full(trips, folder / f"{base}.jsonl")
+            elif fmt == "ntuple":
+                tuples, _ = ntuple_rows(trips, ntuple_n)
+                if tuples:
+                    files[f"{base}.jsonl"] = write_jsonl(tuples, folder / f"{base}.jsonl")
+            else:
+                files[f"{base}.jsonl"] = write_splade_jsonl(trips, folder / f"{base}.jsonl")
+                files[f"{base}.raw.tsv"] = write_splade_raw_tsv(trips, folder / f"{base}.raw.tsv")
     elif fmt == "hf":
-        for kind, by_split in (("qa", rows.qa), ("triplets", rows.triplets), ("queries", rows.queries)):
-            for s, n in write_hf(kind, by_split, folder / kind).items():
-                files[f"{kind}/{s}"] = n
+        # The top level is the training table (load_from_disk("exports/hf")); the others are subfolders.
+        for kind, sub, by_split in (
+            ("triplets", "", rows.triplets),
+            ("qa", "qa", rows.qa),
+            ("queries", "queries", rows.queries),
+            ("triplets-full", "triplets-full", rows.triplets),
+        ):
+            for s, n in write_hf(kind, by_split, folder / sub if sub else folder).items():
+                files[f"{sub}/{s}" if sub else s] = n
     return files
+
+
+SPLIT_MARKER = "split.json"
+
+
+def _split_signature(rows: ExportRows) -> dict[str, object]:
+    plan = rows.plan
+    return {
+        "resplit": plan.resplit,
+        "train_ratio": plan.train_ratio,
+        "val_ratio": plan.val_ratio,
+        "seed": plan.seed,
+        "unvalidated_policy": rows.policy,
+    }
+
+
+def _stale_formats(out_dir: Path, signature: dict[str, object], names: list[str]) -> list[str]:
+    """Formats already in `out_dir` made with another split (or of unknown split): they must be written
+    again so that the folder holds one split only."""
+    present = [f for f in FORMATS if (out_dir / f).is_dir() and f not in names]
+    marker = out_dir / SPLIT_MARKER
+    if not present:
+        return []
+    try:
+        recorded = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = None
+    return [] if recorded == signature else present
 
 
 def export_run(
@@ -142,13 +201,26 @@ def export_run(
         resplit=rows.plan.resplit,
         command=command,
     )
-    for fmt in names:
+    signature = _split_signature(rows)
+    stale = _stale_formats(out_dir, signature, names)
+    if stale:
+        result.notes.append(
+            f"{', '.join(stale)} in {out_dir} had another split: written again with this one, so the "
+            "folder holds one split"
+        )
+    all_triplets = [t for s in SPLITS for t in rows.triplets[s]]
+    ntuple_n = ntuple_size(group_negatives(all_triplets))
+    if "ntuple" in names + stale and all_triplets:
+        short = sum(ntuple_rows(rows.triplets[s], ntuple_n)[1] for s in SPLITS)
+        if short:
+            result.dropped[f"ntuple: (query, positive) groups with fewer than {ntuple_n} negatives"] = short
+    for fmt in names + stale:
         # Build the whole folder beside the old one, then swap: readers never see a mix of two exports.
         final = out_dir / fmt
         tmp = out_dir / f".{fmt}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        files = _write_format(fmt, rows, tmp, view.name)
+        files = _write_format(fmt, rows, tmp, view.name, ntuple_n)
         card = render_datacard(view, rows, fmt, FORMATS[fmt], files, command)
         with atomic_path(tmp / "README.md") as p:
             p.write_text(card, encoding="utf-8")
@@ -157,6 +229,9 @@ def export_run(
         result.files.update({f"{fmt}/{name}": n for name, n in files.items()})
         if not files:
             result.notes.append(f"{fmt}: no rows to export (README.md written)")
+    with atomic_path(out_dir / SPLIT_MARKER) as p:
+        p.write_text(json.dumps(signature, indent=1) + "\n", encoding="utf-8")
+    result.formats = names + stale
     return result
 
 

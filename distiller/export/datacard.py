@@ -5,23 +5,28 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from distiller.export.rows import ExportRows
+from distiller.export.rows import SPLIT_NAMES, ExportRows
 from distiller.export.run import RunView
 from distiller.splits import SPLITS
 
 HOW_TO_LOAD = {
-    "jsonl": 'load_dataset("json", data_files={"train": "train.jsonl", "val": "val.jsonl"})',
+    "jsonl": 'load_dataset("json", data_files={"train": "train.jsonl", "validation": "validation.jsonl"})',
     "json": 'load_dataset("json", data_files={"train": "train.json"})',
     "csv": 'load_dataset("csv", data_files={"train": "train.csv"})  # or pandas.read_csv',
     "tsv": 'pandas.read_csv("train.tsv", sep="\\t", keep_default_na=False)  # quoted tabs/newlines',
-    "alpaca": "LLaMA-Factory: dataset_dir=<this folder>, dataset=<run>_train (see dataset_info.json)",
-    "sharegpt": "LLaMA-Factory: dataset_dir=<this folder>, dataset=<run>_train (see dataset_info.json)",
-    "triplets": 'load_dataset("json", data_files="train.jsonl")'
-    '.select_columns(["anchor", "positive", "negative"])  # sentence-transformers TripletLoss / MNRL',
+    "alpaca": "LLaMA-Factory: dataset_dir=this folder, dataset=RUN_train (see dataset_info.json)",
+    "sharegpt": "LLaMA-Factory: dataset_dir=this folder, dataset=RUN_train (see dataset_info.json)",
+    "triplets": 'load_dataset("json", data_files="train.jsonl")["train"]  # anchor, positive, negative: '
+    "SentenceTransformerTrainer with MultipleNegativesRankingLoss / TripletLoss as is",
+    "ntuple": 'load_dataset("json", data_files="train.jsonl")["train"]  # anchor, positive, negative_1..n '
+    '(mine_hard_negatives output_format="n-tuple"): MultipleNegativesRankingLoss as is',
+    "triplets-full": 'load_dataset("json", data_files="train.jsonl")  # with query/positive/negative ids, '
+    "kind, iteration and teacher scores (select anchor/positive/negative to train)",
     "splade": "train.jsonl: {query, positive, negatives[]} (sentence-transformers SparseEncoder; "
     "teacher scores included for distillation); train.raw.tsv: query<TAB>positive<TAB>negative "
     "(naver/splade raw triplets)",
-    "hf": 'datasets.load_from_disk("qa")  /  load_from_disk("triplets")  /  load_from_disk("queries")',
+    "hf": 'datasets.load_from_disk(".")  # triplets (anchor, positive, negative) by split;  '
+    'load_from_disk("qa") / ("queries") / ("triplets-full") for the other tables',
 }
 
 LICENCE_NOTE = (
@@ -44,7 +49,7 @@ def render_datacard(
     plan = rows.plan
     if plan.train_ratio is not None:
         test = round(1 - plan.train_ratio - (plan.val_ratio or 0), 6)
-        ratios = f"train {plan.train_ratio}, val {plan.val_ratio}, test {test}"
+        ratios = f"train {plan.train_ratio}, validation {plan.val_ratio}, test {test}"
     else:
         ratios = "the run's own (ratios not recorded in its manifest)"
     lines = [
@@ -66,10 +71,10 @@ def render_datacard(
         "",
         "## Rows per split",
         "",
-        "| kind | " + " | ".join(SPLITS) + " |",
+        "| kind | " + " | ".join(SPLIT_NAMES[s] for s in SPLITS) + " |",
         "| --- | " + " | ".join("---:" for _ in SPLITS) + " |",
         *[
-            f"| {k} | " + " | ".join(str(counts[k][s]) for s in SPLITS) + " |"
+            f"| {k} | " + " | ".join(str(counts[k][SPLIT_NAMES[s]]) for s in SPLITS) + " |"
             for k in counts
             if k in kind.split("+")
         ],

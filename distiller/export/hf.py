@@ -1,4 +1,13 @@
-"""Hugging Face `datasets` folders (`load_from_disk`): one DatasetDict per artifact kind."""
+"""Hugging Face `datasets` folders (`load_from_disk`).
+
+Layout of `exports/hf/` (one DatasetDict per table; splits train / validation / test):
+
+    exports/hf/                 load_from_disk("exports/hf"): the retrieval training table, anchor /
+                                positive / negative (what SentenceTransformerTrainer reads)
+    exports/hf/qa/              Q&A pairs (instruction, input, output, ...)
+    exports/hf/queries/         queries with their positive passages
+    exports/hf/triplets-full/   the triplets with ids, kind, iteration and scores
+"""
 
 from __future__ import annotations
 
@@ -7,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from distiller.export.qa import QA_COLUMNS
+from distiller.export.retrieval import TRIPLET_COLUMNS
+from distiller.export.rows import SPLIT_NAMES
 from distiller.records import Split
 
 Rows = list[dict[str, Any]]
@@ -21,6 +32,8 @@ def _features(kind: str) -> Any:
     if kind == "qa":
         return Features({c: text for c in QA_COLUMNS})
     if kind == "triplets":
+        return Features(dict.fromkeys(TRIPLET_COLUMNS, text))
+    if kind == "triplets-full":
         return Features(
             {
                 "anchor": text,
@@ -50,14 +63,15 @@ def _features(kind: str) -> Any:
 
 
 def write_hf(kind: str, by_split: dict[Split, Rows], folder: Path) -> dict[str, int]:
-    """Save the non-empty splits of one kind as a DatasetDict; return {split: rows}."""
+    """Save the non-empty splits of one kind as a DatasetDict into `folder` (which may already hold other
+    tables' subfolders: they are kept); return {split name: rows}."""
     from datasets import Dataset, DatasetDict
     from datasets.utils import logging as ds_logging
 
     features = _features(kind)
     names = list(features)
     parts = {
-        s: Dataset.from_list([{c: r.get(c) for c in names} for r in rows], features=features)
+        SPLIT_NAMES[s]: Dataset.from_list([{c: r.get(c) for c in names} for r in rows], features=features)
         for s, rows in by_split.items()
         if rows
     }
@@ -74,6 +88,11 @@ def write_hf(kind: str, by_split: dict[Split, Rows], folder: Path) -> dict[str, 
     finally:
         if not was_disabled:
             ds_logging.enable_progress_bar()
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in tmp.iterdir():  # move the DatasetDict's files in, beside any other table's folder
+        dest = folder / item.name
+        if dest.is_dir():
+            shutil.rmtree(dest)
+        item.replace(dest)
+    tmp.rmdir()
     return {s: len(d) for s, d in parts.items()}

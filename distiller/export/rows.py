@@ -24,6 +24,10 @@ from distiller.splits import SPLITS, assign_groups, merge_groups, near_duplicate
 
 Policy = Literal["keep", "drop"]
 
+SPLIT_NAMES: dict[Split, str] = {"train": "train", "val": "validation", "test": "test"}
+"""The run's split -> its name in every export (file names, DatasetDict keys, dataset_info entries,
+counts): the names `datasets` and the Hub use, so `load_dataset` and `load_from_disk` agree."""
+
 
 @dataclass
 class SplitPlan:
@@ -49,7 +53,7 @@ class ExportRows:
 
     def counts(self) -> dict[str, dict[str, int]]:
         return {
-            kind: {s: len(rows[s]) for s in SPLITS}
+            kind: {SPLIT_NAMES[s]: len(rows[s]) for s in SPLITS}
             for kind, rows in (("qa", self.qa), ("triplets", self.triplets), ("queries", self.queries))
         }
 

@@ -80,6 +80,37 @@ class RunView:
     def total_seconds(self) -> float:
         return float(sum(s.get("seconds") or 0.0 for s in self.stages.values()))
 
+    @staticmethod
+    def compute_seconds_of(stage: dict[str, Any]) -> float:
+        """What a stage's work took: a cached stage's first (real) run, not the restore's fraction of a
+        second."""
+        first = (
+            (stage.get("details") or {}).get("first_run_seconds") if stage.get("status") == "cached" else None
+        )
+        return float(first if first is not None else stage.get("seconds") or 0.0)
+
+    @staticmethod
+    def compute_cost_of(stage: dict[str, Any]) -> float:
+        """What a stage's LLM calls cost when they were made (a cached stage spends nothing now)."""
+        first = (
+            (stage.get("details") or {}).get("first_run_cost_usd")
+            if stage.get("status") == "cached"
+            else None
+        )
+        return float(first if first is not None else stage.get("cost_usd") or 0.0)
+
+    @property
+    def compute_seconds(self) -> float:
+        """Time the run's results took to compute, cached stages counted at their first run's time."""
+        return float(sum(self.compute_seconds_of(s) for s in self.stages.values()))
+
+    @property
+    def cached_cost(self) -> float:
+        """Spend of the cached stages' first runs (paid then, not in this run's ledger)."""
+        return float(
+            sum(self.compute_cost_of(s) for s in self.stages.values() if s.get("status") == "cached")
+        )
+
     @property
     def total_cost(self) -> float:
         """Spend of the run: the ledger's sum when there is a ledger (it is per call), else the manifest's."""
