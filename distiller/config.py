@@ -247,6 +247,15 @@ class TrainingConfig(Section):
 class EvaluationConfig(Section):
     metric: str = Field(default="MRR@5", description="Picks the best iteration.")
     ks: list[int] = Field(default_factory=lambda: [1, 5, 10, 100])
+    eval_file: str | None = Field(
+        default=None,
+        title="Evaluation file",
+        description="Your own real queries: a BEIR folder (queries.jsonl + qrels/*.tsv, corpus ids = "
+        "document ids, .jsonl record ids (input.jsonl_id_field) or file names) or a .jsonl/.csv of "
+        "question/answer pairs whose answers are in passages. Every model (base, BM25, each iteration) "
+        "is measured on them and the best on them becomes models/best; even 50 queries stop a harmful "
+        "model. See distiller/evalset.py.",
+    )
 
 
 class SplitConfig(Section):

@@ -32,3 +32,8 @@ class StageError(DistillError):
 
 class BudgetExceeded(DistillError):
     """Raised internally when a call would take spend past a budget; stages catch it and stop cleanly."""
+
+
+class EvalFileError(InputFileError):
+    """The evaluation file (`--eval-file`) cannot be used: the run stops, since selecting the best model
+    on real queries was asked for and cannot be done."""

@@ -15,6 +15,7 @@ from typing import Any
 from distiller.config import DistillConfig
 from distiller.errors import StageError
 from distiller.records import (
+    OFFLINE_WARNING,
     Chunk,
     Concept,
     Document,
@@ -24,7 +25,10 @@ from distiller.records import (
     QAPair,
     Query,
     Triplet,
+    query_set_label,
+    query_set_of,
     read_parquet,
+    rows_by_set,
     write_parquet,
 )
 from distiller.store import RunStore, StageCache, StageResult, stage_key
@@ -40,7 +44,7 @@ VERSIONS = {
     "labeled": "1",
     "mine": "2",
     "train": "1",
-    "evaluate": "1",
+    "evaluate": "2",
     "export": "1",
     "report": "1",
 }
@@ -493,8 +497,9 @@ def train_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageRes
 
 
 def evaluate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
-    """Base model, BM25 and every iteration's model on the held-out queries; the best goes to models/best."""
-    from distiller.evaluation import evaluate_bm25, evaluate_model, pick_best
+    """Base model, BM25 and every iteration's model on the held-out queries (and on the user's eval file,
+    which then selects); the best goes to models/best, the base when no iteration beats it."""
+    from distiller.evaluation import evaluate_bm25, evaluate_model, select_best
     from distiller.models import load_student
 
     passages_p, queries_p = store.path("passages.parquet"), store.path("queries.parquet")
@@ -504,11 +509,18 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
     if missing:
         raise StageError(f"evaluate needs the trained models: missing {', '.join(missing)}")
     base_path, base_id = _model_ref(store, cfg, 1)
+    eval_file = Path(cfg.evaluation.eval_file).expanduser() if cfg.evaluation.eval_file else None
     key = stage_key(
         "evaluate",
         VERSIONS["evaluate"],
         _config_hash(cfg, "evaluation") + cfg.training.kind + str(cfg.training.max_seq_length),
-        [passages_p, queries_p, base_id, *model_dirs],
+        [
+            passages_p,
+            queries_p,
+            base_id,
+            *model_dirs,
+            *([eval_file] if eval_file and eval_file.exists() else []),
+        ],
     )
 
     def run() -> dict[str, Any]:
@@ -516,35 +528,74 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
         queries = [q for q in read_parquet(queries_p, Query) if q.split == "test"]
         if not queries:
             raise StageError("no held-out (test) queries to evaluate on: the corpus needs more documents")
+        own_set = query_set_of(queries)
+        real = _load_eval_set(store, cfg, passages)
         ks = cfg.evaluation.ks
         kind, msl = cfg.training.kind, cfg.training.max_seq_length
         rows: list[MetricRow] = []
-        rows += evaluate_bm25(passages, queries, ks)
-        rows += evaluate_model(
-            load_student(base_path, kind=kind, max_seq_length=msl), passages, queries, ks, "base", 0
-        )
-        for k, d in enumerate(model_dirs, start=1):
-            rows += evaluate_model(
-                load_student(str(d), kind=kind, max_seq_length=msl), passages, queries, ks, f"iter{k}", k
-            )
+        rows += evaluate_bm25(passages, queries, ks, query_set=own_set)
+        if real:
+            rows += evaluate_bm25(real.corpus, real.queries, ks, query_set="eval-file", unit_of=real.unit_of)
+        for name, k, path in [
+            ("base", 0, base_path),
+            *((f"iter{k}", k, str(d)) for k, d in enumerate(model_dirs, 1)),
+        ]:
+            model = load_student(path, kind=kind, max_seq_length=msl)
+            rows += evaluate_model(model, passages, queries, ks, name, k, query_set=own_set)
+            if real:
+                rows += evaluate_model(
+                    model, real.corpus, real.queries, ks, name, k, query_set="eval-file", unit_of=real.unit_of
+                )
         write_parquet(store.path("metrics.parquet"), rows, MetricRow)
-        best = pick_best([r for r in rows if r.model != "bm25"], cfg.evaluation.metric)
+        metric = cfg.evaluation.metric
+        best, chosen = select_best(rows, metric)
         best_dir = store.path("models/best")
         if best_dir.exists():
             shutil.rmtree(best_dir)
         src = base_path if best == "base" else str(store.path(f"models/{best}"))
         shutil.copytree(src, best_dir)
         (best_dir / "distiller_best.txt").write_text(f"{best}\n", encoding="utf-8")
-        metric = cfg.evaluation.metric
-        table = {r.model: r.value for r in rows if r.metric == metric}
+        table = {r.model: r.value for r in rows if r.metric == metric and r.query_set == chosen}
+        n_sel = next(r.n_queries for r in rows if r.query_set == chosen)
+        label = query_set_label(chosen)
+        verdict = (
+            f"models/best is the base model: no trained iteration beat it on {label}"
+            if best == "base"
+            else f"best: {best} on {label}"
+        )
+        warning = OFFLINE_WARNING if chosen == "inverse-cloze" else None
         return {
-            "message": f"best: {best} ({metric} "
+            "message": f"{verdict} ({metric} "
             + ", ".join(f"{m} {v:.3f}" for m, v in table.items())
-            + f") on {len(queries)} held-out queries",
-            "details": {"best": best, "metric": metric, "values": table, "held_out_queries": len(queries)},
+            + f"; {n_sel} queries)"
+            + (f". {warning}" if warning else ""),
+            "details": {
+                "best": best,
+                "metric": metric,
+                "values": table,
+                "selected_on": chosen,
+                "selected_on_label": label,
+                "held_out_queries": len(queries),
+                "eval_file": real.path if real else None,
+                "eval_queries": len(real.queries) if real else None,
+                "eval_notes": real.notes if real else [],
+                "warning": warning,
+            },
         }
 
     return store.run_stage("evaluate", key, ["metrics.parquet", "models/best"], run)
+
+
+def _load_eval_set(store: RunStore, cfg: DistillConfig, passages: list[Passage]) -> Any:
+    """The user's eval file read against this run's corpus (documents and chunks in document mode)."""
+    if not cfg.evaluation.eval_file:
+        return None
+    from distiller.evalset import load_eval_file
+
+    docs_p, chunks_p = store.path("documents.parquet"), store.path("chunks.parquet")
+    documents = read_parquet(docs_p, Document) if docs_p.is_file() else []
+    chunks = read_parquet(chunks_p, Chunk) if chunks_p.is_file() and documents else []
+    return load_eval_file(cfg.evaluation.eval_file, documents, chunks, passages)
 
 
 def export_stage(store: RunStore, cfg: DistillConfig, command: str | None = None) -> StageResult:
@@ -618,11 +669,17 @@ def summary_markdown(store: RunStore) -> str:
     if metrics.is_file():
         import pandas as pd
 
-        df = pd.read_parquet(metrics).pivot_table(index="model", columns="metric", values="value")
-        lines += ["", "## Retrieval metrics (held-out queries)", ""]
-        lines.append("| model | " + " | ".join(df.columns) + " |")
-        lines.append("|---" * (len(df.columns) + 1) + "|")
-        lines += [f"| {m} | " + " | ".join(f"{v:.4f}" for v in row) + " |" for m, row in df.iterrows()]
+        all_rows = read_parquet(metrics, MetricRow)
+        for qs, rows in rows_by_set(all_rows).items():
+            df = pd.DataFrame([r.model_dump() for r in rows]).pivot_table(
+                index="model", columns="metric", values="value", sort=False
+            )
+            lines += ["", f"## Retrieval metrics on {query_set_label(qs)} ({rows[0].n_queries} queries)", ""]
+            if qs == "inverse-cloze":
+                lines += [f"> {OFFLINE_WARNING}", ""]
+            lines.append("| model | " + " | ".join(df.columns) + " |")
+            lines.append("|---" * (len(df.columns) + 1) + "|")
+            lines += [f"| {m} | " + " | ".join(f"{v:.4f}" for v in row) + " |" for m, row in df.iterrows()]
     skipped = store.manifest().get("skipped_inputs", [])
     if skipped:
         lines += ["", f"## Skipped inputs ({len(skipped)})", ""]

@@ -41,7 +41,13 @@ def inverse_cloze(
     val_ratio: float,
     seed: int,
     language: str = "en",
+    *,
+    document_positives: bool = False,
+    titles: dict[str, str] | None = None,
 ) -> GenerationOutput:
+    """`document_positives`: every chunk of the sentence's document is a positive (so no chunk of the
+    same document is mined as its negative). `titles` ({doc_id: title}): each titled document's title
+    is one more query, every chunk of the document its positive."""
     splits = document_splits(chunks, train_ratio, val_ratio, seed)
     passages: list[Passage] = []
     queries: list[Query] = []
@@ -99,6 +105,26 @@ def inverse_cloze(
                     teacher=TEACHER,
                 )
             )
+    if document_positives or titles:
+        of_doc: dict[str, list[str]] = {}
+        for c in chunks:
+            of_doc.setdefault(c.doc_id, []).append(c.chunk_id)
+        if document_positives:
+            queries = [q.model_copy(update={"positive_ids": of_doc[q.doc_id]}) for q in queries]
+        for doc_id, title in (titles or {}).items():
+            if doc_id in of_doc and len(title.split()) >= 2:
+                queries.append(
+                    Query(
+                        query_id=f"{doc_id}-title",
+                        text=_tidy(title),
+                        positive_ids=of_doc[doc_id],
+                        doc_id=doc_id,
+                        split=splits[doc_id],
+                        teacher=TEACHER,
+                        language=language,
+                        query_type="title",
+                    )
+                )
     return GenerationOutput(
         passages=passages,
         queries=queries,
