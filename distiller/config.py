@@ -110,6 +110,19 @@ class GenerationConfig(Section):
     queries_per_chunk: int = Field(default=1, ge=1, le=20)
     questions_per_chunk: int = Field(default=2, ge=0, le=20)
     min_query_words: int = Field(default=5, ge=1, description="Offline teacher: shortest usable sentence.")
+    offline_document_positives: bool = Field(
+        default=True,
+        title="Offline: whole-document positives",
+        description="Offline teacher: every chunk of a pseudo-query's document is a positive, so no chunk of "
+        "the same document is mined as its negative (on SciFact, training against sibling chunks lost "
+        "real-query nDCG@10; see benchmarks/README.md).",
+    )
+    offline_title_queries: bool = Field(
+        default=True,
+        title="Offline: titles as queries",
+        description="Offline teacher: a document's title (PDF/HTML title, or a 'title' field in .jsonl) is "
+        "one more pseudo-query, all the document's chunks its positives.",
+    )
     language: str = "en"
     template: str | None = None
     domain: str | None = Field(default=None, description="Bootstrap mode: a domain name, no documents.")

@@ -11,13 +11,23 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import ir_measures
 from ir_measures import RR, Qrel, R, ScoredDoc, nDCG
 
 from distiller.index import EncodedCorpus, encode_corpus, scratch_dir, search_batches
-from distiller.records import MetricRow, Passage, Query, QuerySet, selection_set
+from distiller.records import (
+    OFFLINE_WARNING,
+    MetricRow,
+    Passage,
+    Query,
+    QuerySet,
+    query_set_label,
+    rows_by_set,
+    selection_set,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +174,39 @@ def select_best(rows: list[MetricRow], metric: str) -> tuple[str, str]:
     return pick_best([r for r in rows if r.query_set == chosen], metric), chosen
 
 
+def card_metrics(rows: list[MetricRow], best: str, chosen: str) -> str:
+    """The model card's evaluation section: one table per query set, each saying what it was measured on."""
+    lines = ["### Evaluation", ""]
+    if best == "base":
+        lines += [f"This is the base model: no trained iteration beat it on {query_set_label(chosen)}.", ""]
+    else:
+        lines += [f"Chosen as best ({best}) on {query_set_label(chosen)}.", ""]
+    for qs, part in rows_by_set(rows).items():
+        metrics = list(dict.fromkeys(r.metric for r in part))
+        value = {(r.model, r.metric): r.value for r in part}
+        lines += [f"Measured on {query_set_label(qs)} ({part[0].n_queries} queries):", ""]
+        if qs == "inverse-cloze":
+            lines += [f"> {OFFLINE_WARNING}", ""]
+        lines += ["| model | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+        for m in dict.fromkeys(r.model for r in part):
+            lines.append(
+                f"| {m} | " + " | ".join(f"{value.get((m, k), float('nan')):.4f}" for k in metrics) + " |"
+            )
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def add_card_metrics(model_dir: Path, rows: list[MetricRow], best: str, chosen: str) -> None:
+    """Put the evaluation section at the top of the model's card (after any YAML front matter)."""
+    readme = model_dir / "README.md"
+    card = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    head, body = "", card
+    if card.startswith("---"):
+        end = card.find("\n---", 3)
+        head, body = card[: end + 4] + "\n\n", card[end + 4 :].lstrip("\n")
+    readme.write_text(head + card_metrics(rows, best, chosen) + "\n" + body, encoding="utf-8")
+
+
 def metrics_table(rows: Iterable[MetricRow]) -> str:
     """A plain-text table, one line per model, one column per metric (benchmarks, logs)."""
     rows = list(rows)
@@ -179,6 +222,8 @@ def metrics_table(rows: Iterable[MetricRow]) -> str:
 
 
 __all__ = [
+    "add_card_metrics",
+    "card_metrics",
     "collapse_run",
     "evaluate_bm25",
     "evaluate_model",

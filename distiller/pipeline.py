@@ -38,7 +38,7 @@ log = logging.getLogger("distiller")
 # Bump a stage's version when its code changes what it writes: old cache entries stop matching.
 VERSIONS = {
     "ingest": "1",
-    "generate": "1",
+    "generate": "2",
     "bootstrap": "1",
     "validate": "1",
     "labeled": "1",
@@ -142,6 +142,18 @@ def ingest_stage(store: RunStore, cfg: DistillConfig, progress: Progress | None 
     return res
 
 
+def _titles(store: RunStore) -> dict[str, str]:
+    """{doc_id: title} of the ingested documents that have one (the offline teacher's title queries)."""
+    p = store.path("sources.parquet")
+    return {d.doc_id: d.title for d in read_parquet(p, Document) if d.title} if p.is_file() else {}
+
+
+def _titles_input(store: RunStore, cfg: DistillConfig) -> list[Path]:
+    p = store.path("sources.parquet")
+    use = cfg.teacher.offline and cfg.generation.offline_title_queries and p.is_file()
+    return [p] if use else []
+
+
 def generate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
     from distiller.generation import bootstrap_mode, stage_fingerprint
 
@@ -164,7 +176,7 @@ def generate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
         "generate",
         VERSIONS["generate"],
         _config_hash(cfg, "teacher", "generation", "split", "budget") + llm_key,
-        [chunks_path],
+        [chunks_path, *_titles_input(store, cfg)],
     )
 
     def run() -> dict[str, Any]:
@@ -184,6 +196,8 @@ def generate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
                 cfg.split.val_ratio,
                 cfg.seed,
                 cfg.generation.language,
+                document_positives=cfg.generation.offline_document_positives,
+                titles=_titles(store) if cfg.generation.offline_title_queries else None,
             )
         else:
             from distiller.teachers.llm import generate_with_llm  # the LLM teacher (issue: generation)
@@ -499,7 +513,7 @@ def train_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageRes
 def evaluate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
     """Base model, BM25 and every iteration's model on the held-out queries (and on the user's eval file,
     which then selects); the best goes to models/best, the base when no iteration beats it."""
-    from distiller.evaluation import evaluate_bm25, evaluate_model, select_best
+    from distiller.evaluation import add_card_metrics, evaluate_bm25, evaluate_model, select_best
     from distiller.models import load_student
 
     passages_p, queries_p = store.path("passages.parquet"), store.path("queries.parquet")
@@ -519,7 +533,7 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
             queries_p,
             base_id,
             *model_dirs,
-            *([eval_file] if eval_file and eval_file.exists() else []),
+            *_eval_inputs(store, eval_file),
         ],
     )
 
@@ -555,6 +569,7 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
         src = base_path if best == "base" else str(store.path(f"models/{best}"))
         shutil.copytree(src, best_dir)
         (best_dir / "distiller_best.txt").write_text(f"{best}\n", encoding="utf-8")
+        add_card_metrics(best_dir, rows, best, chosen)
         table = {r.model: r.value for r in rows if r.metric == metric and r.query_set == chosen}
         n_sel = next(r.n_queries for r in rows if r.query_set == chosen)
         label = query_set_label(chosen)
@@ -586,13 +601,22 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
     return store.run_stage("evaluate", key, ["metrics.parquet", "models/best"], run)
 
 
+def _eval_inputs(store: RunStore, eval_file: Path | None) -> list[Path]:
+    """What the eval set is read from: the file (a BEIR queries.jsonl: its folder, qrels included) and
+    the documents and chunks its ids are matched against."""
+    if eval_file is None or not eval_file.exists():
+        return []
+    src = eval_file.parent if eval_file.name == "queries.jsonl" else eval_file
+    return [src, store.path("sources.parquet"), store.path("chunks.parquet")]
+
+
 def _load_eval_set(store: RunStore, cfg: DistillConfig, passages: list[Passage]) -> Any:
     """The user's eval file read against this run's corpus (documents and chunks in document mode)."""
     if not cfg.evaluation.eval_file:
         return None
     from distiller.evalset import load_eval_file
 
-    docs_p, chunks_p = store.path("documents.parquet"), store.path("chunks.parquet")
+    docs_p, chunks_p = store.path("sources.parquet"), store.path("chunks.parquet")
     documents = read_parquet(docs_p, Document) if docs_p.is_file() else []
     chunks = read_parquet(chunks_p, Chunk) if chunks_p.is_file() and documents else []
     return load_eval_file(cfg.evaluation.eval_file, documents, chunks, passages)

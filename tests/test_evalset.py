@@ -170,7 +170,7 @@ def _fake_run(tmp_path: Path, eval_file: Path | None) -> tuple[DistillConfig, Pa
     )
     store = open_store(cfg)
     docs, chunks, passages = corpus()
-    write_parquet(store.path("documents.parquet"), docs, Document)
+    write_parquet(store.path("sources.parquet"), docs, Document)
     write_parquet(store.path("chunks.parquet"), chunks, Chunk)
     write_parquet(store.path("passages.parquet"), passages, Passage)
     queries = [
@@ -218,6 +218,10 @@ def test_a_model_that_loses_on_real_queries_is_not_chosen(tmp_path: Path, script
     assert (run / "models/best/weights.txt").read_text() == "base"  # the base model's files
     assert "models/best is the base model: no trained iteration beat it on your eval file" in res.message
     assert res.details["selected_on"] == "eval-file" and res.details["eval_queries"] == 2
+    card = (run / "models/best/README.md").read_text()
+    assert "This is the base model: no trained iteration beat it on your eval file." in card
+    assert "Measured on your eval file (2 queries):" in card
+    assert "Measured on inverse-cloze pseudo-queries (not real questions) (5 queries):" in card
     got = read_parquet(run / "metrics.parquet", MetricRow)
     assert {r.query_set for r in got} == {"inverse-cloze", "eval-file"}
     status = _text(status_renderable(run))
