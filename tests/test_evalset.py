@@ -25,6 +25,7 @@ from distiller.records import (
     read_parquet,
     write_parquet,
 )
+from distiller.report import render_report
 from distiller.summary import runs_table, status_renderable
 
 TEXTS = {
@@ -233,6 +234,11 @@ def test_a_model_that_loses_on_real_queries_is_not_chosen(tmp_path: Path, script
     assert "## Retrieval metrics on your eval file (2 queries)" in md
     assert "## Retrieval metrics on inverse-cloze pseudo-queries (not real questions) (5 queries)" in md
     assert "your eval file" in _text(runs_table(tmp_path / "runs"))
+    html = render_report(run).read_text()
+    assert (
+        "on your eval file (2 queries); inverse-cloze pseudo-queries (not real questions) (5 queries)" in html
+    )
+    assert "base (on your eval file)" in html  # the report's key figures
 
 
 def test_without_an_eval_file_pseudo_query_metrics_carry_the_warning(tmp_path: Path, scripted: None) -> None:
