@@ -239,7 +239,17 @@ class TrainingConfig(Section):
         "5e-6): in-batch negatives keep the model telling entities apart (see benchmarks/README.md).",
     )
     margin: float = Field(default=0.1, ge=0.0, description="TripletLoss margin (loss: triplet).")
-    learning_rate: float = Field(default=2e-5, gt=0)
+    learning_rate: float = Field(
+        default=2e-5, gt=0, description="Labeled and LLM-taught runs (offline runs: offline_learning_rate)."
+    )
+    offline_learning_rate: float | None = Field(
+        default=5e-6,
+        gt=0,
+        title="Offline learning rate",
+        description="Used instead of learning_rate when the offline teacher wrote the queries (document "
+        "mode, no LLM, no --qa-file): pseudo-queries are a weak signal and at 2e-5 they pulled the student "
+        "away from real queries on SciFact (benchmarks/README.md). null: learning_rate in every mode.",
+    )
     epochs: float = Field(default=1.0, gt=0)
     batch_size: int = Field(default=16, ge=1)
     warmup_ratio: float = Field(default=0.1, ge=0.0, le=1.0)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from distiller.config import DistillConfig
+from distiller.config import DistillConfig, TrainingConfig
 from distiller.errors import StageError
 from distiller.records import (
     OFFLINE_WARNING,
@@ -472,6 +472,15 @@ def mine_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageResu
     return store.run_stage(f"mine_iter{iteration}", key, [out_name], run)
 
 
+def training_settings(cfg: DistillConfig) -> TrainingConfig:
+    """The training section as used: offline pseudo-queries train at training.offline_learning_rate;
+    labeled and LLM-taught runs at training.learning_rate."""
+    lr = cfg.training.offline_learning_rate
+    if cfg.teacher.offline and not cfg.input.qa_file and lr is not None:
+        return cfg.training.model_copy(update={"learning_rate": lr})
+    return cfg.training
+
+
 def train_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageResult:
     from distiller.training import train_student
 
@@ -493,7 +502,9 @@ def train_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageRes
         triplets = read_parquet(triplets_p, Triplet)
         # Checkpoints are keyed like the stage, so a changed config never resumes a stale training.
         ckpt = store.path(f"checkpoints/{key[:16]}")
-        result = train_student(model_path, triplets, cfg.training, store.path(out_rel), cfg.seed, ckpt)
+        result = train_student(
+            model_path, triplets, training_settings(cfg), store.path(out_rel), cfg.seed, ckpt
+        )
         shutil.rmtree(ckpt, ignore_errors=True)
         return {
             "message": f"{result.steps} steps on {result.device} in {result.seconds:.0f}s"

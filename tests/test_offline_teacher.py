@@ -67,3 +67,17 @@ def test_document_positives_and_title_queries(tiny_corpus: Path) -> None:
         ("Aicardi syndrome", of_doc[titled], "offline-ict")
     ]  # a title of a document this run does not have is ignored
     assert titles[0].split == next(q.split for q in ict if q.doc_id == titled)
+
+
+def test_offline_pseudo_queries_train_at_the_offline_learning_rate() -> None:
+    from distiller.pipeline import training_settings
+
+    def lr(**over: object) -> float:
+        return training_settings(
+            load_config(overrides={"training": {"learning_rate": 3e-5}, **over})
+        ).learning_rate
+
+    assert lr() == 5e-6  # offline teacher, documents
+    assert lr(input={"qa_file": "faq.csv"}) == 3e-5  # labeled mode keeps its own
+    assert lr(teacher={"provider": "openai"}) == 3e-5  # an LLM teacher too
+    assert lr(training={"learning_rate": 3e-5, "offline_learning_rate": None}) == 3e-5
