@@ -9,7 +9,9 @@ dev claims and their qrels are the measure and are never used for training. Scor
 (an abstract ranks where its best chunk ranks), as in BEIR. To fit a 2-core CPU the corpus is a seeded
 subsample: every abstract that a dev claim cites plus random others up to `--n-docs` (the figures are
 therefore higher than full-corpus BEIR figures; base, BM25 and the trained models share the subsample).
-Settings not given on the command line are the product's offline defaults.
+Settings not given on the command line are the product's offline defaults (whole-document positives,
+title queries, training.offline_learning_rate); the offline default before issue 16 is
+`--no-document-positives --no-title-queries --learning-rate 2e-5`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import json
 import os
 import random
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -28,7 +29,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from distiller.config import DistillConfig, MiningConfig, TrainingConfig
+from distiller.config import DistillConfig, GenerationConfig, MiningConfig, TrainingConfig
 from distiller.evaluation import evaluate_bm25, evaluate_model, metrics_table
 from distiller.index import EncodedCorpus, encode_corpus
 from distiller.ingest import ingest
@@ -37,6 +38,9 @@ from distiller.models import load_student
 from distiller.records import Chunk, Document, MetricRow, Passage, Query, Triplet, read_parquet, write_parquet
 from distiller.teachers.offline import inverse_cloze
 from distiller.training import train_student
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from medquad import summarize, write_json  # the sibling benchmark's report helpers
 
 DATA = Path(os.environ.get("DISTILL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 DATA = DATA / "scifact"
@@ -94,6 +98,8 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[list[Document], list[
 def configs(args: argparse.Namespace) -> tuple[MiningConfig, TrainingConfig]:
     m = MiningConfig(iterations=args.iterations)
     t = TrainingConfig(student=args.student, max_seq_length=args.max_seq_length)
+    # what `distill run` uses for offline pseudo-queries (pipeline.training_settings)
+    t.learning_rate = t.offline_learning_rate or t.learning_rate
     for section, names in (
         (m, ["easy_hard_ratio", "negatives_per_query", "hard_positive_rank_min", "negative_rank_max"]),
         (t, ["learning_rate", "epochs", "batch_size", "warmup_ratio", "loss"]),
@@ -168,19 +174,6 @@ def run_seed(
     return rows, timings
 
 
-def summarize(common: list[MetricRow], results: dict[int, list[MetricRow]], metric: str) -> None:
-    base = next(r.value for r in common if r.model == "base" and r.metric == metric)
-    bm25 = next(r.value for r in common if r.model == "bm25" and r.metric == metric)
-    print(f"\n{metric} on the dev claims: base {base:.4f}, bm25 {bm25:.4f}")
-    for name in sorted({r.model for rows in results.values() for r in rows}):
-        vals = [r.value for rows in results.values() for r in rows if r.model == name and r.metric == metric]
-        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        print(
-            f"{name}: mean {statistics.mean(vals):.4f} (gain {statistics.mean(vals) - base:+.4f}), "
-            f"per seed {', '.join(f'{v:.4f}' for v in vals)}, sd {sd:.4f}"
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(DATA))
@@ -194,8 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seq-length", type=int, default=128)
     p.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10, 100])
     p.add_argument("--json", help="write rows and timings here")
-    p.add_argument("--document-positives", action=argparse.BooleanOptionalAction, default=False)
-    p.add_argument("--title-queries", action=argparse.BooleanOptionalAction, default=False)
+    gen = GenerationConfig()
+    p.add_argument(
+        "--document-positives", action=argparse.BooleanOptionalAction, default=gen.offline_document_positives
+    )
+    p.add_argument(
+        "--title-queries", action=argparse.BooleanOptionalAction, default=gen.offline_title_queries
+    )
     for name, typ in [
         ("easy_hard_ratio", float), ("negatives_per_query", int), ("hard_positive_rank_min", int),
         ("negative_rank_max", int), ("learning_rate", float), ("epochs", float), ("batch_size", int),
@@ -248,18 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         total = time.perf_counter() - t_start
         print(f"\ntotal wall time {total:.0f}s ({total / 60:.1f} min)")
         if args.json:
-            Path(args.json).write_text(
-                json.dumps(
-                    {
-                        "args": vars(args),
-                        "common": [r.model_dump() for r in common],
-                        "seeds": {s: [r.model_dump() for r in rows] for s, rows in results.items()},
-                        "timings": timings,
-                        "total_s": total,
-                    },
-                    indent=1,
-                )
-            )
+            write_json(Path(args.json), args, common, results, timings, total)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
