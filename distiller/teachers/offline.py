@@ -105,6 +105,7 @@ def inverse_cloze(
                     teacher=TEACHER,
                 )
             )
+    n_titles = 0
     if document_positives or titles:
         of_doc: dict[str, list[str]] = {}
         for c in chunks:
@@ -125,17 +126,21 @@ def inverse_cloze(
                         query_type="title",
                     )
                 )
+                n_titles += 1
     return GenerationOutput(
         passages=passages,
         queries=queries,
         qa_pairs=qa_pairs,
         notes=[
             "No LLM configured: the offline teacher made inverse-cloze pseudo-queries "
-            "(a sentence of each chunk "
-            "as the query, the rest of the chunk as its positive). For real questions and Q&A pairs set "
+            "(a sentence of each chunk as the query, the rest of the chunk as its positive"
+            + (", and every other chunk of its document" if document_positives else "")
+            + (f"; {n_titles} document titles as queries too" if titles else "")
+            + "). They are not real questions: measure on real ones with --eval-file. "
+            "For real questions and Q&A pairs set "
             "teacher.provider (openai | anthropic) and teacher.model, e.g. "
             "`distill run --teacher openai --model gpt-4o-mini` with OPENAI_API_KEY set, or "
             "`--teacher openai --base-url http://localhost:8000/v1` for vLLM/Ollama."
         ],
-        stats={"chunks_without_query": without_query, "queries": len(queries)},
+        stats={"chunks_without_query": without_query, "queries": len(queries), "title_queries": n_titles},
     )
