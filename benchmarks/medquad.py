@@ -214,21 +214,33 @@ def main(argv: list[str] | None = None) -> int:
         total = time.perf_counter() - t_start
         print(f"\ntotal wall time {total:.0f}s ({total / 60:.1f} min)")
         if args.json:
-            Path(args.json).write_text(
-                json.dumps(
-                    {
-                        "args": vars(args),
-                        "common": [r.model_dump() for r in common],
-                        "seeds": {s: [r.model_dump() for r in rows] for s, rows in results.items()},
-                        "timings": timings,
-                        "total_s": total,
-                    },
-                    indent=1,
-                )
-            )
+            write_json(Path(args.json), args, common, results, timings, total)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def write_json(
+    path: Path,
+    args: argparse.Namespace,
+    common: list[MetricRow],
+    results: dict[int, list[MetricRow]],
+    timings: dict[int, dict[str, float]],
+    total: float,
+) -> None:
+    """Rows and timings of a benchmark run, for tables written later."""
+    path.write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "common": [r.model_dump() for r in common],
+                "seeds": {s: [r.model_dump() for r in rows] for s, rows in results.items()},
+                "timings": timings,
+                "total_s": total,
+            },
+            indent=1,
+        )
+    )
 
 
 def summarize(common: list[MetricRow], results: dict[int, list[MetricRow]], metric: str = "MRR@5") -> None:

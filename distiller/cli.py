@@ -283,6 +283,13 @@ def run(
         float | None, typer.Option(help="Training epochs per iteration \\[default: 1].")
     ] = None,
     chunk_size: Annotated[int | None, typer.Option(help="Chunk size in tokens \\[default: 200].")] = None,
+    eval_file: Annotated[
+        str | None,
+        typer.Option(
+            help="Your real queries (BEIR folder, or .jsonl/.csv question/answer pairs): every model is "
+            "measured on them and the best on them is kept."
+        ),
+    ] = None,
     export_format: Annotated[
         list[str] | None,
         typer.Option("--format", "-f", help="Export format(s) \\[default: jsonl]. Repeatable."),
@@ -326,6 +333,7 @@ def run(
     _set(overrides, "mining.iterations", iterations)
     _set(overrides, "training.epochs", epochs)
     _set(overrides, "chunking.chunk_size", chunk_size)
+    _set(overrides, "evaluation.eval_file", eval_file)
     _set(overrides, "export.formats", list(export_format or []))
     cfg = _load(config, overrides)
     if not cfg.input.paths and not cfg.input.qa_file and not cfg.generation.domain:

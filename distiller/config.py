@@ -220,6 +220,19 @@ class GenerationConfig(Section):
     min_query_words: int = Field(
         default=5, ge=1, title="Minimum query words", description="Offline teacher: shortest usable sentence."
     )
+    offline_document_positives: bool = Field(
+        default=True,
+        title="Offline doc positives",
+        description="Offline teacher: every chunk of a pseudo-query's document is a positive, so no chunk of "
+        "the same document is mined as its negative (on SciFact, training against sibling chunks lost "
+        "real-query nDCG@10; see benchmarks/README.md).",
+    )
+    offline_title_queries: bool = Field(
+        default=True,
+        title="Offline: title queries",
+        description="Offline teacher: a document's title (PDF/HTML title, or a 'title' field in .jsonl) is "
+        "one more pseudo-query, all the document's chunks its positives.",
+    )
     language: str = Field(
         default="en",
         title="Language",
@@ -430,7 +443,20 @@ class TrainingConfig(Section):
     margin: float = Field(
         default=0.1, ge=0.0, title="Margin", description="TripletLoss margin (loss: triplet)."
     )
-    learning_rate: float = Field(default=2e-5, gt=0, title="Learning rate", description="Peak learning rate.")
+    learning_rate: float = Field(
+        default=2e-5,
+        gt=0,
+        title="Learning rate",
+        description="Peak learning rate (labeled and LLM-taught runs; offline runs: offline_learning_rate).",
+    )
+    offline_learning_rate: float | None = Field(
+        default=5e-6,
+        gt=0,
+        title="Offline learning rate",
+        description="Used instead of learning_rate when the offline teacher wrote the queries (document "
+        "mode, no LLM, no --qa-file): pseudo-queries are a weak signal and at 2e-5 they pulled the student "
+        "away from real queries on SciFact (benchmarks/README.md). null: learning_rate in every mode.",
+    )
     epochs: float = Field(
         default=1.0, gt=0, title="Epochs", description="Passes over the triplets per iteration."
     )
@@ -462,7 +488,7 @@ class TrainingConfig(Section):
     save_minutes: float = Field(
         default=10.0,
         ge=0.0,
-        title="Checkpoint every (minutes)",
+        title="Checkpoint every (min)",
         description="Also checkpoint whenever this many minutes passed since the last one (0: by steps "
         "only), so a kill during a long training loses minutes, not the run.",
     )
@@ -508,6 +534,16 @@ class EvaluationConfig(Section):
         min_length=1,
         title="Cut-offs",
         description="k of MRR@k (k <= 10) and Recall@k; nDCG@10 is always measured.",
+    )
+
+    eval_file: str | None = Field(
+        default=None,
+        title="Evaluation file",
+        description="Your own real queries: a BEIR folder (queries.jsonl + qrels/*.tsv, corpus ids = "
+        "document ids, .jsonl record ids (input.jsonl_id_field) or file names) or a .jsonl/.csv of "
+        "question/answer pairs whose answers are in passages. Every model (base, BM25, each iteration) "
+        "is measured on them and the best on them becomes models/best; even 50 queries stop a harmful "
+        "model. See distiller/evalset.py.",
     )
 
     @model_validator(mode="after")

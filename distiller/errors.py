@@ -36,6 +36,11 @@ class BudgetExceeded(DistillError):
     """Raised internally when a call would take spend past a budget; stages catch it and stop cleanly."""
 
 
+class EvalFileError(InputFileError):
+    """The evaluation file (`--eval-file`) cannot be used: the run stops, since selecting the best model
+    on real queries was asked for and cannot be done."""
+
+
 class EnvironmentProblem(DistillError):
     """The machine, not the input, stopped the run: a full disk, a missing permission, a name the file
     system refuses. Says what to fix; running the same command again resumes."""

@@ -17,7 +17,13 @@ import ir_measures
 from ir_measures import RR, Qrel, R, ScoredDoc, nDCG
 
 from distiller.index import EncodedCorpus, encode_corpus, scratch_dir, search_batches
-from distiller.records import MetricRow, Passage, Query
+from distiller.records import (
+    MetricRow,
+    Passage,
+    Query,
+    QuerySet,
+    selection_set,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +42,12 @@ def _measures(ks: Sequence[int]) -> dict[str, Any]:
 
 
 def score_run(
-    run: dict[str, list[str]], queries: Sequence[Query], ks: Sequence[int], name: str, iteration: int
+    run: dict[str, list[str]],
+    queries: Sequence[Query],
+    ks: Sequence[int],
+    name: str,
+    iteration: int,
+    query_set: QuerySet = "unknown",
 ) -> list[MetricRow]:
     """Metric rows for a ranked run {query_id: [passage_id, best first]} against the queries' qrels."""
     qrels = [Qrel(q.query_id, pid, 1) for q in queries for pid in dict.fromkeys(q.positive_ids)]
@@ -49,7 +60,14 @@ def score_run(
         return []
     agg = ir_measures.calc_aggregate(list(measures.values()), qrels, scored)
     return [
-        MetricRow(model=name, iteration=iteration, metric=label, value=float(agg.get(m, 0.0)), n_queries=n)
+        MetricRow(
+            model=name,
+            iteration=iteration,
+            metric=label,
+            value=float(agg.get(m, 0.0)),
+            n_queries=n,
+            query_set=query_set,
+        )
         for label, m in measures.items()
     ]
 
@@ -63,12 +81,20 @@ def evaluate_model(
     iteration: int,
     *,
     corpus: EncodedCorpus | None = None,
+    query_set: QuerySet = "unknown",
+    unit_of: dict[str, str] | None = None,
 ) -> list[MetricRow]:
     """Encode the corpus once (or reuse `corpus`, encoded by this same model), retrieve top-max(ks)
-    for each held-out query, score with ir-measures."""
+    for each held-out query, score with ir-measures.
+
+    `unit_of` (passage id -> document id): score documents, not passages, as BEIR does for a corpus of
+    whole documents: a document ranks where its best passage ranks, and the queries' positive_ids are
+    document ids then."""
     if not passages or not queries:
         return []
     k = max(max(ks), 10)
+    if unit_of is not None:  # several passages of one document collapse into one entry
+        k = min(len(passages), k * UNIT_DEPTH)
     run: dict[str, list[str]] = {}
     with scratch_dir() as work:
         if corpus is None:
@@ -76,13 +102,32 @@ def evaluate_model(
         for off, _, idx, _ in search_batches(model, corpus, [q.text for q in queries], k, ENCODE_BATCH):
             for row, ids in enumerate(idx):
                 run[queries[off + row].query_id] = [passages[i].passage_id for i in ids if i >= 0]
-    return score_run(run, queries, ks, name, iteration)
+    if unit_of is not None:
+        run = collapse_run(run, unit_of, max(max(ks), 10))
+    return score_run(run, queries, ks, name, iteration, query_set)
+
+
+UNIT_DEPTH = 4
+"""Document-level scoring retrieves this many times more passages, so that max(ks) distinct documents
+are left after collapsing (a document is rarely more than a few chunks in the top ranks)."""
+
+
+def collapse_run(run: dict[str, list[str]], unit_of: dict[str, str], k: int) -> dict[str, list[str]]:
+    """{query: passage ids} -> {query: document ids}, each document at its best passage's rank, top k."""
+    return {qid: list(dict.fromkeys(unit_of.get(p, p) for p in pids))[:k] for qid, pids in run.items()}
 
 
 _TOKEN = re.compile(r"\w+")
 
 
-def evaluate_bm25(passages: list[Passage], queries: list[Query], ks: list[int]) -> list[MetricRow]:
+def evaluate_bm25(
+    passages: list[Passage],
+    queries: list[Query],
+    ks: list[int],
+    *,
+    query_set: QuerySet = "unknown",
+    unit_of: dict[str, str] | None = None,
+) -> list[MetricRow]:
     """The lexical baseline: bm25s (Lucene BM25 variant, English stop words, no stemming)."""
     import bm25s
 
@@ -90,7 +135,7 @@ def evaluate_bm25(passages: list[Passage], queries: list[Query], ks: list[int]) 
 
     if not passages or not queries:
         return []
-    k = min(max(max(ks), 10), len(passages))
+    k = min(max(max(ks), 10) * (UNIT_DEPTH if unit_of is not None else 1), len(passages))
     retriever = bm25s.BM25()
     retriever.index(
         bm25s.tokenize([p.text for p in passages], stopwords="en", show_progress=False), show_progress=False
@@ -98,7 +143,9 @@ def evaluate_bm25(passages: list[Passage], queries: list[Query], ks: list[int]) 
     q_tokens = bm25s.tokenize([q.text for q in queries], stopwords="en", show_progress=False)
     docs, _ = retriever.retrieve(q_tokens, k=k, show_progress=False, n_threads=1)
     run = {q.query_id: [passages[int(i)].passage_id for i in docs[j]] for j, q in enumerate(queries)}
-    return score_run(run, queries, ks, "bm25", 0)
+    if unit_of is not None:
+        run = collapse_run(run, unit_of, max(max(ks), 10))
+    return score_run(run, queries, ks, "bm25", 0, query_set)
 
 
 def _model_order(name: str) -> int:
@@ -112,6 +159,15 @@ def pick_best(rows: Iterable[MetricRow], metric: str) -> str:
         raise ValueError(f"no rows for metric {metric!r} among the models evaluated")
     best = max(cands, key=lambda r: (r.value, -_model_order(r.model)))
     return best.model
+
+
+def select_best(rows: list[MetricRow], metric: str) -> tuple[str, str]:
+    """(best model, query set it was chosen on). The user's eval file decides when there is one, else the
+    run's own held-out queries; the base model is a candidate and wins unless an iteration beats it."""
+    chosen = selection_set(rows)
+    if chosen is None:
+        raise ValueError("no metric rows to select from")
+    return pick_best([r for r in rows if r.query_set == chosen], metric), chosen
 
 
 def metrics_table(rows: Iterable[MetricRow]) -> str:
@@ -128,4 +184,12 @@ def metrics_table(rows: Iterable[MetricRow]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["evaluate_bm25", "evaluate_model", "metrics_table", "pick_best", "score_run"]
+__all__ = [
+    "collapse_run",
+    "evaluate_bm25",
+    "evaluate_model",
+    "metrics_table",
+    "pick_best",
+    "score_run",
+    "select_best",
+]

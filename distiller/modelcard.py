@@ -25,6 +25,7 @@ import pandas as pd
 
 from distiller.config import DEFAULT_SPLADE_STUDENT, DEFAULT_STUDENT
 from distiller.export.run import RunView
+from distiller.records import OFFLINE_WARNING, query_set_label
 
 HUB_IDS = {DEFAULT_STUDENT: "sentence-transformers/all-MiniLM-L6-v2"}
 """Packaged students -> the Hub id of the model they ship."""
@@ -99,6 +100,30 @@ def _model_label(model: str, best: str | None, base_name: str) -> str:
     return f"{model} (this model)" if model == best else model
 
 
+def _group_cell(column: str, value: Any) -> str:
+    """A grouping cell in words: a query set says what its queries are (QUERY_SET_LABELS)."""
+    return query_set_label(str(value)) if column == "query_set" else str(value)
+
+
+def _evaluation_intro(frame: pd.DataFrame, best: str | None, metric: str) -> list[str]:
+    """What the metrics were measured on, which set chose this model, and whether it beat its base."""
+    sets = list(dict.fromkeys(str(v) for v in frame["query_set"])) if "query_set" in frame else []
+    chosen = "eval-file" if "eval-file" in sets else (sets[0] if sets else None)
+    on = query_set_label(chosen) if chosen else "the held-out test queries"
+    lines = [
+        "Held-out test queries (their source documents were never trained on), and your eval file when "
+        "the run had one; base model and BM25 on the same queries and corpus.",
+        "",
+        f"This model is the base model: no trained iteration beat it on {on} ({metric})."
+        if best == "base"
+        else f"Chosen as the best model ({best}) by {metric} on {on}.",
+        "",
+    ]
+    if "inverse-cloze" in sets:
+        lines += [f"> {OFFLINE_WARNING}", ""]
+    return lines
+
+
 def comparison_table(frame: pd.DataFrame, best: str | None, base_name: str) -> list[str]:
     """Markdown rows: one per (group, model), base and BM25 first, a column per metric in METRIC_ORDER."""
     groups = group_columns(frame)
@@ -109,7 +134,8 @@ def comparison_table(frame: pd.DataFrame, best: str | None, base_name: str) -> l
         key = key if isinstance(key, tuple) else (key,)
         model = str(key[-1])
         values = dict(zip(part["metric"], part["value"], strict=True))
-        cells = [str(k) for k in key[:-1]] + [_model_label(model, best, base_name)]
+        cells = [_group_cell(g, k) for g, k in zip(groups, key[:-1], strict=True)]
+        cells.append(_model_label(model, best, base_name))
         cells += [f"{values[m]:.4f}" if m in values else "" for m in metrics]
         cells.append(str(int(part["n_queries"].max())))
         rows.append((tuple(str(k) for k in key[:-1]), order.get(model, 2), "| " + " | ".join(cells) + " |"))
@@ -264,12 +290,7 @@ def render_model_card(
         "",
     ]
     if frame is not None:
-        body += [
-            f"Held-out test queries (their source documents were never trained on); the best iteration by "
-            f"{metric} is this model ({best}). Base model and BM25 on the same queries and corpus:",
-            "",
-            *comparison_table(frame, best, base_name),
-        ]
+        body += [*_evaluation_intro(frame, best, str(metric)), *comparison_table(frame, best, base_name)]
     else:
         body.append("This run has no metrics.parquet: the model was not evaluated.")
     body += ["", "## Training", "", *_training_lines(view), ""]

@@ -13,9 +13,10 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from distiller.config import DistillConfig
+from distiller.config import DistillConfig, TrainingConfig
 from distiller.errors import StageError
 from distiller.records import (
+    OFFLINE_WARNING,
     Chunk,
     Concept,
     Document,
@@ -25,7 +26,10 @@ from distiller.records import (
     QAPair,
     Query,
     Triplet,
+    query_set_label,
+    query_set_of,
     read_parquet,
+    rows_by_set,
     write_parquet,
 )
 from distiller.store import RunStore, StageCache, StageResult, stage_key
@@ -35,7 +39,7 @@ log = logging.getLogger("distiller")
 # Bump a stage's version when its code changes what it writes: old cache entries stop matching.
 VERSIONS = {
     "ingest": "1",
-    "generate": "1",
+    "generate": "2",
     "bootstrap": "1",
     "validate": "1",
     "labeled": "1",
@@ -202,6 +206,18 @@ def ingest_stage(store: RunStore, cfg: DistillConfig, progress: Progress | None 
     return res
 
 
+def _titles(store: RunStore) -> dict[str, str]:
+    """{doc_id: title} of the ingested documents that have one (the offline teacher's title queries)."""
+    p = store.path("sources.parquet")
+    return {d.doc_id: d.title for d in read_parquet(p, Document) if d.title} if p.is_file() else {}
+
+
+def _titles_input(store: RunStore, cfg: DistillConfig) -> list[Path]:
+    p = store.path("sources.parquet")
+    use = cfg.teacher.offline and cfg.generation.offline_title_queries and p.is_file()
+    return [p] if use else []
+
+
 def generate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
     from distiller.generation import bootstrap_mode, stage_fingerprint
 
@@ -224,7 +240,7 @@ def generate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
         "generate",
         VERSIONS["generate"],
         _config_hash(cfg, "teacher", "generation", "split", "budget") + llm_key,
-        [chunks_path],
+        [chunks_path, *_titles_input(store, cfg)],
     )
 
     def run() -> dict[str, Any]:
@@ -245,6 +261,8 @@ def generate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
                 cfg.split.val_ratio,
                 cfg.seed,
                 cfg.generation.language,
+                document_positives=cfg.generation.offline_document_positives,
+                titles=_titles(store) if cfg.generation.offline_title_queries else None,
             )
         else:
             from distiller.teachers.llm import generate_with_llm  # the LLM teacher (issue: generation)
@@ -521,6 +539,15 @@ def mine_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageResu
     return store.run_stage(f"mine_iter{iteration}", key, [out_name], run)
 
 
+def training_settings(cfg: DistillConfig) -> TrainingConfig:
+    """The training section as used: offline pseudo-queries train at training.offline_learning_rate;
+    labeled and LLM-taught runs at training.learning_rate."""
+    lr = cfg.training.offline_learning_rate
+    if cfg.teacher.offline and not cfg.input.qa_file and lr is not None:
+        return cfg.training.model_copy(update={"learning_rate": lr})
+    return cfg.training
+
+
 def train_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageResult:
     from distiller.training import train_student
 
@@ -545,7 +572,9 @@ def train_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageRes
         triplets = read_parquet(triplets_p, Triplet)
         # Checkpoints are keyed like the stage, so a changed config never resumes a stale training.
         ckpt = store.path(f"checkpoints/{key[:16]}")
-        result = train_student(model_path, triplets, cfg.training, store.path(out_rel), cfg.seed, ckpt)
+        result = train_student(
+            model_path, triplets, training_settings(cfg), store.path(out_rel), cfg.seed, ckpt
+        )
         shutil.rmtree(ckpt, ignore_errors=True)
         return {
             "message": f"{result.steps} steps on {result.device} in {result.seconds:.0f}s"
@@ -563,8 +592,9 @@ def train_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageRes
 
 
 def evaluate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
-    """Base model, BM25 and every iteration's model on the held-out queries; the best goes to models/best."""
-    from distiller.evaluation import evaluate_bm25, evaluate_model, pick_best
+    """Base model, BM25 and every iteration's model on the held-out queries (and on the user's eval file,
+    which then selects); the best goes to models/best, the base when no iteration beats it."""
+    from distiller.evaluation import evaluate_bm25, evaluate_model, select_best
     from distiller.modelcard import write_model_card
     from distiller.models import load_student
 
@@ -575,11 +605,18 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
     if missing:
         raise StageError(f"evaluate needs the trained models: missing {', '.join(missing)}")
     base_path, base_id = _model_ref(store, cfg, 1)
+    eval_file = Path(cfg.evaluation.eval_file).expanduser() if cfg.evaluation.eval_file else None
     key = stage_key(
         "evaluate",
         VERSIONS["evaluate"],
         _config_hash(cfg, "evaluation") + cfg.training.kind + str(cfg.training.max_seq_length),
-        [passages_p, queries_p, base_id, *model_dirs],
+        [
+            passages_p,
+            queries_p,
+            base_id,
+            *model_dirs,
+            *_eval_inputs(store, eval_file),
+        ],
     )
 
     def run() -> dict[str, Any]:
@@ -590,36 +627,84 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
                 "no held-out (test) queries to evaluate on: the corpus needs more documents"
                 + budget_cause(store)
             )
+        own_set = query_set_of(queries)
+        real = _load_eval_set(store, cfg, passages)
         ks = cfg.evaluation.ks
         kind, msl = cfg.training.kind, cfg.training.max_seq_length
         rows: list[MetricRow] = []
-        rows += evaluate_bm25(passages, queries, ks)
-        rows += evaluate_model(
-            load_student(base_path, kind=kind, max_seq_length=msl), passages, queries, ks, "base", 0
-        )
-        for k, d in enumerate(model_dirs, start=1):
-            rows += evaluate_model(
-                load_student(str(d), kind=kind, max_seq_length=msl), passages, queries, ks, f"iter{k}", k
-            )
+        rows += evaluate_bm25(passages, queries, ks, query_set=own_set)
+        if real:
+            rows += evaluate_bm25(real.corpus, real.queries, ks, query_set="eval-file", unit_of=real.unit_of)
+        for name, k, path in [
+            ("base", 0, base_path),
+            *((f"iter{k}", k, str(d)) for k, d in enumerate(model_dirs, 1)),
+        ]:
+            model = load_student(path, kind=kind, max_seq_length=msl)
+            rows += evaluate_model(model, passages, queries, ks, name, k, query_set=own_set)
+            if real:
+                rows += evaluate_model(
+                    model, real.corpus, real.queries, ks, name, k, query_set="eval-file", unit_of=real.unit_of
+                )
         write_parquet(store.path("metrics.parquet"), rows, MetricRow)
-        best = pick_best([r for r in rows if r.model != "bm25"], cfg.evaluation.metric)
+        metric = cfg.evaluation.metric
+        best, chosen = select_best(rows, metric)
         best_dir = store.path("models/best")
         if best_dir.exists():
             shutil.rmtree(best_dir)
         src = base_path if best == "base" else str(store.path(f"models/{best}"))
         shutil.copytree(src, best_dir)
         (best_dir / "distiller_best.txt").write_text(f"{best}\n", encoding="utf-8")
-        write_model_card(store.dir, best=best)  # Hub-ready: base model id, metrics, training details
-        metric = cfg.evaluation.metric
-        table = {r.model: r.value for r in rows if r.metric == metric}
+        write_model_card(store.dir, best=best)  # Hub-ready: base model id, labelled metrics, training
+        table = {r.model: r.value for r in rows if r.metric == metric and r.query_set == chosen}
+        n_sel = next(r.n_queries for r in rows if r.query_set == chosen)
+        label = query_set_label(chosen)
+        verdict = (
+            f"models/best is the base model: no trained iteration beat it on {label}"
+            if best == "base"
+            else f"best: {best} on {label}"
+        )
+        warning = OFFLINE_WARNING if chosen == "inverse-cloze" else None
         return {
-            "message": f"best: {best} ({metric} "
+            "message": f"{verdict} ({metric} "
             + ", ".join(f"{m} {v:.3f}" for m, v in table.items())
-            + f") on {len(queries)} held-out queries",
-            "details": {"best": best, "metric": metric, "values": table, "held_out_queries": len(queries)},
+            + f"; {n_sel} queries)"
+            + (f". {warning}" if warning else ""),
+            "details": {
+                "best": best,
+                "metric": metric,
+                "values": table,
+                "selected_on": chosen,
+                "selected_on_label": label,
+                "held_out_queries": len(queries),
+                "eval_file": real.path if real else None,
+                "eval_queries": len(real.queries) if real else None,
+                "eval_notes": real.notes if real else [],
+                "warning": warning,
+            },
         }
 
     return store.run_stage("evaluate", key, ["metrics.parquet", "models/best"], run)
+
+
+def _eval_inputs(store: RunStore, eval_file: Path | None) -> list[Path]:
+    """What the eval set is read from: the file (a BEIR queries.jsonl: its folder, qrels included) and
+    the documents and chunks its ids are matched against."""
+    if eval_file is None or not eval_file.exists():
+        return []
+    src = eval_file.parent if eval_file.name == "queries.jsonl" else eval_file
+    return [src, store.path("sources.parquet"), store.path("chunks.parquet")]
+
+
+def _load_eval_set(store: RunStore, cfg: DistillConfig, passages: list[Passage]) -> Any:
+    """The user's eval file read against this run's corpus (documents and chunks in document mode)."""
+    if not cfg.evaluation.eval_file:
+        return None
+    from distiller.evalset import load_eval_file
+
+    docs_p, chunks_p = store.path("sources.parquet"), store.path("chunks.parquet")
+    documents = read_parquet(docs_p, Document) if docs_p.is_file() else []
+    chunks = read_parquet(chunks_p, Chunk) if chunks_p.is_file() and documents else []
+    return load_eval_file(cfg.evaluation.eval_file, documents, chunks, passages)
 
 
 def export_stage(store: RunStore, cfg: DistillConfig, command: str | None = None) -> StageResult:
@@ -700,16 +785,20 @@ def summary_markdown(store: RunStore) -> str:
         lines += ["", f"LLM cost (ledger): ${cost['total_usd']:.4f} ({by})"]
     metrics = store.path("metrics.parquet")
     if metrics.is_file():
-        import pandas as pd
+        from distiller.modelcard import ordered_metrics
 
-        from distiller.modelcard import metric_rows
-
-        rows = metric_rows(pd.read_parquet(metrics))
-        cols = list(dict.fromkeys(k for r in rows for k in r))  # model (and any label), MRR@1, ..., nDCG@10
-        lines += ["", "## Retrieval metrics (held-out queries)", ""]
-        lines.append("| " + " | ".join(cols) + " |")
-        lines.append("|---" * len(cols) + "|")
-        lines += ["| " + " | ".join(f"{r.get(c, '')}" for c in cols) + " |" for r in rows]
+        for qs, rows in rows_by_set(read_parquet(metrics, MetricRow)).items():
+            names = ordered_metrics(r.metric for r in rows)  # MRR@1, @5, @10, Recall@..., nDCG@10
+            value = {(r.model, r.metric): r.value for r in rows}
+            lines += ["", f"## Retrieval metrics on {query_set_label(qs)} ({rows[0].n_queries} queries)", ""]
+            if qs == "inverse-cloze":
+                lines += [f"> {OFFLINE_WARNING}", ""]
+            lines.append("| model | " + " | ".join(names) + " |")
+            lines.append("|---" * (len(names) + 1) + "|")
+            for m in dict.fromkeys(r.model for r in rows):
+                lines.append(
+                    f"| {m} | " + " | ".join(f"{value.get((m, k), float('nan')):.4f}" for k in names) + " |"
+                )
     skipped = store.manifest().get("skipped_inputs", [])
     if skipped:
         lines += ["", f"## Skipped inputs ({len(skipped)})", ""]

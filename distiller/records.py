@@ -99,12 +99,65 @@ class Triplet(Record):
     negative_score: float | None = None
 
 
+QuerySet = Literal["inverse-cloze", "llm", "labeled", "eval-file", "unknown"]
+"""What a metric was measured on. Every place that shows a metric shows QUERY_SET_LABELS[query_set]."""
+
+QUERY_SET_LABELS: dict[str, str] = {
+    "inverse-cloze": "inverse-cloze pseudo-queries (not real questions)",
+    "llm": "LLM-written queries",
+    "labeled": "your labeled questions",
+    "eval-file": "your eval file",
+    "unknown": "queries not recorded (a run from before query sets were recorded)",
+}
+
+REAL_QUERY_SETS = frozenset({"labeled", "eval-file"})
+"""Query sets written by people: a gain measured on them is a gain on real questions."""
+
+OFFLINE_WARNING = (
+    "These metrics are measured on inverse-cloze pseudo-queries (sentences cut from your own passages), "
+    "not real questions: a gain on them does not show a gain on real queries, and can hide a loss. "
+    "Give a few real queries with --eval-file (even 50) to measure and select on them."
+)
+
+
+def query_set_label(query_set: str) -> str:
+    return QUERY_SET_LABELS.get(query_set, query_set)
+
+
+def query_set_of(queries: list[Query]) -> QuerySet:
+    """The query set of the run's own held-out queries, from the teacher that wrote them."""
+    teachers = {q.teacher for q in queries}
+    if teachers and teachers <= {"offline-ict"}:
+        return "inverse-cloze"
+    if teachers and teachers <= {"labeled"}:
+        return "labeled"
+    return "llm" if teachers else "unknown"
+
+
 class MetricRow(Record):
     model: str = Field(description="'base', 'iter<k>', 'bm25'.")
     iteration: int = Field(description="0 for the base model and BM25.")
     metric: str
     value: float
     n_queries: int
+    query_set: QuerySet = Field(
+        default="unknown", description="What it was measured on; QUERY_SET_LABELS says it in words."
+    )
+
+
+def selection_set(rows: list[MetricRow]) -> str | None:
+    """The query set that picks models/best: the user's eval file when there is one, else the run's own."""
+    sets = list(dict.fromkeys(r.query_set for r in rows))
+    return "eval-file" if "eval-file" in sets else (sets[0] if sets else None)
+
+
+def rows_by_set(rows: list[MetricRow]) -> dict[str, list[MetricRow]]:
+    """Metric rows per query set, the selection set first (each set is its own table)."""
+    out: dict[str, list[MetricRow]] = {}
+    first = selection_set(rows)
+    for r in sorted(rows, key=lambda r: r.query_set != first):
+        out.setdefault(r.query_set, []).append(r)
+    return out
 
 
 # --- Parquet <-> records -----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from plotly.subplots import make_subplots
 
 from distiller.export.run import RunView, wilson_interval
 from distiller.llm.budget import base_stage, budget_field
+from distiller.records import query_set_label, rows_by_set, selection_set
 from distiller.store import atomic_write_text
 from distiller.summary import fmt_duration, stage_status_text
 
@@ -244,20 +245,27 @@ def scores_figure(view: RunView) -> go.Figure:
 def metrics_figure(view: RunView) -> go.Figure:
     if not view.metrics:
         return _empty("Retrieval metrics", "no metrics.parquet in this run")
+    by_set = rows_by_set(view.metrics)
     models = sorted({m.model for m in view.metrics}, key=lambda m: (m != "bm25", m != "base", m))
-    metrics = list(dict.fromkeys(m.metric for m in view.metrics))
-    value = {(m.model, m.metric): m.value for m in view.metrics}
+    # one group of bars per (query set, metric); the set is named on the axis when there are several
+    cols = [(qs, k) for qs, rows in by_set.items() for k in dict.fromkeys(m.metric for m in rows)]
+    value = {(m.query_set, m.model, m.metric): m.value for m in view.metrics}
+    x = [_label(k) if len(by_set) == 1 else f"{_label(k)} · {qs}" for qs, k in cols]
     fig = go.Figure()
     for model in models:
-        fig.add_bar(
-            x=[_label(k) for k in metrics], y=[value.get((model, k)) for k in metrics], name=_label(model)
-        )
-    n = max((m.n_queries for m in view.metrics), default=0)
+        fig.add_bar(x=x, y=[value.get((qs, model, k)) for qs, k in cols], name=_label(model))
+    sets = "; ".join(f"{query_set_label(qs)} ({rows[0].n_queries} queries)" for qs, rows in by_set.items())
     fig.update_layout(
-        title=f"Held-out retrieval metrics per iteration vs base and BM25 ({n} queries)",
+        title=f"Retrieval metrics per iteration vs base and BM25, on {sets}",
         barmode="group",
         yaxis_range=[0, 1],
     )
+    if "inverse-cloze" in by_set:
+        fig.add_annotation(
+            text="Pseudo-query gains do not show real-query gains: give --eval-file to measure on real "
+            "queries.",
+            xref="paper", yref="paper", x=0, y=1.08, showarrow=False, font={"color": "#b45309"},
+        )  # fmt: skip
     return fig
 
 
@@ -340,7 +348,12 @@ def _kpis(view: RunView) -> str:
             ),
         ),
         ("LLM cost", f"${view.total_cost:.4f}"),
-        ("best model", best or "n/a"),
+        (
+            "best model",
+            f"{best} (on {query_set_label(qs)})"
+            if best and (qs := selection_set(view.metrics))
+            else best or "n/a",
+        ),
     ]
     return (
         "<div class='grid'>"

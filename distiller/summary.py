@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from distiller.export.run import RunView
+from distiller.records import OFFLINE_WARNING, query_set_label, rows_by_set, selection_set
 
 STATUS_STYLE = {
     "completed": "green",
@@ -74,6 +75,7 @@ class RunFigures(BaseModel):
     metric: str = "MRR@5"
     best_value: float | None = None
     base_value: float | None = None
+    measured_on: str | None = Field(default=None, description="What the metric was measured on, in words.")
     error: str | None = None
     notes: list[str] = Field(default_factory=list)
 
@@ -102,7 +104,8 @@ def run_figures(run_dir: Path | str) -> RunFigures:
 def _figures(view: RunView) -> RunFigures:
     stages = view.stages
     metric = str(view.config_get("evaluation.metric", "MRR@5"))
-    values = {m.model: m.value for m in view.metrics if m.metric == metric}
+    chosen = selection_set(view.metrics)
+    values = {m.model: m.value for m in view.metrics if m.metric == metric and m.query_set == chosen}
     best = view.best_model()
     appr = view.approval()
     return RunFigures(
@@ -126,6 +129,7 @@ def _figures(view: RunView) -> RunFigures:
         metric=metric,
         best_value=values.get(best) if best else None,
         base_value=values.get("base"),
+        measured_on=query_set_label(chosen) if chosen else None,
         notes=[f"missing: {m}" for m in view.missing_optional()],
     )
 
@@ -157,6 +161,7 @@ def runs_table(runs_dir: Path | str) -> Table:
         ("cost $", "right"),
         ("best", "left"),
         ("metric", "right"),
+        ("measured on", "left"),
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for f in figures:
@@ -180,6 +185,7 @@ def runs_table(runs_dir: Path | str) -> Table:
             Text(
                 f"{f.metric} {_metric_cell(f.best_value, f.base_value)}" if f.best_value is not None else "–"
             ),
+            Text(f.measured_on or "–"),
         )
     broken = [f"{f.name}: {f.error}" for f in figures if f.error]
     if broken:
@@ -225,28 +231,41 @@ def _stages_table(view: RunView) -> Table:
     return t
 
 
-def _metrics_table(view: RunView) -> Table | None:
+def _metrics_tables(view: RunView) -> list[RenderableType]:
+    """One table per query set (the selection set first), each titled with what it was measured on."""
     if not view.metrics:
-        return None
+        return []
     from distiller.modelcard import ordered_metrics
 
-    metrics = ordered_metrics(m.metric for m in view.metrics)
-    models = sorted({m.model for m in view.metrics}, key=lambda m: (m != "bm25", m != "base", m))
-    value = {(m.model, m.metric): m.value for m in view.metrics}
-    n = max(m.n_queries for m in view.metrics)
     best = view.best_model()
-    t = Table(title=f"Retrieval on {n} held-out queries (change vs base)")
-    t.add_column("model")
-    for k in metrics:
-        t.add_column(k, justify="right")
-    for model in models:
-        cells = [
-            _metric_cell(value.get((model, k)), None if model == "base" else value.get(("base", k)))
-            for k in metrics
-        ]
-        label = Text(model + (" ★ best" if model == best else ""), style="bold" if model == best else "")
-        t.add_row(label, *cells)
-    return t
+    chosen = selection_set(view.metrics)
+    out: list[RenderableType] = []
+    for qs, rows in rows_by_set(view.metrics).items():
+        metrics = ordered_metrics(m.metric for m in rows)
+        models = sorted({m.model for m in rows}, key=lambda m: (m != "bm25", m != "base", m))
+        value = {(m.model, m.metric): m.value for m in rows}
+        n = max(m.n_queries for m in rows)
+        # the label as a line of its own: as a table title rich would wrap it to the table's width
+        out.append(Text(f"Retrieval on {n} queries: {query_set_label(qs)} (change vs base)", style="italic"))
+        t = Table()
+        t.add_column("model")
+        for k in metrics:
+            t.add_column(k, justify="right")
+        for model in models:
+            cells = [
+                _metric_cell(value.get((model, k)), None if model == "base" else value.get(("base", k)))
+                for k in metrics
+            ]
+            star = qs == chosen and model == best
+            t.add_row(Text(model + (" ★ best" if star else ""), style="bold" if star else ""), *cells)
+        out.append(t)
+        if qs == chosen and best == "base":
+            out.append(
+                Text("models/best is the base model: no trained iteration beat it on this set.", style="bold")
+            )
+        if qs == "inverse-cloze":
+            out.append(Text(f"warning: {OFFLINE_WARNING}", style="yellow"))
+    return out
 
 
 def _figures_line(view: RunView) -> Text:
@@ -303,9 +322,7 @@ def status_renderable(run_dir: Path | str) -> RenderableType:
     spend = spend_line(view)
     if spend:
         parts.append(Text(spend))
-    metrics = _metrics_table(view)
-    if metrics is not None:
-        parts.append(metrics)
+    parts += _metrics_tables(view)
     skipped = view.manifest.get("skipped_inputs") or []
     if skipped:
         st = Table(title=f"Skipped inputs ({len(skipped)})", title_style="yellow")

@@ -39,3 +39,45 @@ def test_split_is_by_document(tiny_corpus: Path) -> None:
     assert {s for v in split_of_doc.values() for s in v} == {"train", "val", "test"}
     for qa in out.qa_pairs:
         assert qa.split == next(iter(split_of_doc[qa.doc_id]))
+
+
+def test_document_positives_and_title_queries(tiny_corpus: Path) -> None:
+    chunks = _chunks(tiny_corpus)
+    of_doc: dict[str, list[str]] = {}
+    for c in chunks:
+        of_doc.setdefault(c.doc_id, []).append(c.chunk_id)
+    titled = next(d for d, ids in of_doc.items() if len(ids) > 1)
+    plain = inverse_cloze(chunks, 1, 5, 0.7, 0.1, seed=3)
+    out = inverse_cloze(
+        chunks,
+        1,
+        5,
+        0.7,
+        0.1,
+        seed=3,
+        document_positives=True,
+        titles={titled: "Aicardi syndrome", "x": "y z"},
+    )
+    ict = [q for q in out.queries if q.query_type == "inverse-cloze"]
+    assert [q.text for q in ict] == [q.text for q in plain.queries]  # the same sentences
+    assert all(q.positive_ids == of_doc[q.doc_id] for q in ict)  # every chunk of the document
+    assert all(q.positive_ids == [q.chunk_id] for q in plain.queries)  # the default of the function
+    titles = [q for q in out.queries if q.query_type == "title"]
+    assert [(q.text, q.positive_ids, q.teacher) for q in titles] == [
+        ("Aicardi syndrome", of_doc[titled], "offline-ict")
+    ]  # a title of a document this run does not have is ignored
+    assert titles[0].split == next(q.split for q in ict if q.doc_id == titled)
+
+
+def test_offline_pseudo_queries_train_at_the_offline_learning_rate() -> None:
+    from distiller.pipeline import training_settings
+
+    def lr(**over: object) -> float:
+        return training_settings(
+            load_config(overrides={"training": {"learning_rate": 3e-5}, **over})
+        ).learning_rate
+
+    assert lr() == 5e-6  # offline teacher, documents
+    assert lr(input={"qa_file": "faq.csv"}) == 3e-5  # labeled mode keeps its own
+    assert lr(teacher={"provider": "openai"}) == 3e-5  # an LLM teacher too
+    assert lr(training={"learning_rate": 3e-5, "offline_learning_rate": None}) == 3e-5

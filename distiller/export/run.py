@@ -18,7 +18,17 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from distiller.errors import DistillError
-from distiller.records import Chunk, MetricRow, Passage, QAPair, Query, R, Triplet, read_parquet
+from distiller.records import (
+    Chunk,
+    MetricRow,
+    Passage,
+    QAPair,
+    Query,
+    R,
+    Triplet,
+    read_parquet,
+    selection_set,
+)
 
 _ITER_FILE = re.compile(r"^triplets_iter(\d+)\.parquet$")
 
@@ -249,7 +259,10 @@ class RunView:
         if marker.is_file():
             return marker.read_text(encoding="utf-8").strip() or None
         metric = self.config_get("evaluation.metric", "MRR@5")
-        scored = [m for m in self.metrics if m.metric == metric and m.model != "bm25"]
+        chosen = selection_set(self.metrics)
+        scored = [
+            m for m in self.metrics if m.metric == metric and m.model != "bm25" and m.query_set == chosen
+        ]
         return max(scored, key=lambda m: m.value).model if scored else None
 
     def missing_optional(self) -> list[str]:

@@ -41,7 +41,13 @@ def inverse_cloze(
     val_ratio: float,
     seed: int,
     language: str = "en",
+    *,
+    document_positives: bool = False,
+    titles: dict[str, str] | None = None,
 ) -> GenerationOutput:
+    """`document_positives`: every chunk of the sentence's document is a positive (so no chunk of the
+    same document is mined as its negative). `titles` ({doc_id: title}): each titled document's title
+    is one more query, every chunk of the document its positive."""
     splits = document_splits(chunks, train_ratio, val_ratio, seed)
     passages: list[Passage] = []
     queries: list[Query] = []
@@ -99,17 +105,42 @@ def inverse_cloze(
                     teacher=TEACHER,
                 )
             )
+    n_titles = 0
+    if document_positives or titles:
+        of_doc: dict[str, list[str]] = {}
+        for c in chunks:
+            of_doc.setdefault(c.doc_id, []).append(c.chunk_id)
+        if document_positives:
+            queries = [q.model_copy(update={"positive_ids": of_doc[q.doc_id]}) for q in queries]
+        for doc_id, title in (titles or {}).items():
+            if doc_id in of_doc and len(title.split()) >= 2:
+                queries.append(
+                    Query(
+                        query_id=f"{doc_id}-title",
+                        text=_tidy(title),
+                        positive_ids=of_doc[doc_id],
+                        doc_id=doc_id,
+                        split=splits[doc_id],
+                        teacher=TEACHER,
+                        language=language,
+                        query_type="title",
+                    )
+                )
+                n_titles += 1
     return GenerationOutput(
         passages=passages,
         queries=queries,
         qa_pairs=qa_pairs,
         notes=[
             "No LLM configured: the offline teacher made inverse-cloze pseudo-queries "
-            "(a sentence of each chunk "
-            "as the query, the rest of the chunk as its positive). For real questions and Q&A pairs set "
+            "(a sentence of each chunk as the query, the rest of the chunk as its positive"
+            + (", and every other chunk of its document" if document_positives else "")
+            + (f"; {n_titles} document titles as queries too" if titles else "")
+            + "). They are not real questions: measure on real ones with --eval-file. "
+            "For real questions and Q&A pairs set "
             "teacher.provider (openai | anthropic) and teacher.model, e.g. "
             "`distill run --teacher openai --model gpt-4o-mini` with OPENAI_API_KEY set, or "
             "`--teacher openai --base-url http://localhost:8000/v1` for vLLM/Ollama."
         ],
-        stats={"chunks_without_query": without_query, "queries": len(queries)},
+        stats={"chunks_without_query": without_query, "queries": len(queries), "title_queries": n_titles},
     )
