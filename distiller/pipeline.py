@@ -138,6 +138,9 @@ def plan_llm_budget(store: RunStore, cfg: DistillConfig, *, announce: bool = Tru
     spent = sum(e.cost_usd for e in read_ledger(store.dir))
     with contextlib.closing(CallCache.in_dir(cfg.cache_path)) as cache:
         plan = budget_plan(cfg, chunks, cache, spent)
+    before = store.manifest().get("budget_plan")
+    # Said once: `distill run` prints it before the flow starts; the stage repeats only what changed.
+    said = before is not None and type(plan).model_validate(before).coverage() == plan.coverage()
 
     def _set(m: dict[str, Any]) -> None:
         m["budget_plan"] = plan.model_dump(mode="json")
@@ -152,7 +155,7 @@ def plan_llm_budget(store: RunStore, cfg: DistillConfig, *, announce: bool = Tru
                 f"{plan.coverage()}. budget.policy is strict, so nothing was sent (--budget-policy partial "
                 "runs what the budget buys)"
             )
-        if announce:
+        if announce and not said:
             log.warning("%s", plan.coverage())
     return plan
 
