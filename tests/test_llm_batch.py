@@ -6,6 +6,12 @@ and the generate stage end to end."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,6 +25,7 @@ from distiller.llm import batch as batch_mod
 from distiller.llm.estimate import estimate_cost
 from distiller.llm.pricing import Pricing
 from distiller.pipeline import generate_stage, ingest_stage, open_store
+from distiller.progress import WorkEvent, work_sink
 from distiller.records import Query, read_parquet
 from distiller.testing.llm_server import LLMTestServer
 
@@ -56,11 +63,15 @@ def test_batch_answers_at_half_price_in_ledger_and_cache(
 ) -> None:
     _priced(llm_server)
     reqs = make_requests(5)
-    with _client(llm_server, provider, tmp_path) as client:
+    events: list[WorkEvent] = []
+    with _client(llm_server, provider, tmp_path) as client, work_sink(events.append):
         results = client.run_batch_sync(reqs)
         keys = [client.key_for(r) for r in reqs]
         pricing = client.pricing
     assert [r.status for r in results] == ["ok"] * 5
+    # polled with progress: not done at the first look, all 5 at the last
+    assert [(e.done, e.total) for e in events] == [(0, 5), (5, 5)]
+    assert events[0].task == f"LLM batch {llm_server.batches_created[0]}"
     assert all(Answer.model_validate(r.parsed) for r in results)
     assert len(llm_server.batches_created) == 1 and _online(llm_server, provider) == 0
     assert len(llm_server.batch_requests) == 5
@@ -84,6 +95,16 @@ def test_batch_answers_at_half_price_in_ledger_and_cache(
     with _client(llm_server, provider, tmp_path) as client:
         again = client.run_batch_sync(reqs)
     assert [r.status for r in again] == ["cached"] * 5 and len(llm_server.batches_created) == 1
+
+
+def test_a_big_step_goes_as_several_batches(
+    llm_server: LLMTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batch_mod, "MAX_BATCH_REQUESTS", 2)
+    with _client(llm_server, "openai", tmp_path) as client:
+        results = client.run_batch_sync(make_requests(5))
+    assert [r.status for r in results] == ["ok"] * 5
+    assert len(llm_server.batches_created) == 3 and len(llm_server.batch_requests) == 5
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
@@ -216,3 +237,68 @@ def test_generate_stage_in_batch_mode(llm_server: LLMTestServer, tmp_path: Path,
     rows = [e for e in Ledger.in_run(store.dir).entries if e.status == "ok"]
     assert rows and all("batch price" in e.price_source for e in rows)
     assert sum(e.cost_usd for e in rows) == pytest.approx(llm_server.billed_usd, abs=1e-8)
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, sys.argv[3])
+    from llm_fixtures import make_requests
+    from distiller.config import BudgetConfig, LLMConfig
+    from distiller.llm import Budget, CallCache, Ledger, LLMClient
+
+    cfg = LLMConfig(provider=sys.argv[4], model="test-model", base_url=sys.argv[1], mode="batch",
+                    input_price_per_mtok=2.0, output_price_per_mtok=8.0, timeout_s=5)
+    run = sys.argv[2]
+    ledger = Ledger.in_run(run)
+    client = LLMClient(cfg, budget=Budget.from_config(BudgetConfig(run_usd=1.0)),
+                       cache=CallCache.in_dir(run + "/cache"), ledger=ledger, api_key="sk-child-key")
+    client.run_batch_sync(make_requests(4))
+    print("FINISHED")
+    """
+)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_sigkill_while_polling_then_resume_collects_without_resubmitting(
+    llm_server: LLMTestServer, tmp_path: Path, provider: str
+) -> None:
+    _priced(llm_server)
+    llm_server.batch_polls = 10**6  # the batch never ends while the child polls
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    base = llm_server.openai_base_url if provider == "openai" else llm_server.anthropic_base_url
+    child = subprocess.Popen(
+        [sys.executable, str(script), base, str(tmp_path), str(Path(__file__).parent), provider],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    journal = tmp_path / batch_mod.BATCHES_FILENAME
+    try:
+        deadline = time.monotonic() + 120
+        while not (journal.is_file() and '"submitted"' in journal.read_text()):
+            assert child.poll() is None, child.stdout.read().decode() if child.stdout else ""
+            assert time.monotonic() < deadline, "the child never submitted"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL
+    assert len(llm_server.batches_created) == 1 and llm_server.billed_usd == 0
+
+    llm_server.batch_polls = 1
+    with _client(llm_server, provider, tmp_path) as client:
+        # the next run's budget starts from the killed run's reservations (pending rows)
+        assert client.budget.spent_usd() > 0
+        results = client.run_batch_sync(make_requests(4))
+    assert [r.status for r in results] == ["ok"] * 4
+    assert len(llm_server.batches_created) == 1 and _online(llm_server, provider) == 0
+    ledger = Ledger.in_run(tmp_path)
+    assert ledger.unknown_usd() == 0
+    assert (
+        ledger.total_cost_usd() == pytest.approx(llm_server.billed_usd, abs=1e-8)
+        and llm_server.billed_usd > 0
+    )

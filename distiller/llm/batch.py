@@ -50,6 +50,9 @@ log = logging.getLogger("distiller.llm")
 
 POLL_INTERVAL_S = 30.0
 """Seconds between two status checks of a submitted batch (a module constant so tests can shrink it)."""
+MAX_BATCH_REQUESTS = 10_000
+"""Requests per batch: well within both providers' limits (OpenAI 50,000 and 200 MB; Anthropic 100,000 and
+256 MB) for prompts of a few thousand tokens; a bigger step is sent as several batches."""
 BATCHES_FILENAME = "llm_batches.jsonl"
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled", "ended"})
 
@@ -148,10 +151,14 @@ async def run_via_batch_api(
     items = _reserve_all(
         client, reqs, [i for i in first.values() if results[i] is None], first, state, finish
     )
-    if items:
-        batch_id = await _submit(client, provider, items, state, finish, journal)
+    submitted = []
+    for start in range(0, len(items), MAX_BATCH_REQUESTS):  # all submitted first: the provider works on all
+        part = items[start : start + MAX_BATCH_REQUESTS]
+        batch_id = await _submit(client, provider, part, state, finish, journal)
         if batch_id is not None:
-            await _collect(client, provider, batch_id, items, state, finish, journal)
+            submitted.append((batch_id, part))
+    for batch_id, part in submitted:
+        await _collect(client, provider, batch_id, part, state, finish, journal)
 
     for i, key in copies:  # the same request twice: answered once
         res = results[first[key]]
@@ -304,21 +311,29 @@ async def _done(client: LLMClient, it: _Item, state: _BatchState, nano: int) -> 
 
 
 async def _poll(provider: Provider, batch_id: str) -> Any:
-    """Wait for the batch to end, logging its progress; transient errors are retried."""
+    """Wait for the batch to end; its progress goes to the log and to the work-progress sinks (the CLI's
+    progress bar or periodic line). Transient errors are retried."""
+    from distiller.progress import Counter
+
+    counter: Counter | None = None
     last = None
     errors = 0
     while True:
         try:
             if provider.name == "openai":
                 b = await provider.client.batches.retrieve(batch_id)
-                status, counts = b.status, b.request_counts
-                line = f"{counts.completed + counts.failed} of {counts.total} done" if counts else ""
+                status, c = b.status, b.request_counts
+                done, total = (c.completed + c.failed, c.total) if c else (0, 0)
             else:
                 b = await provider.client.messages.batches.retrieve(batch_id)
                 status, c = b.processing_status, b.request_counts
-                finished = c.succeeded + c.errored + c.canceled + c.expired
-                line = f"{finished} of {finished + c.processing} done"
+                done = c.succeeded + c.errored + c.canceled + c.expired
+                total = done + c.processing
             errors = 0
+            line = f"{done} of {total} answered"
+            if total:
+                counter = counter or Counter(f"LLM batch {batch_id}", total, unit="answers")
+                counter.update(done)
         except provider.sdk.APIError as e:
             errors += 1
             if errors > 5:

@@ -799,6 +799,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output-price", type=float, default=0.0, help="USD per million output tokens")
     parser.add_argument("--fault-rate", type=float, default=0.0, help="share of requests given a fault")
     parser.add_argument("--slow", type=float, default=2.0, help="seconds a 'timeout' fault sleeps")
+    parser.add_argument("--batch-polls", type=int, default=2, help="retrieves before a batch ends")
+    parser.add_argument("--batch-delay", type=float, default=None, help="or seconds before a batch ends")
     parser.add_argument(
         "--responder",
         help="module:name of a responder (a callable, or a class to instantiate) to answer with instead of "
@@ -814,6 +816,7 @@ def main(argv: list[str] | None = None) -> None:
         fault_rate=args.fault_rate,
         slow_s=args.slow,
     )
+    server.batch_polls, server.batch_delay_s = args.batch_polls, args.batch_delay
     if args.responder:
         server.responder = _load_responder(args.responder)
     server.start()
