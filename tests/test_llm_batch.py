@@ -302,3 +302,26 @@ def test_sigkill_while_polling_then_resume_collects_without_resubmitting(
         ledger.total_cost_usd() == pytest.approx(llm_server.billed_usd, abs=1e-8)
         and llm_server.billed_usd > 0
     )
+
+
+def test_failed_batch_item_is_not_billed_and_asked_online(llm_server: LLMTestServer, tmp_path: Path) -> None:
+    _priced(llm_server)
+    failed: list[str] = []
+
+    def fault(req):  # the batch fails item 2 (an error: not billed); its online call is answered
+        if "number 2:" in req.first_user and not failed:
+            failed.append("x")
+            return "500"
+        return None
+
+    llm_server.fault_fn = fault
+    with _client(llm_server, "anthropic", tmp_path) as client:
+        results = client.run_batch_sync(make_requests(3))
+    assert [r.status for r in results] == ["ok"] * 3
+    assert llm_server.counts["/v1/messages"] == 1  # only the failed item, online
+    item2 = [e for e in Ledger.in_run(tmp_path).entries if e.item_id == "chunk-2"]
+    assert (item2[0].status, item2[0].cost_usd) == ("failed", 0.0)
+    assert item2[1].status == "ok" and item2[1].cost_usd > 0
+    assert sum(e.cost_usd for e in Ledger.in_run(tmp_path).entries) == pytest.approx(
+        llm_server.billed_usd, abs=1e-8
+    )
