@@ -15,6 +15,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 from generation_responder import ScriptedTeacher, llm_run_config, write_corpus
 from llm_fixtures import Answer, llm_server_fixture, make_requests  # noqa: F401
@@ -325,3 +326,60 @@ def test_failed_batch_item_is_not_billed_and_asked_online(llm_server: LLMTestSer
     assert sum(e.cost_usd for e in Ledger.in_run(tmp_path).entries) == pytest.approx(
         llm_server.billed_usd, abs=1e-8
     )
+
+
+def test_kill_before_the_batch_id_is_noted_finds_the_batch_by_its_tag(
+    llm_server: LLMTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenAI: the provider accepted the batch but the process died before journaling its id; the next
+    run finds it by the tag in its metadata and collects it, no second submission."""
+    _priced(llm_server)
+    real_add = batch_mod.BatchJournal.add
+
+    def dies_before_noting(self, row):
+        if row.get("event") == "submitted":
+            raise SystemExit("killed before the id was noted")
+        real_add(self, row)
+
+    monkeypatch.setattr(batch_mod.BatchJournal, "add", dies_before_noting)
+    with pytest.raises(SystemExit):
+        _client(llm_server, "openai", tmp_path).run_batch_sync(make_requests(3))
+    assert len(llm_server.batches_created) == 1
+    monkeypatch.setattr(batch_mod.BatchJournal, "add", real_add)
+    with _client(llm_server, "openai", tmp_path) as client:
+        results = client.run_batch_sync(make_requests(3))
+    assert [r.status for r in results] == ["ok"] * 3
+    assert len(llm_server.batches_created) == 1 and _online(llm_server, "openai") == 0
+    ledger = Ledger.in_run(tmp_path)
+    assert ledger.unknown_usd() == 0
+    assert ledger.total_cost_usd() == pytest.approx(llm_server.billed_usd, abs=1e-8)
+
+
+def test_anthropic_batch_lost_before_its_id_is_sent_again_within_budget(
+    llm_server: LLMTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anthropic batches carry no tag: the requests are sent again, and the lost batch stays charged at
+    its reservations, so the provider's bill (both batches) stays within what the ledger charged."""
+    _priced(llm_server)
+    real_add = batch_mod.BatchJournal.add
+
+    def dies_before_noting(self, row):
+        if row.get("event") == "submitted":
+            raise SystemExit("killed before the id was noted")
+        real_add(self, row)
+
+    monkeypatch.setattr(batch_mod.BatchJournal, "add", dies_before_noting)
+    with pytest.raises(SystemExit):
+        _client(llm_server, "anthropic", tmp_path).run_batch_sync(make_requests(3))
+    monkeypatch.setattr(batch_mod.BatchJournal, "add", real_add)
+    with _client(llm_server, "anthropic", tmp_path) as client:
+        results = client.run_batch_sync(make_requests(3))
+    assert [r.status for r in results] == ["ok"] * 3
+    assert len(llm_server.batches_created) == 2
+    lost = llm_server.batches_created[0]
+    with httpx.Client() as http:  # the provider processes (and bills) the lost batch anyway
+        http.get(f"{llm_server.url}/v1/messages/batches/{lost}")
+        http.get(f"{llm_server.url}/v1/messages/batches/{lost}")
+    ledger = Ledger.in_run(tmp_path)
+    assert ledger.unknown_usd() > 0  # the lost batch, at its reservations
+    assert llm_server.billed_usd <= ledger.total_cost_usd()

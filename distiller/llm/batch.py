@@ -11,8 +11,10 @@ Order of writes, so that a kill anywhere never sends twice and never lets spend 
    ledger at the batch price (each row settles its pending row by call id) and to the call cache.
 A run that dies after 2 resumes by batch id: the same requests find their open batch in the journal and
 collect it, nothing is sent again. A kill between the provider accepting the batch and its id reaching
-the journal (one HTTP round trip) cannot be resumed: those requests are sent again, and the first
-batch stays charged at its reservations (the ledger's pending rows), so the budget still holds.
+the journal (one HTTP round trip) leaves a `submitting` row with no id: on OpenAI the batch is found by
+the tag in its metadata and collected; Anthropic's batches carry no metadata, so there those requests are
+sent again, and the lost batch stays charged at its reservations (the ledger's pending rows): the budget
+still holds.
 
 An answer that does not parse, and an item the batch API failed, goes to the normal online path (the
 re-ask with the parse error shown, retries, its own reservation at the online price).
@@ -80,8 +82,7 @@ class BatchJournal:
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
 
-    def open_batches(self, provider: str, model: str) -> list[dict[str, Any]]:
-        """Submitted batches of this endpoint whose results were not collected yet."""
+    def rows(self) -> list[dict[str, Any]]:
         if self.path is None or not self.path.is_file():
             return []
         rows = []
@@ -90,6 +91,24 @@ class BatchJournal:
                 rows.append(json.loads(line))
             except ValueError:
                 continue  # torn by a kill
+        return rows
+
+    def unconfirmed(self, provider: str, model: str) -> list[dict[str, Any]]:
+        """Batches being submitted when the process died: no id came back (or it was not journaled)."""
+        rows = self.rows()
+        settled = {r.get("tag") for r in rows if r.get("event") in ("submitted", "abandoned")}
+        return [
+            r
+            for r in rows
+            if r.get("event") == "submitting"
+            and r.get("tag") not in settled
+            and r.get("provider") == provider
+            and r.get("model") == model
+        ]
+
+    def open_batches(self, provider: str, model: str) -> list[dict[str, Any]]:
+        """Submitted batches of this endpoint whose results were not collected yet."""
+        rows = self.rows()
         collected = {r["batch_id"] for r in rows if r.get("event") == "collected"}
         return [
             r
@@ -135,6 +154,13 @@ async def run_via_batch_api(
             first[key] = i
 
     journal = journal_for(client)
+    for rec in journal.unconfirmed(client.config.provider, client.config.model):
+        found = await _find_by_tag(provider, rec["tag"])
+        if found is None:  # never accepted, or not findable: its requests are sent again (module doc)
+            journal.add({"event": "abandoned", "tag": rec["tag"]})
+        else:
+            log.info("found batch %s, submitted by a run that stopped before it could note its id", found)
+            journal.add({**rec, "event": "submitted", "batch_id": found})
     # Resume: requests whose batch was submitted by an earlier (killed) run are collected, not sent.
     for rec in journal.open_batches(client.config.provider, client.config.model):
         items = [
@@ -248,7 +274,14 @@ async def _submit(
         )  # fmt: skip
     client.ledger.flush()
     lines = [(it.custom_id, provider.body(list(it.req.messages), _spec(client, it.req)[0])) for it in items]
-    journal.add({"event": "submitting", "tag": tag, "ts": sent_at, "n": len(items)})
+    row = {
+        "tag": tag,
+        "provider": client.config.provider,
+        "model": client.config.model,
+        "ts": sent_at,
+        "items": {it.custom_id: {"key": it.key, "reserved_nano": it.reserved_nano} for it in items},
+    }
+    journal.add({"event": "submitting", **row})
     try:
         if provider.name == "openai":
             jsonl = "".join(
@@ -286,19 +319,24 @@ async def _submit(
             finish(it.index, client._failed(it.req, it.key, f"batch not submitted: {e}", 1, 0, 0, 0, 0.0))
         return None
     state.calls_sent += len(items)
-    journal.add(
-        {
-            "event": "submitted",
-            "tag": tag,
-            "batch_id": batch.id,
-            "provider": client.config.provider,
-            "model": client.config.model,
-            "ts": sent_at,
-            "items": {it.custom_id: {"key": it.key, "reserved_nano": it.reserved_nano} for it in items},
-        }
-    )
+    journal.add({"event": "submitted", "batch_id": batch.id, **row})
     log.info("submitted batch %s: %d requests (%s)", batch.id, len(items), provider.name)
     return str(batch.id)
+
+
+async def _find_by_tag(provider: Provider, tag: str) -> str | None:
+    """The id of the OpenAI batch whose metadata carries `tag` (among the most recent 100), else None."""
+    if provider.name != "openai":
+        return None
+    try:
+        page = await provider.client.batches.list(limit=100)
+    except provider.sdk.APIError as e:
+        log.warning("could not list batches to find one whose id was not noted (%s)", e)
+        return None
+    for b in page.data:
+        if (b.metadata or {}).get("distiller_tag") == tag:
+            return str(b.id)
+    return None
 
 
 def _source(client: LLMClient) -> str:

@@ -16,7 +16,7 @@ Anthropic Messages (`POST /v1/messages`), for tests and benchmarks of anything t
   killed) or a `drop` is billed too; error answers (429, 500, 401) and `bad_body` are not. This is the
   ground truth a spend audit compares the ledger against.
 - `fault_rate` (with `seed`): that share of requests gets a random fault from `random_faults`.
-- Batch APIs: OpenAI's Files + Batch API (`POST /v1/files`, `POST /v1/batches`, `GET /v1/batches/{id}`,
+- Batch APIs: OpenAI's Files + Batch API (`POST /v1/files`, `POST /v1/batches`, `GET /v1/batches[/{id}]`,
   `GET /v1/files/{id}/content`) and Anthropic's Message Batches (`POST /v1/messages/batches`, `GET
   /v1/messages/batches/{id}[/results]`). A batch ends on its `batch_polls`-th retrieve (or once
   `batch_delay_s` has passed); its requests are answered then, by the same responder, and billed at
@@ -453,6 +453,14 @@ class LLMTestServer:
                 h._send(404, _error("openai", "invalid_request_error", "no such file"))
             else:
                 h._send(200, data)
+            return True
+        if parts == ["v1", "batches"]:  # list, newest first
+            with self._lock:
+                data = [b["obj"] for b in reversed(self._batches.values()) if b["api"] == "openai"]
+            first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+            h._send(
+                200, {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": False}
+            )
             return True
         if parts[:2] == ["v1", "batches"] and len(parts) == 3:
             api, bid, results = "openai", parts[2], False
