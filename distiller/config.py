@@ -138,6 +138,13 @@ class LLMConfig(Section):
         title="Timeout (s)",
         description="Seconds before one request is given up and retried.",
     )
+    mode: Literal["online", "batch"] = Field(
+        default="online",
+        title="Request mode",
+        description="'online': one request at a time, answers in seconds; 'batch': the provider's batch API "
+        "(OpenAI Batch, Anthropic Message Batches) at half price, answers within 24 h; a killed run "
+        "resumes by batch id without sending again.",
+    )
     max_concurrency: int = Field(
         default=16, ge=1, title="Concurrent requests", description="Requests in flight at once."
     )

@@ -256,9 +256,14 @@ class LLMClient:
                     on_progress(done, len(reqs), results[i])  # type: ignore[arg-type]
 
         try:
-            async with asyncio.TaskGroup() as tg:
-                for _ in range(min(self.config.max_concurrency, len(reqs))):
-                    tg.create_task(worker())
+            if self.config.mode == "batch":  # the provider's batch API, half price (llm/batch.py)
+                from distiller.llm.batch import run_via_batch_api
+
+                results = list(await run_via_batch_api(self, provider, reqs, state, on_progress))
+            else:
+                async with asyncio.TaskGroup() as tg:
+                    for _ in range(min(self.config.max_concurrency, len(reqs))):
+                        tg.create_task(worker())
         finally:
             await provider.aclose()
             self.ledger.flush()
@@ -412,7 +417,16 @@ class LLMClient:
         async with state.settled:
             state.settled.notify_all()
 
-    async def _answer(self, provider: Provider, req: LLMRequest, key: str, state: _BatchState) -> LLMResult:
+    async def _answer(
+        self,
+        provider: Provider,
+        req: LLMRequest,
+        key: str,
+        state: _BatchState,
+        *,
+        messages: list[Message] | None = None,
+    ) -> LLMResult:
+        """`messages`: start from this conversation instead of the request's (a batch answer's re-ask)."""
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             return self._from_cache(req, key, hit)
         if (stop := self._stopped(req, state)) is not None:
@@ -422,7 +436,7 @@ class LLMClient:
         max_tokens, temperature = self._params(req)
         spec = CallSpec(req.schema_model, schema_dict, max_tokens, temperature)
         rpm, tpm = self._limits()
-        messages: list[Message] = list(req.messages)
+        messages = list(messages if messages is not None else req.messages)
         total_in = total_out = 0
         total_nano = 0
         latency = 0.0

@@ -214,8 +214,9 @@ def estimate_cost(
         if cfg.offline:
             expected = worst = 0.0
         elif pricing.known:
-            expected = float(_price(pricing, a["in"], exp_out, a["calls"]))
-            worst = float(_price(pricing, a["in_max"], a["out"], a["calls"]))
+            batch = cfg.mode == "batch"  # the batch APIs bill half price
+            expected = float(_price(pricing, a["in"], exp_out, a["calls"], batch=batch))
+            worst = float(_price(pricing, a["in_max"], a["out"], a["calls"], batch=batch))
         else:
             notes.append(f"stage {stage!r}: {pricing.unknown_message()}")
         cap = _cap(budget, stage)
@@ -232,7 +233,9 @@ def estimate_cost(
                 worst_case_usd=worst,
                 budget_usd=cap,
                 within_budget=None if expected is None or cap is None else expected <= cap,
-                price_source="offline" if cfg.offline else pricing.source,
+                price_source="offline"
+                if cfg.offline
+                else pricing.source + (" (batch price)" if cfg.mode == "batch" else ""),
             )
         )
     est = CostEstimate(
@@ -272,12 +275,14 @@ def _output_assumption(fraction: float | None, calibrated: dict[str, int], typic
     return "; ".join(parts) or "no calls to price"
 
 
-def _price(pricing: Pricing, input_tokens: int, output_tokens: int, calls: int) -> Decimal:
+def _price(
+    pricing: Pricing, input_tokens: int, output_tokens: int, calls: int, *, batch: bool = False
+) -> Decimal:
     """Priced as `calls` average calls, not one huge call: tiered prices (long-context surcharges)
     apply per request and a stage's total would wrongly reach them."""
     if calls == 0:
         return Decimal(0)
-    return calls * pricing.cost_usd(-(-input_tokens // calls), -(-output_tokens // calls))
+    return calls * pricing.cost_usd(-(-input_tokens // calls), -(-output_tokens // calls), batch=batch)
 
 
 def _usd(v: float | None) -> str:

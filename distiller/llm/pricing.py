@@ -19,6 +19,9 @@ from distiller.llm.secrets import safe_url
 
 NANO = 1_000_000_000
 
+BATCH_DISCOUNT = Decimal("0.5")
+"""OpenAI's Batch API and Anthropic's Message Batches both bill half the online price."""
+
 
 class PriceUnknown(ConfigError):
     """No price for this model: spending on it cannot be bounded, so it is refused."""
@@ -81,8 +84,9 @@ class Pricing:
             "validation.judge)."
         )
 
-    def cost_usd(self, input_tokens: int, output_tokens: int) -> Decimal:
-        """Exact cost in USD. Raises PriceUnknown when the model has no price."""
+    def cost_usd(self, input_tokens: int, output_tokens: int, *, batch: bool = False) -> Decimal:
+        """Exact cost in USD (`batch`: at the batch APIs' price). Raises PriceUnknown when the model has
+        no price."""
         if not self.known:
             raise PriceUnknown(self.unknown_message())
         table_in = table_out = Decimal(0)
@@ -99,10 +103,10 @@ class Pricing:
             if self._out_override is not None
             else table_out
         )
-        return cost_in + cost_out
+        return (cost_in + cost_out) * (BATCH_DISCOUNT if batch else 1)
 
-    def cost_nano(self, input_tokens: int, output_tokens: int) -> int:
-        return usd_to_nano(self.cost_usd(input_tokens, output_tokens))
+    def cost_nano(self, input_tokens: int, output_tokens: int, *, batch: bool = False) -> int:
+        return usd_to_nano(self.cost_usd(input_tokens, output_tokens, batch=batch))
 
 
-__all__ = ["NANO", "PriceUnknown", "Pricing", "nano_to_usd", "usd_to_nano"]
+__all__ = ["BATCH_DISCOUNT", "NANO", "PriceUnknown", "Pricing", "nano_to_usd", "usd_to_nano"]

@@ -194,16 +194,20 @@ class OpenAIProvider(Provider):
             out["response_format"] = {"type": "json_object"}
         return out
 
+    def body(self, messages: list[Message], spec: CallSpec) -> dict[str, Any]:
+        """The request body of one call (also a Batch API line's `body`)."""
+        return {
+            "model": self.cfg.model,
+            "temperature": spec.temperature,
+            self._tokens_param: spec.max_tokens,
+            **self._payload(messages, spec),
+        }
+
     async def _complete(self, messages: list[Message], spec: CallSpec) -> Completion:
         while True:
             tried = self.mode
             try:
-                resp = await self.client.chat.completions.create(
-                    model=self.cfg.model,
-                    temperature=spec.temperature,
-                    **{self._tokens_param: spec.max_tokens},
-                    **self._payload(messages, spec),
-                )
+                resp = await self.client.chat.completions.create(**self.body(messages, spec))
             except self.sdk.BadRequestError as e:
                 text = str(e).lower()
                 if tried == "prompt" or ("response_format" not in text and "json_schema" not in text):
@@ -249,41 +253,49 @@ class AnthropicProvider(Provider):
     def _make_client(self, **kwargs: Any) -> Any:
         return self.sdk.AsyncAnthropic(**kwargs)
 
-    async def _complete(self, messages: list[Message], spec: CallSpec) -> Completion:
+    def body(self, messages: list[Message], spec: CallSpec) -> dict[str, Any]:
+        """The parameters of one call (also a Message Batches request's `params`)."""
         tool = spec.schema.__name__[:64]
         system = "\n\n".join(m.content for m in messages if m.role == "system")
         turns = [{"role": m.role, "content": m.content} for m in messages if m.role != "system"]
         kwargs: dict[str, Any] = {"system": system} if system else {}
-        resp = await self.client.messages.create(
-            model=self.cfg.model,
-            max_tokens=spec.max_tokens,
-            messages=turns,
-            tools=[
+        return {
+            "model": self.cfg.model,
+            "max_tokens": spec.max_tokens,
+            "messages": turns,
+            "tools": [
                 {
                     "name": tool,
                     "description": f"Give the answer as a {tool} object.",
                     "input_schema": spec.schema_dict,
                 }
             ],
-            tool_choice={"type": "tool", "name": tool},
+            "tool_choice": {"type": "tool", "name": tool},
             **kwargs,
-        )
-        data = None
-        texts: list[str] = []
-        for block in resp.content or []:
-            if block.type == "tool_use" and block.name == tool:
-                data = block.input
-            elif block.type == "text":
-                texts.append(block.text)
-        usage = resp.usage
-        return Completion(
-            text=json.dumps(data, ensure_ascii=False) if data is not None else "".join(texts),
-            data=data,
-            input_tokens=getattr(usage, "input_tokens", None),
-            output_tokens=getattr(usage, "output_tokens", None),
-            finish_reason=resp.stop_reason,
-            truncated=resp.stop_reason == "max_tokens",
-        )
+        }
+
+    async def _complete(self, messages: list[Message], spec: CallSpec) -> Completion:
+        resp = await self.client.messages.create(**self.body(messages, spec))
+        return _anthropic_completion(resp, spec.schema.__name__[:64])
+
+
+def _anthropic_completion(resp: Any, tool: str) -> Completion:
+    data = None
+    texts: list[str] = []
+    for block in resp.content or []:
+        if block.type == "tool_use" and block.name == tool:
+            data = block.input
+        elif block.type == "text":
+            texts.append(block.text)
+    usage = resp.usage
+    return Completion(
+        text=json.dumps(data, ensure_ascii=False) if data is not None else "".join(texts),
+        data=data,
+        input_tokens=getattr(usage, "input_tokens", None),
+        output_tokens=getattr(usage, "output_tokens", None),
+        finish_reason=resp.stop_reason,
+        truncated=resp.stop_reason == "max_tokens",
+    )
 
 
 def make_provider(cfg: LLMConfig, api_key: str | None) -> Provider:

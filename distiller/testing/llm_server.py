@@ -16,6 +16,13 @@ Anthropic Messages (`POST /v1/messages`), for tests and benchmarks of anything t
   killed) or a `drop` is billed too; error answers (429, 500, 401) and `bad_body` are not. This is the
   ground truth a spend audit compares the ledger against.
 - `fault_rate` (with `seed`): that share of requests gets a random fault from `random_faults`.
+- Batch APIs: OpenAI's Files + Batch API (`POST /v1/files`, `POST /v1/batches`, `GET /v1/batches[/{id}]`,
+  `GET /v1/files/{id}/content`) and Anthropic's Message Batches (`POST /v1/messages/batches`, `GET
+  /v1/messages/batches/{id}[/results]`). A batch ends on its `batch_polls`-th retrieve (or once
+  `batch_delay_s` has passed); its requests are answered then, by the same responder, and billed at
+  `batch_discount` (0.5: half price) in the same counters; `batches_created` lists the submissions.
+  `fault_fn` applies to batch items too: a content fault (malformed, wrong_schema, truncated, no_usage)
+  shapes the answer, any other fault makes the item an error (not billed).
 - Usage: `with LLMTestServer() as srv: ...`, the `llm_server` pytest fixture (tests/llm_fixtures.py),
   or `python -m distiller.testing.llm_server --port 8099 --latency 0.2` for manual runs.
 
@@ -186,6 +193,8 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
     def do_GET(self) -> None:
+        if self.server.owner._handle_get(self):
+            return
         if self.path.split("?")[0] in ("/health", "/v1/models"):
             self._send(200, {"object": "list", "data": [{"id": "test-model", "object": "model"}]})
         else:
@@ -245,6 +254,14 @@ class LLMTestServer:
         self.requests: list[ChatRequest] = []
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # Batch APIs (module doc)
+        self.batch_polls = 2
+        self.batch_delay_s: float | None = None
+        self.batch_discount = 0.5
+        self.batches_created: list[str] = []
+        self.batch_requests: list[ChatRequest] = []
+        self._files: dict[str, bytes] = {}
+        self._batches: dict[str, dict[str, Any]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> LLMTestServer:
@@ -314,6 +331,8 @@ class LLMTestServer:
             self.counts.clear()
             self.faults_served.clear()
             self.requests.clear()
+            self.batches_created.clear()
+            self.batch_requests.clear()
             self._billed = Decimal(0)
             self.billed_calls = self.billed_input_tokens = self.billed_output_tokens = 0
 
@@ -323,11 +342,15 @@ class LLMTestServer:
         with self._lock:
             return float(self._billed)
 
-    def _bill(self, input_tokens: int, output_tokens: int) -> None:
+    def _bill(self, input_tokens: int, output_tokens: int, factor: Decimal = Decimal(1)) -> None:
         cost = (
-            Decimal(str(self.input_price_per_mtok)) * input_tokens
-            + Decimal(str(self.output_price_per_mtok)) * output_tokens
-        ) / 1_000_000
+            (
+                Decimal(str(self.input_price_per_mtok)) * input_tokens
+                + Decimal(str(self.output_price_per_mtok)) * output_tokens
+            )
+            * factor
+            / 1_000_000
+        )
         with self._lock:
             self._billed += cost
             self.billed_calls += 1
@@ -348,11 +371,201 @@ class LLMTestServer:
         with self._lock:
             return sum(self.counts.values())
 
+    # -- batch APIs ----------------------------------------------------------------------------------
+    def _batch_post(self, h: _Handler, path: str, raw: bytes) -> None:
+        now = int(time.time())
+        if path == "/v1/files":
+            fields = _multipart(h.headers.get("content-type", ""), raw)
+            data = fields.get("file", b"")
+            fid = f"file-{uuid.uuid4().hex[:16]}"
+            with self._lock:
+                self._files[fid] = data
+            purpose = fields.get("purpose", b"batch").decode()
+            h._send(200, _file_object(fid, data, purpose, now))
+            return
+        try:
+            body = json.loads(raw or b"{}")
+        except json.JSONDecodeError:
+            h._send(400, _error("openai", "invalid_request_error", "the request body is not JSON"))
+            return
+        if path == "/v1/batches":
+            with self._lock:
+                data = self._files.get(body.get("input_file_id", ""))
+            if data is None:
+                h._send(404, _error("openai", "invalid_request_error", "no such input file"))
+                return
+            items = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+            bid = f"batch_{uuid.uuid4().hex[:16]}"
+            obj: dict[str, Any] = {
+                "id": bid,
+                "object": "batch",
+                "endpoint": body.get("endpoint", "/v1/chat/completions"),
+                "input_file_id": body["input_file_id"],
+                "completion_window": body.get("completion_window", "24h"),
+                "status": "in_progress",
+                "created_at": now,
+                "metadata": body.get("metadata"),
+                "request_counts": {"total": len(items), "completed": 0, "failed": 0},
+            }
+            api: Literal["openai", "anthropic"] = "openai"
+        else:
+            items = body.get("requests", [])
+            bid = f"msgbatch_{uuid.uuid4().hex[:16]}"
+            obj = {
+                "id": bid,
+                "type": "message_batch",
+                "processing_status": "in_progress",
+                "created_at": _iso(now),
+                "expires_at": _iso(now + 86400),
+                "ended_at": None,
+                "archived_at": None,
+                "cancel_initiated_at": None,
+                "results_url": None,
+                "request_counts": {
+                    "processing": len(items),
+                    "succeeded": 0,
+                    "errored": 0,
+                    "canceled": 0,
+                    "expired": 0,
+                },
+            }
+            api = "anthropic"
+        with self._lock:
+            self._batches[bid] = {
+                "api": api,
+                "obj": obj,
+                "items": items,
+                "polls": 0,
+                "t0": time.monotonic(),
+                "headers": h.headers,
+            }
+            self.batches_created.append(bid)
+        h._send(200, obj)
+
+    def _handle_get(self, h: _Handler) -> bool:
+        """Batch and file reads; False: not a batch route."""
+        parts = h.path.split("?")[0].strip("/").split("/")
+        if parts[:2] == ["v1", "files"] and len(parts) == 4 and parts[3] == "content":
+            with self._lock:
+                self.counts[h.path] += 1
+                data = self._files.get(parts[2])
+            if data is None:
+                h._send(404, _error("openai", "invalid_request_error", "no such file"))
+            else:
+                h._send(200, data)
+            return True
+        if parts == ["v1", "batches"]:  # list, newest first
+            with self._lock:
+                data = [b["obj"] for b in reversed(self._batches.values()) if b["api"] == "openai"]
+            first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+            h._send(
+                200, {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": False}
+            )
+            return True
+        if parts[:2] == ["v1", "batches"] and len(parts) == 3:
+            api, bid, results = "openai", parts[2], False
+        elif parts[:3] == ["v1", "messages", "batches"] and len(parts) in (4, 5):
+            api, bid, results = "anthropic", parts[3], len(parts) == 5
+        else:
+            return False
+        with self._lock:
+            self.counts[h.path.split("?")[0]] += 1
+            batch = self._batches.get(bid)
+        if batch is None:
+            h._send(404, _error(api, "not_found_error", f"no batch {bid}"))
+            return True
+        if results:
+            h._send(200, "".join(json.dumps(r) + "\n" for r in batch.get("results", [])).encode())
+            return True
+        batch["polls"] += 1
+        due = batch["polls"] >= self.batch_polls or (
+            self.batch_delay_s is not None and time.monotonic() - batch["t0"] >= self.batch_delay_s
+        )
+        if due and "results" not in batch:
+            self._run_batch(batch)
+        h._send(200, batch["obj"])
+        return True
+
+    def _run_batch(self, batch: dict[str, Any]) -> None:
+        """Answer every request of a batch and bill it at the batch price."""
+        api, obj = batch["api"], batch["obj"]
+        out: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        for item in batch["items"]:
+            cid = item["custom_id"]
+            body = item["body"] if api == "openai" else item["params"]
+            path = item.get("url", "/v1/chat/completions") if api == "openai" else "/v1/messages"
+            req = _parse_request(api, path, body, batch["headers"])
+            with self._lock:
+                self.batch_requests.append(req)
+            fault = self.fault_fn(req) if self.fault_fn is not None else None
+            if isinstance(fault, str):
+                fault = Fault(fault)  # type: ignore[arg-type]
+            if fault is not None and fault.kind not in ("malformed", "wrong_schema", "truncated", "no_usage"):
+                with self._lock:
+                    self.faults_served[fault.kind] += 1
+                err = {"code": "server_error", "message": f"batch item failed ({fault.kind})"}
+                if api == "openai":
+                    errors.append(
+                        {"id": f"batch_req_{cid}", "custom_id": cid, "response": None, "error": err}
+                    )
+                else:
+                    result = {"type": "errored", "error": {"type": "error", "error": {"type": "api_error"}}}
+                    errors.append({"custom_id": cid, "result": result})
+                continue
+            if fault is not None:
+                with self._lock:
+                    self.faults_served[fault.kind] += 1
+            answer = self.responder(req)
+            reply = answer if isinstance(answer, Reply) else Reply(content=answer)
+            resp, in_tok, out_tok = self._build(api, req, reply, fault)
+            self._bill(in_tok, out_tok, Decimal(str(self.batch_discount)))
+            if api == "openai":
+                response = {"status_code": 200, "request_id": uuid.uuid4().hex, "body": resp}
+                out.append({"id": f"batch_req_{cid}", "custom_id": cid, "response": response, "error": None})
+            else:
+                out.append({"custom_id": cid, "result": {"type": "succeeded", "message": resp}})
+        now = int(time.time())
+        if api == "openai":
+            with self._lock:
+                oid, eid = f"file-{uuid.uuid4().hex[:16]}", f"file-{uuid.uuid4().hex[:16]}"
+                self._files[oid] = "".join(json.dumps(r) + "\n" for r in out).encode()
+                self._files[eid] = "".join(json.dumps(r) + "\n" for r in errors).encode()
+            obj.update(
+                status="completed",
+                completed_at=now,
+                output_file_id=oid,
+                error_file_id=eid if errors else None,
+                request_counts={
+                    "total": len(out) + len(errors),
+                    "completed": len(out),
+                    "failed": len(errors),
+                },
+            )
+            batch["results"] = out + errors
+        else:
+            batch["results"] = out + errors
+            obj.update(
+                processing_status="ended",
+                ended_at=_iso(now),
+                results_url=f"{self.url}/v1/messages/batches/{obj['id']}/results",
+                request_counts={
+                    "processing": 0,
+                    "succeeded": len(out),
+                    "errored": len(errors),
+                    "canceled": 0,
+                    "expired": 0,
+                },
+            )
+
     # -- serving -------------------------------------------------------------------------------------
     def _handle(self, h: _Handler, raw: bytes) -> None:
         path = h.path.split("?")[0]
         with self._lock:
             self.counts[path] += 1
+        if path in ("/v1/files", "/v1/batches", "/v1/messages/batches"):
+            self._batch_post(h, path, raw)
+            return
         if path.endswith("/chat/completions"):
             api: Literal["openai", "anthropic"] = "openai"
         elif path.endswith("/messages"):
@@ -484,6 +697,36 @@ class LLMTestServer:
         return resp, in_tok, out_tok
 
 
+def _iso(ts: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _file_object(fid: str, data: bytes, purpose: str, now: int) -> dict[str, Any]:
+    return {
+        "id": fid,
+        "object": "file",
+        "bytes": len(data),
+        "created_at": now,
+        "filename": "batch.jsonl",
+        "purpose": purpose,
+        "status": "processed",
+    }
+
+
+def _multipart(content_type: str, raw: bytes) -> dict[str, bytes]:
+    """The fields of a multipart/form-data body (the OpenAI SDK's file upload)."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    msg = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+    out: dict[str, bytes] = {}
+    for part in msg.iter_parts():  # type: ignore[attr-defined]
+        name = part.get_param("name", header="content-disposition")
+        if name:
+            out[str(name)] = part.get_payload(decode=True) or b""
+    return out
+
+
 def _error(api: str, kind: str, message: str) -> dict[str, Any]:
     if api == "anthropic":
         return {"type": "error", "error": {"type": kind, "message": message}}
@@ -564,6 +807,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output-price", type=float, default=0.0, help="USD per million output tokens")
     parser.add_argument("--fault-rate", type=float, default=0.0, help="share of requests given a fault")
     parser.add_argument("--slow", type=float, default=2.0, help="seconds a 'timeout' fault sleeps")
+    parser.add_argument("--batch-polls", type=int, default=2, help="retrieves before a batch ends")
+    parser.add_argument("--batch-delay", type=float, default=None, help="or seconds before a batch ends")
     parser.add_argument(
         "--responder",
         help="module:name of a responder (a callable, or a class to instantiate) to answer with instead of "
@@ -579,6 +824,7 @@ def main(argv: list[str] | None = None) -> None:
         fault_rate=args.fault_rate,
         slow_s=args.slow,
     )
+    server.batch_polls, server.batch_delay_s = args.batch_polls, args.batch_delay
     if args.responder:
         server.responder = _load_responder(args.responder)
     server.start()
