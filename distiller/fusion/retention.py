@@ -147,7 +147,11 @@ def retention_html(run_dir: Any) -> str:
     path = Path(run_dir) / "retention.md"
     if not path.is_file():
         return ""
-    return markdown_it.MarkdownIt("commonmark", {"html": False}).enable("table").render(path.read_text(encoding="utf-8"))
+    return (
+        markdown_it.MarkdownIt("commonmark", {"html": False})
+        .enable("table")
+        .render(path.read_text(encoding="utf-8"))
+    )
 
 
 __all__ = ["cross_domain_accuracy", "der_rows", "domain_rows", "retention_html", "retention_markdown"]
