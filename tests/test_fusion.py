@@ -686,11 +686,13 @@ def test_cross_domain_accuracy_needs_a_passage_of_each_domain_in_the_top_10() ->
 
 # -- the whole run --------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_fuse_end_to_end_offline_with_report_and_exports(tmp_path: Path) -> None:
+@pytest.mark.timeout(1800)  # two fused students, two specialists, their evaluations, twice the cache check
+def test_fuse_end_to_end_offline_with_report_and_exports(tmp_path: Path, tiny_corpus: Path) -> None:
     from distiller.fusion.run import fuse
 
-    med = _labeled(tmp_path / "med.jsonl", MED)
     law = _docs(tmp_path / "law", TEXT)
+    for extra in sorted(tiny_corpus.iterdir())[3:]:  # three medical documents are enough
+        extra.unlink()
     cfg = FusionConfig(
         run_name="e2e",
         base={
@@ -698,12 +700,12 @@ def test_fuse_end_to_end_offline_with_report_and_exports(tmp_path: Path) -> None
             "chunking": {"chunk_size": 64},
             "input": {"group_column": "topic"},
             "training": {"max_seq_length": 32, "batch_size": 8, "epochs": 1},
-            "mining": {"top_k": 10},
+            "mining": {"top_k": 10, "hard_positive_rank_min": 2},
             "evaluation": {"ks": [1, 5, 10]},
             "split": {"train_ratio": 0.5, "val_ratio": 0.0},
             "export": {"formats": ["jsonl", "alpaca"]},
         },
-        domains=[{"name": "med", "qa_file": str(med)}, {"name": "law", "paths": [str(law)]}],
+        domains=[{"name": "med", "paths": [str(tiny_corpus)]}, {"name": "law", "paths": [str(law)]}],
         fusion={"cross_domain_ratio": 0.5, "strategy": ["multitask", "integration"]},
     )
     store = fuse(cfg)
@@ -770,3 +772,38 @@ def test_prefect_deployment_and_flow_of_fusion() -> None:
     assert flow.name == "distill-fuse" and dep["work_pool"]["name"] == "distill-cpu"
     cfg = FusionConfig.model_validate(dep["parameters"]["fusion"])
     assert [d.name for d in cfg.domains] == ["medical", "rental-law"]
+
+
+def test_integration_coherence_is_judged_on_a_sample_with_a_wilson_interval(
+    tmp_path: Path, llm_server: Any, fake_key: str
+) -> None:
+    from distiller.fusion.run import _coherence
+    from distiller.generation.validation import wilson
+
+    seen: list[Any] = []
+    llm_server.responder = fusion_responder(seen)
+    cfg = FusionConfig(
+        base={"runs_dir": str(tmp_path / "runs"), "teacher": llm_server.llm_config().model_dump()},
+        domains=[{"name": "med", "qa_file": "x"}, {"name": "law", "qa_file": "y"}],
+        fusion={"cross_domain_ratio": 0.5, "coherence_sample": 4},
+    )
+    ctx = _ctx(tmp_path, cfg)
+    ctx.run_dir.mkdir(parents=True)
+    rows = CrossDomain().generate(ctx)
+    rows.extend(integrate(ctx, rows.queries))
+    assert len(rows.integrated) == 6
+    judgments, figures = _coherence(ctx, rows)
+    assert len(judgments) == figures["sampled"] == figures["judged"] == 4
+    assert figures["approved"] == sum(j.verdict == "approved" for j in judgments)
+    assert figures["ci95"] == list(wilson(figures["approved"], 4))
+    judged = [r.first_user for r in seen if r.schema_name == "Verdict"]
+    assert len(judged) == 4
+    # Judged against the passages of both domains.
+    assert all(
+        any(t[:30] in u for t in MED.values()) and any(t[:30] in u for t in LAW.values()) for u in judged
+    )
+    # Offline: not judged, and it says why.
+    off = _ctx(tmp_path, cross_domain_ratio=0.5)
+    rows = CrossDomain().generate(off)
+    rows.extend(integrate(off, rows.queries))
+    assert _coherence(off, rows) == ([], {"why": "offline judge"})

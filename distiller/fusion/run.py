@@ -143,11 +143,8 @@ def fuse_data_stage(
     def run() -> dict[str, Any]:
         ctx = FusionContext(cfg, domains, fused_cfg, store.dir)
         rows = Rows()
-        made: dict[str, int] = {}
         for g in gens:
-            part = g.generate(ctx)
-            made[g.name] = len(part.queries) + len(part.triplets) * (not part.queries)
-            rows.extend(part)
+            rows.extend(g.generate(ctx))
         cross = [q for q in rows.queries if q.query_id.startswith("cross:")]
         rows.extend(integrate(ctx, cross))
         judgments, coherence = _coherence(ctx, rows)
