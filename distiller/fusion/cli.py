@@ -16,17 +16,19 @@ from distiller.errors import DistillError
 def fuse(
     config: Annotated[Path, typer.Option("--config", "-c", help="The fusion YAML (domains: + fusion:).")],
     runs_dir: Annotated[
-        str | None, typer.Option(help="Where run folders live [default: base.runs_dir].")
+        str | None, typer.Option(help="Where run folders live (default: base.runs_dir).")
     ] = None,
-    run_name: Annotated[str | None, typer.Option(help="The fused run's folder [default: run_name].")] = None,
+    run_name: Annotated[
+        str | None, typer.Option(help="The fused run's folder (default: the config's run_name).")
+    ] = None,
     strategy: Annotated[
         list[str] | None,
         typer.Option("--strategy", "-s", help="multitask, sequential or integration; repeat to compare."),
     ] = None,
     integration: Annotated[
-        str | None, typer.Option(help="concat or llm [default: fusion.integration].")
+        str | None, typer.Option(help="concat or llm (default: fusion.integration).")
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed [default: base.seed].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default: base.seed).")] = None,
     no_prefect: Annotated[
         bool, typer.Option("--no-prefect", help="Run the stages in-process without Prefect.")
     ] = False,
