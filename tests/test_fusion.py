@@ -687,7 +687,9 @@ def test_cross_domain_accuracy_needs_a_passage_of_each_domain_in_the_top_10() ->
 # -- the whole run --------------------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # two fused students, two specialists, their evaluations, twice the cache check
-def test_fuse_end_to_end_offline_with_report_and_exports(tmp_path: Path, tiny_corpus: Path) -> None:
+def test_fuse_end_to_end_offline_with_report_and_exports(
+    tmp_path: Path, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from distiller.fusion.run import fuse
 
     law = _docs(tmp_path / "law", TEXT)
@@ -747,6 +749,8 @@ def test_fuse_end_to_end_offline_with_report_and_exports(tmp_path: Path, tiny_co
     # Again, as the Prefect flow (what `distill fuse` and the deployment run): every stage a cache hit.
     from flows.fuse import distill_fuse
 
+    # The flow starts an ephemeral Prefect server: on a loaded machine it needs more than the default 20 s.
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
     result = distill_fuse(fusion=cfg)
     assert result["run_dir"] == str(store.dir)
     again = result["stages"]
