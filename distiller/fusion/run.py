@@ -5,7 +5,7 @@ fusion stages in the fused run folder, each cached by its inputs like every pipe
   fuse_data        generators + integration + coherence judge → union passages, queries, qa_pairs,
                    provenance, integrated answers, generated triplets
   mine_iter1       the pipeline's mining over the union corpus
-  fuse_train_<s>   one fused student per strategy → models/fused-<s>
+  fuse_train_<s>   one fused student per strategy → fused-<s>/ (top level: see FUSED_DIR)
   specialists      the pipeline's mine + train in each domain's sub-run → domains/<name>/models/iter1
   retention        base / specialist / fused per domain, DER, cross-domain accuracy, coherence
   export, report   the pipeline's own
@@ -35,6 +35,9 @@ from .records import IntegratedAnswer, Provenance, RetentionRow
 log = logging.getLogger("distiller")
 
 VERSIONS = {"fuse_data": "1", "fuse_train": "1", "retention": "1"}
+# At the top of the run folder, not under models/: the stage cache restores an output by its first path
+# part, so a cached `models/fused-a` would replace the whole models/ folder and drop `models/fused-b`.
+FUSED_DIR = "fused-{strategy}"
 DATA_OUTPUTS = [
     "passages.parquet",
     "queries.parquet",
@@ -222,7 +225,7 @@ def fuse_train_stage(
         + _hash([strategy, f.order, f.replay_share, f.sampler, [d.name for d in cfg.domains]]),
         files,
     )
-    out_rel = f"models/fused-{strategy}"
+    out_rel = FUSED_DIR.format(strategy=strategy)
 
     def run() -> dict[str, Any]:
         by_domain, fusion = _datasets(store)
@@ -273,7 +276,7 @@ def retention_stage(
     from .retention import cross_domain_accuracy, der_rows, domain_rows, retention_markdown
 
     strategies = cfg.fusion.strategies
-    fused = {s: store.path(f"models/fused-{s}") for s in strategies}
+    fused = {s: store.path(FUSED_DIR.format(strategy=s)) for s in strategies}
     base_path, base_id = pipeline._model_ref(store, fused_cfg, 1)
     inputs: list[Path | str] = [
         store.path("passages.parquet"),
