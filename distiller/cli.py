@@ -1012,6 +1012,12 @@ def _print_status(run_dir: Path, title: str) -> None:
     out.print(status_renderable(run_dir))  # ends with LLM spend vs budget and estimate vs billed
 
 
+# `distill fuse`: multi-domain fusion; its body lives in distiller.fusion.cli.
+from distiller.fusion.cli import fuse as _fuse  # noqa: E402
+
+app.command(name="fuse")(_fuse)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

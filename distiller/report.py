@@ -362,6 +362,14 @@ def _kpis(view: RunView) -> str:
     )
 
 
+def _fusion_section(view: RunView) -> str:
+    """A fusion run's retention tables (distiller.fusion), where the run has them."""
+    from distiller.fusion.retention import retention_html
+
+    html = retention_html(view.dir)
+    return f"<section id='sec-fusion'>{html}</section>" if html else ""
+
+
 def render_report(run_dir: Path, out: Path | None = None, seed: int = 0) -> Path:
     """Write the run's report (default `<run>/report.html`) and return its path."""
     view = RunView(run_dir, require_manifest=True)
@@ -391,6 +399,7 @@ run updated {e(view.manifest.get("updated_at", "?"))}.</p>
 <h2>Stages</h2>
 {_stage_table(view)}
 {figures}
+{_fusion_section(view)}
 <h2>Skipped inputs ({len(skipped)})</h2>
 {_skipped_table(skipped)}
 <h2 id="samples">Sampled rows</h2>

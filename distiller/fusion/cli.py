@@ -1,0 +1,78 @@
+"""`distill fuse -c fusion.yaml`: the command's body (distiller/cli.py only registers it)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from distiller.errors import DistillError
+
+
+def fuse(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The fusion YAML (domains: + fusion:).")],
+    runs_dir: Annotated[
+        str | None, typer.Option(help="Where run folders live (default: base.runs_dir).")
+    ] = None,
+    run_name: Annotated[
+        str | None, typer.Option(help="The fused run's folder (default: the config's run_name).")
+    ] = None,
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option("--strategy", "-s", help="multitask, sequential or integration; repeat to compare."),
+    ] = None,
+    integration: Annotated[
+        str | None, typer.Option(help="concat or llm (default: fusion.integration).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default: base.seed).")] = None,
+    no_prefect: Annotated[
+        bool, typer.Option("--no-prefect", help="Run the stages in-process without Prefect.")
+    ] = False,
+) -> None:
+    """Fuse several domains into one student: each domain's stages in its own sub-run, cross-domain and
+    adversarial data, integrated answers, the chosen training strategies and a retention report.
+
+    Example: distill fuse -c examples/fusion/fusion.yaml
+    """
+    from distiller.cli import _fail, _live_stages, _prefect_env, _print_status, console
+    from distiller.fusion.config import check_sources, load_fusion_config
+
+    overrides: dict[str, Any] = {}
+    if runs_dir is not None:
+        overrides.setdefault("base", {})["runs_dir"] = runs_dir
+    if seed is not None:
+        overrides.setdefault("base", {})["seed"] = seed
+    if run_name is not None:
+        overrides["run_name"] = run_name
+    if strategy:
+        overrides.setdefault("fusion", {})["strategy"] = strategy
+    if integration is not None:
+        overrides.setdefault("fusion", {})["integration"] = integration
+    command = "distill " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    t0 = time.perf_counter()
+    try:
+        cfg = load_fusion_config(config, overrides)
+        check_sources(cfg)
+        _prefect_env(cfg.base.runs_dir)
+        _live_stages()
+        if no_prefect:
+            from distiller.fusion.run import fuse as run_fuse
+
+            run_dir = run_fuse(cfg, command=command).dir
+        else:
+            from flows.fuse import distill_fuse
+
+            run_dir = Path(distill_fuse(fusion=cfg, command=command)["run_dir"])
+    except DistillError as e:
+        _fail(e)
+    _print_status(run_dir, title=f"Fusion run finished in {time.perf_counter() - t0:.1f}s")
+    retention = run_dir / "retention.md"
+    if retention.is_file():
+        console.print(retention.read_text(encoding="utf-8"))
+
+
+__all__ = ["fuse"]
