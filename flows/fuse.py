@@ -32,7 +32,12 @@ from tasks.stages import (
 
 @flow(name="distill-fuse", log_prints=True)
 def distill_fuse(fusion: FusionConfig, command: str | None = None) -> dict:
-    """Fuse several domains into one retrieval student and report how much of each it retains."""
+    """Fuse several domains into one retrieval student and report how much of each it retains.
+
+    Args:
+        fusion: The domains (each with its own source, teacher and budget share) and how to fuse them.
+        command: The command line that started the run, recorded in the data cards; empty from the UI.
+    """
     check_sources(fusion)
     domain_cfgs = [domain_config(fusion, spec) for spec in fusion.domains]
     for dcfg in domain_cfgs:

@@ -121,7 +121,13 @@ def test_first_run_writes_every_artifact(first_run: dict) -> None:
     # the CLI said plainly that no LLM was configured, and ended with a summary
     assert "No LLM configured" in first_run["out"]
     assert "Run finished" in first_run["out"]
-    assert re.search(r"Retrieval on \d+ held-out queries", first_run["out"])
+    # and said what its metrics were measured on: pseudo-queries, with the warning that goes with them
+    assert re.search(
+        r"Retrieval on \d+ queries: inverse-cloze pseudo-queries \(not real questions\)", first_run["out"]
+    )
+    assert "not real questions: a gain on them does not show a gain on real queries" in " ".join(
+        first_run["out"].split()
+    )
 
 
 def test_rerun_is_served_from_cache(first_run: dict) -> None:
