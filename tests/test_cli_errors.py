@@ -94,11 +94,24 @@ def test_cli_run_against_a_dead_prefect_server_is_one_line(
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{port}/api")
+    # A process of its own, as a user runs it: Prefect keeps settings and clients per process, so an
+    # earlier in-process test that started Prefect would otherwise hide the dead URL.
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
     args = ["run", "-i", str(_corpus(tmp_path)), "--runs-dir", str(tmp_path / "runs")]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 3, result.output
-    assert f"cannot reach the Prefect API at http://127.0.0.1:{port}/api" in _one_error_line(result.output)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from distiller.cli import app; app()", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 3, output
+    assert f"cannot reach the Prefect API at http://127.0.0.1:{port}/api" in _one_error_line(output)
+    assert "Traceback" not in output
 
 
 def test_prefect_records_of_a_distill_error_are_dropped_the_cli_says_it_once() -> None:
