@@ -730,7 +730,8 @@ def report_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
     from distiller.report import render_report
 
     inputs = [p for p in sorted(store.dir.glob("*.parquet"))]
-    key = stage_key("report", VERSIONS["report"], "", inputs)
+    # The report shows the run's name and folder: another run with equal artifacts must not lend its own.
+    key = stage_key("report", VERSIONS["report"], store.name, inputs)
 
     def run() -> dict[str, Any]:
         path = render_report(store.dir)
