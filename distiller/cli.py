@@ -8,7 +8,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -105,16 +105,19 @@ def _stop_unstarted_prefect_server() -> None:
 
 
 def _run_with_prefect(cfg: Any, command: str) -> Path:
-    """The flow under Prefect; if its embedded server does not start, once more, then one line that says
-    so and what runs without it (no traceback)."""
     from flows.distill import distill
     from flows.stages import with_runner
 
+    return run_flow_with_retry(lambda: with_runner(distill, cfg)(config=cfg, command=command))
+
+
+def run_flow_with_retry(call: Callable[[], dict[str, Any]]) -> Path:
+    """A flow under Prefect; if its embedded server does not start, once more, then one line that says
+    so and what runs without it (no traceback). Returns the flow's run_dir."""
     _quiet_expected_errors()
     for attempt in (1, 2):
         try:
-            result = with_runner(distill, cfg)(config=cfg, command=command)
-            return Path(result["run_dir"])
+            return Path(call()["run_dir"])
         except Exception as e:
             if not _prefect_start_failed(e):
                 raise
@@ -127,7 +130,7 @@ def _run_with_prefect(cfg: Any, command: str) -> Path:
                 DistillError(
                     f"Prefect's local API server did not start within {wait} s, twice (the machine may be "
                     "busy; PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS sets the wait). "
-                    "`distill run --no-prefect` runs the same stages without Prefect."
+                    "`--no-prefect` runs the same stages without Prefect."
                 )
             )
     raise AssertionError("unreachable")
@@ -168,8 +171,6 @@ def _prefect_env(runs_dir: str) -> None:
     # needs longer, and a run that fails before any work for that is worse than one that waits.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(PREFECT_START_WAIT_S))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # Prefect's default 20 s is too short for a first start (database migrations) on a busy machine.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

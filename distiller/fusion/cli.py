@@ -38,7 +38,7 @@ def fuse(
 
     Example: distill fuse -c examples/fusion/fusion.yaml
     """
-    from distiller.cli import _fail, _live_stages, _prefect_env, _print_status, console
+    from distiller.cli import _fail, _live_stages, _prefect_env, _print_status, console, run_flow_with_retry
     from distiller.fusion.config import check_sources, load_fusion_config
 
     overrides: dict[str, Any] = {}
@@ -66,7 +66,7 @@ def fuse(
         else:
             from flows.fuse import distill_fuse
 
-            run_dir = Path(distill_fuse(fusion=cfg, command=command)["run_dir"])
+            run_dir = run_flow_with_retry(lambda: distill_fuse(fusion=cfg, command=command))
     except DistillError as e:
         _fail(e)
     _print_status(run_dir, title=f"Fusion run finished in {time.perf_counter() - t0:.1f}s")
