@@ -228,11 +228,11 @@ class GenerationConfig(Section):
         default=5, ge=1, title="Minimum query words", description="Offline teacher: shortest usable sentence."
     )
     offline_document_positives: bool = Field(
-        default=False,
+        default=True,
         title="Offline doc positives",
         description="Offline teacher: every chunk of a pseudo-query's document is a positive, so no chunk of "
-        "the same document is mined as its negative. Off by default: not yet measured on real queries "
-        "(benchmarks/scifact.py), and on tiny corpora it leaves mining without negatives.",
+        "the same document is mined as its negative (with chunk positives the student learns to push "
+        "apart passages of one document, and got worse on real queries: benchmarks/README.md, SciFact).",
     )
     offline_title_queries: bool = Field(
         default=True,

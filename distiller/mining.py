@@ -8,7 +8,7 @@ Per iteration: encode the corpus and the training queries once (`distiller.index
   (what the student wrongly prefers) as negatives;
 - easy triplets: the ground truth already ranked above `hard_positive_rank_min`, with its top-ranked
   non-ground-truth passages as negatives; they keep what the student already knows (anti-forgetting),
-  `easy_hard_ratio` easy triplets per hard one;
+  `easy_hard_ratio` easy triplets per hard one (one per query when no query is hard);
 - a false-negative guard (see `MiningConfig.false_negative_guard`) drops mined negatives that probably
   answer the query too.
 
@@ -124,7 +124,7 @@ def mine_triplets(
     usable = [q for q in train if any(pid in pid_index for pid in q.positive_ids)]
     stats["n_missing_positive"] = len(train) - len(usable)
     if not usable or not passages:
-        stats.update(n_hard=0, n_easy=0, n_false_neg_dropped=0, n_duplicates_skipped=0)
+        stats.update(n_hard=0, n_easy=0, easy_fallback=False, n_false_neg_dropped=0, n_duplicates_skipped=0)
         return MiningResult([], stats)
 
     top_k = min(cfg.top_k, len(passages))
@@ -243,10 +243,16 @@ def mine_triplets(
         elif chosen:
             easy_pool.append(chosen)
 
-    easy = _sample_easy(
-        easy_pool, round(cfg.easy_hard_ratio * len(hard)), np.random.default_rng([seed, iteration])
-    )
+    quota = round(cfg.easy_hard_ratio * len(hard))
+    # No query is hard: a small corpus, or document-level positives that the student already ranks first.
+    # One easy triplet per query still teaches (in-batch negatives do the rest); an iteration with no
+    # data at all would stop the run.
+    easy_fallback = not hard and cfg.easy_hard_ratio > 0
+    if easy_fallback:
+        quota = len(easy_pool)
+    easy = _sample_easy(easy_pool, quota, np.random.default_rng([seed, iteration]))
     stats.update(
+        easy_fallback=easy_fallback,
         n_hard=len(hard),
         n_easy=len(easy),
         n_hard_queries=len({t.query_id for t in hard}),

@@ -156,6 +156,23 @@ def test_easy_ratio_and_accumulation(world) -> None:
     assert second.stats["n_duplicates_skipped"] >= 1
 
 
+def test_no_hard_query_falls_back_to_one_easy_triplet_per_query(world) -> None:
+    model, passages, queries = world
+    easy_only = [q for q in queries if q.query_id != "hard"]  # every training query ranks its truth first
+    cfg = MiningConfig(negatives_per_query=3, easy_hard_ratio=2.0, false_negative_guard="none")
+    res = mine_triplets(model, passages, easy_only, cfg, iteration=1, seed=0)
+    assert res.stats["n_hard"] == 0 and res.stats["easy_fallback"] is True
+    assert sorted(t.query_id for t in res.triplets) == [f"easy{j}" for j in range(6)]  # one each
+    assert {t.kind for t in res.triplets} == {"easy"}
+    # with a hard query present the ratio rules as before: no fallback
+    mixed = mine_triplets(model, passages, queries, cfg, iteration=1, seed=0)
+    assert mixed.stats["easy_fallback"] is False
+    assert mixed.stats["n_easy"] == round(2.0 * mixed.stats["n_hard"])
+    # easy_hard_ratio 0 means "hard triplets only": no fallback either
+    none = mine_triplets(model, passages, easy_only, cfg.model_copy(update={"easy_hard_ratio": 0}), 1, 0)
+    assert none.triplets == [] and none.stats["easy_fallback"] is False
+
+
 def test_blocked_memmap_search_matches_brute_force(tmp_path, monkeypatch) -> None:
     rng = np.random.default_rng(0)
     docs = {f"p{i}": rng.normal(size=DIM) for i in range(53)}

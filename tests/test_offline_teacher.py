@@ -69,6 +69,20 @@ def test_document_positives_and_title_queries(tiny_corpus: Path) -> None:
     assert titles[0].split == next(q.split for q in ict if q.doc_id == titled)
 
 
+def test_document_positives_need_two_training_documents(tiny_corpus: Path) -> None:
+    chunks = _chunks(tiny_corpus)
+    one_doc = [c for c in chunks if c.doc_id == chunks[0].doc_id]
+    assert len(one_doc) > 1
+    out = inverse_cloze(one_doc, 1, 5, 1.0, 0.0, seed=3, document_positives=True)
+    # every chunk of the only document a positive would leave mining no negative at all
+    assert out.queries and all(q.positive_ids == [q.chunk_id] for q in out.queries)
+    assert any("two training documents (this run has 1)" in n for n in out.notes)
+    both = inverse_cloze(chunks, 1, 5, 1.0, 0.0, seed=3, document_positives=True)
+    assert len({c.doc_id for c in chunks}) >= 2
+    assert any(len(q.positive_ids) > 1 for q in both.queries)
+    assert not any("two training documents" in n for n in both.notes)
+
+
 def test_offline_pseudo_queries_train_at_the_offline_learning_rate() -> None:
     from distiller.pipeline import training_settings
 

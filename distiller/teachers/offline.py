@@ -106,6 +106,16 @@ def inverse_cloze(
                 )
             )
     n_titles = 0
+    fallback_note = ""
+    train_docs = {d for d, split in splits.items() if split == "train"}
+    if document_positives and len(train_docs) < 2:
+        # Mining draws negatives from other training documents only: with one there would be none,
+        # and an iteration without triplets stops the run.
+        document_positives = False
+        fallback_note = (
+            f"document positives need two training documents (this run has {len(train_docs)}): "
+            "each chunk is its own query's positive"
+        )
     if document_positives or titles:
         of_doc: dict[str, list[str]] = {}
         for c in chunks:
@@ -141,6 +151,7 @@ def inverse_cloze(
             "teacher.provider (openai | anthropic) and teacher.model, e.g. "
             "`distill run --teacher openai --model gpt-4o-mini` with OPENAI_API_KEY set, or "
             "`--teacher openai --base-url http://localhost:8000/v1` for vLLM/Ollama."
-        ],
+        ]
+        + ([fallback_note] if fallback_note else []),
         stats={"chunks_without_query": without_query, "queries": len(queries), "title_queries": n_titles},
     )
