@@ -47,7 +47,7 @@ CHILD = textwrap.dedent(
     """
     import json, sys
     from distiller.config import load_config
-    from distiller.pipeline import generate_stage, ingest_stage, open_store, plan_llm_budget, validate_stage
+    from distiller.stages import generate_stage, ingest_stage, open_store, plan_llm_budget, validate_stage
     cfg = load_config(sys.argv[1], {})
     store = open_store(cfg)
     ingest_stage(store, cfg)

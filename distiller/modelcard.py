@@ -24,8 +24,8 @@ from typing import Any
 import pandas as pd
 
 from distiller.config import DEFAULT_SPLADE_STUDENT, DEFAULT_STUDENT
-from distiller.export.run import RunView
 from distiller.records import OFFLINE_WARNING, query_set_label
+from distiller.runview import RunView
 
 HUB_IDS = {DEFAULT_STUDENT: "sentence-transformers/all-MiniLM-L6-v2"}
 """Packaged students -> the Hub id of the model they ship."""

@@ -12,8 +12,8 @@ from generation_responder import ScriptedTeacher, llm_run_config
 from llm_fixtures import llm_server_fixture  # noqa: F401
 
 from distiller.generation.bootstrap import normalize_term
-from distiller.pipeline import bootstrap_stage, open_store
 from distiller.records import Concept, read_parquet
+from distiller.stages import bootstrap_stage, open_store
 from distiller.testing.llm_server import LLMTestServer
 
 

@@ -12,9 +12,9 @@ from generation_responder import ScriptedTeacher, llm_run_config
 from llm_fixtures import llm_server_fixture  # noqa: F401
 
 from distiller.export.rows import collect_rows
-from distiller.export.run import RunView
-from distiller.pipeline import bootstrap_stage, export_stage, generate_stage, open_store, validate_stage
 from distiller.records import Concept, GeneratedDocument, Judgment, QAPair, Query, read_parquet
+from distiller.runview import RunView
+from distiller.stages import bootstrap_stage, export_stage, generate_stage, open_store, validate_stage
 from distiller.testing.llm_server import LLMTestServer
 
 MARKERS = {

@@ -14,8 +14,8 @@ from distiller.errors import BudgetExceeded
 from distiller.generation.progress import ProgressEvent, progress_sink
 from distiller.llm.ledger import Ledger
 from distiller.llm.plan import BudgetPlan, PlannedStep, step_key
-from distiller.pipeline import budget_cause, generate_stage, ingest_stage, open_store
 from distiller.records import QAPair, Query, read_parquet
+from distiller.stages import budget_cause, generate_stage, ingest_stage, open_store
 from distiller.testing.llm_server import LLMTestServer
 
 
@@ -131,15 +131,15 @@ def test_cli_says_what_the_budget_buys_before_the_run_and_strict_refuses(
 ) -> None:
     import typer
 
-    from distiller import cli
+    from distiller.cli import commands
 
     cfg, _ = _priced(llm_server, tmp_path, budget=0.05)
-    cli._announce_budget(cfg)
+    commands.announce_budget(cfg)
     said = " ".join(capsys.readouterr().err.split())
     assert "budget: budget $0.0500 covers ~" in said and "raise it to about $" in said
     strict = cfg.model_copy(update={"budget": cfg.budget.model_copy(update={"policy": "strict"})})
     with pytest.raises(typer.Exit) as exit_info:
-        cli._announce_budget(strict)
+        commands.announce_budget(strict)
     assert exit_info.value.exit_code == 2
     err = " ".join(capsys.readouterr().err.split())
     assert err.startswith("error:") and "policy is strict, so nothing was sent" in err

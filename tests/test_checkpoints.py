@@ -103,7 +103,7 @@ def test_real_training_checkpoints_by_time_and_resumes_past_a_torn_one(
 ) -> None:
     from test_training import tiny_cfg, triplets
 
-    from distiller.training import train_student
+    from distiller.retrieval.training import train_student
 
     # save_steps far beyond the run: every checkpoint here comes from the clock
     cfg = tiny_cfg(batch_size=4, save_steps=1000, save_minutes=1e-6)

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from distiller.cli import app
-from distiller.cli_errors import prefect_unavailable, user_error_line
+from distiller.cli.errors import prefect_unavailable, user_error_line
 
 
 def _corpus(tmp_path: Path) -> Path:
@@ -117,7 +117,7 @@ def test_cli_run_against_a_dead_prefect_server_is_one_line(
 def test_prefect_records_of_a_distill_error_are_dropped_the_cli_says_it_once() -> None:
     import logging
 
-    from distiller.cli import _NoTracebackForDistillErrors
+    from distiller.cli.errors import _NoTracebackForDistillErrors
     from distiller.errors import StageError
 
     f = _NoTracebackForDistillErrors()

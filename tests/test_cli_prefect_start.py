@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from distiller import cli
+from distiller.cli import base as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,10 +19,10 @@ def test_prefect_start_wait_is_raised_unless_set(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", raising=False)
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.delenv("PREFECT_HOME", raising=False)
-    cli._prefect_env(str(tmp_path / "runs"))
+    cli.prefect_env(str(tmp_path / "runs"))
     assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "90"
     monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "7")
-    cli._prefect_env(str(tmp_path / "runs"))
+    cli.prefect_env(str(tmp_path / "runs"))
     assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "7"  # the user's wins
 
 
@@ -34,8 +34,8 @@ def test_start_failure_is_recognised_through_wrapping() -> None:
         except RuntimeError as e:
             raise ValueError("flow failed") from e
     except ValueError as outer:
-        assert cli._prefect_start_failed(outer)
-    assert not cli._prefect_start_failed(RuntimeError("something else"))
+        assert cli.prefect_start_failed(outer)
+    assert not cli.prefect_start_failed(RuntimeError("something else"))
 
 
 @pytest.mark.slow

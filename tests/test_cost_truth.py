@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from distiller.export.run import RunView
 from distiller.llm.ledger import Ledger, LedgerEntry
+from distiller.runview import RunView
 from distiller.store import RunStore, StageResult
 from distiller.summary import status_renderable
 
@@ -70,7 +70,7 @@ CHILD = """
 import sys
 sys.path.insert(0, sys.argv[2])
 from distiller.config import DistillConfig
-from distiller.pipeline import generate_stage, ingest_stage, open_store
+from distiller.stages import generate_stage, ingest_stage, open_store
 cfg = DistillConfig.model_validate_json(open(sys.argv[1]).read())
 store = open_store(cfg)
 ingest_stage(store, cfg)
@@ -89,7 +89,7 @@ def test_manifest_equals_ledger_after_a_real_kill_and_resume(tmp_path: Path) -> 
 
     from generation_responder import ScriptedTeacher, llm_run_config, write_corpus
 
-    from distiller.pipeline import generate_stage, open_store
+    from distiller.stages import generate_stage, open_store
     from distiller.testing.llm_server import LLMTestServer
 
     with LLMTestServer(ScriptedTeacher(), latency_s=0.4) as srv:

@@ -17,8 +17,8 @@ from distiller.cli import app
 from distiller.generation.estimate import plan_run
 from distiller.llm import CallCache
 from distiller.llm.estimate import estimate_cost
-from distiller.pipeline import generate_stage, ingest_stage, open_store
 from distiller.records import Chunk, read_parquet
+from distiller.stages import generate_stage, ingest_stage, open_store
 from distiller.testing.llm_server import LLMTestServer
 
 GEN = {"queries_per_chunk": 2, "questions_per_chunk": 2, "document_negatives": True, "negatives_per_query": 2}
@@ -162,3 +162,26 @@ def test_cli_run_refuses_an_unpriced_model_before_anything_runs(
     assert "no price is known for model 'my-local-llama'" in result.output
     assert "--input-price and --output-price" in result.output
     assert llm_server.count == 0 and not (tmp_path / "runs").exists()
+
+
+def test_distill_flow_makes_the_cli_checks_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deployment run skips `distill run`: the flow makes the same preflight checks before any stage,
+    with the command line's message, and nothing is written."""
+    from distiller.config import DistillConfig
+    from distiller.errors import DistillError
+    from distiller.preflight import preflight
+    from flows.distill import distill
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-unused")
+    cfg = DistillConfig(
+        input={"paths": [str(write_corpus(tmp_path / "docs"))]},
+        runs_dir=str(tmp_path / "runs"),
+        teacher={"provider": "openai", "model": "my-local-llama", "base_url": "http://127.0.0.1:9/v1"},
+    )
+    with pytest.raises(DistillError) as cli_check:
+        preflight(cfg)
+    with pytest.raises(DistillError) as flow_check:
+        distill.fn(config=cfg)
+    assert str(flow_check.value) == str(cli_check.value)
+    assert "no price is known for model 'my-local-llama'" in str(flow_check.value)
+    assert not (tmp_path / "runs" / "docs" / "chunks.parquet").exists()

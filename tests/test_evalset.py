@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-import distiller.evaluation
-import distiller.models
+import distiller.retrieval.evaluation
+import distiller.retrieval.models
 from distiller.config import DistillConfig
 from distiller.errors import EvalFileError
 from distiller.evalset import load_eval_file
-from distiller.pipeline import evaluate_stage, open_store, summary_markdown
 from distiller.records import (
     OFFLINE_WARNING,
     QUERY_SET_LABELS,
@@ -27,7 +26,8 @@ from distiller.records import (
     write_parquet,
 )
 from distiller.report import render_report
-from distiller.summary import runs_table, status_renderable
+from distiller.stages import evaluate_stage, open_store
+from distiller.summary import runs_table, status_renderable, summary_markdown
 
 TEXTS = {
     "A1": ["Aspirin lowers the risk of a second heart attack in adults.", "It thins the blood."],
@@ -88,7 +88,7 @@ def test_beir_folder_maps_corpus_ids_to_documents_and_scores_per_document(tmp_pa
 def test_document_scoring_ranks_a_document_at_its_best_chunk() -> None:
     run = {"q": ["d1-0", "d1-1", "d2-0", "d3-0"]}
     unit_of = {"d1-0": "d1", "d1-1": "d1", "d2-0": "d2", "d3-0": "d3"}
-    assert distiller.evaluation.collapse_run(run, unit_of, 2) == {"q": ["d1", "d2"]}
+    assert distiller.retrieval.evaluation.collapse_run(run, unit_of, 2) == {"q": ["d1", "d2"]}
 
 
 def test_question_answer_pairs_match_passages(tmp_path: Path) -> None:
@@ -152,10 +152,10 @@ def test_select_best_uses_the_eval_file_and_the_base_can_win() -> None:
         + rows("iter1", 1, "eval-file", 0.4)
         + rows("bm25", 0, "eval-file", 0.9)
     )
-    assert distiller.evaluation.select_best(pseudo, "MRR@5") == ("iter1", "inverse-cloze")
-    assert distiller.evaluation.select_best(pseudo + real, "MRR@5") == ("base", "eval-file")
+    assert distiller.retrieval.evaluation.select_best(pseudo, "MRR@5") == ("iter1", "inverse-cloze")
+    assert distiller.retrieval.evaluation.select_best(pseudo + real, "MRR@5") == ("base", "eval-file")
     better = rows("base", 0, "eval-file", 0.5) + rows("iter1", 1, "eval-file", 0.55)
-    assert distiller.evaluation.select_best(pseudo + better, "MRR@5") == ("iter1", "eval-file")
+    assert distiller.retrieval.evaluation.select_best(pseudo + better, "MRR@5") == ("iter1", "eval-file")
 
 
 def _fake_run(tmp_path: Path, eval_file: Path | None) -> tuple[DistillConfig, Path]:
@@ -201,9 +201,9 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> None:
     def fake_bm25(passages, queries, ks, *, query_set="unknown", **_):
         return rows("bm25", 0, query_set, 0.5, len(queries))
 
-    monkeypatch.setattr(distiller.evaluation, "evaluate_model", fake_model)
-    monkeypatch.setattr(distiller.evaluation, "evaluate_bm25", fake_bm25)
-    monkeypatch.setattr(distiller.models, "load_student", lambda path, **_: path)
+    monkeypatch.setattr(distiller.retrieval.evaluation, "evaluate_model", fake_model)
+    monkeypatch.setattr(distiller.retrieval.evaluation, "evaluate_bm25", fake_bm25)
+    monkeypatch.setattr(distiller.retrieval.models, "load_student", lambda path, **_: path)
 
 
 def _text(renderable: object) -> str:

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from distiller.evaluation import evaluate_bm25, evaluate_model, metrics_table, pick_best, score_run
 from distiller.records import MetricRow, Passage, Query
+from distiller.retrieval.evaluation import evaluate_bm25, evaluate_model, metrics_table, pick_best, score_run
 
 
 def q(qid: str, positives: list[str], split: str = "test") -> Query:

@@ -12,8 +12,8 @@ from distiller.config import SplitConfig
 from distiller.errors import ConfigError, DistillError
 from distiller.export import FORMATS, export_run, parse_formats, split_from_ratios
 from distiller.export.rows import SPLIT_NAMES
-from distiller.export.run import RunView
 from distiller.records import Chunk, Passage, read_parquet
+from distiller.runview import RunView
 from distiller.splits import word_set
 
 SPLITS = tuple(SPLIT_NAMES.values())  # train, validation, test: the names exports use

@@ -11,7 +11,7 @@ import pytest
 from run_fixtures import SEED, make_run
 
 from distiller.export import FORMATS, export_run
-from distiller.export.run import RunView
+from distiller.runview import RunView
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 

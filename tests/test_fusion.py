@@ -454,7 +454,7 @@ def _docs(folder: Path, texts: dict[str, str]) -> Path:
 def test_adding_a_domain_reruns_only_its_stages_and_fusion(tmp_path: Path) -> None:
     from distiller.fusion.domains import prepare_domains
     from distiller.fusion.run import fuse_data_stage
-    from distiller.pipeline import open_store
+    from distiller.stages import open_store
 
     med = _labeled(tmp_path / "med.jsonl", MED)
     law = _docs(tmp_path / "law", TEXT)
@@ -572,7 +572,7 @@ def _triplets(d: DomainData, n: int) -> list[Triplet]:
 def test_each_strategy_trains_on_a_tiny_two_domain_corpus(tmp_path: Path, strategy: str) -> None:
     from distiller.config import TrainingConfig
     from distiller.fusion.strategies import train_strategy
-    from distiller.models import load_student, resolve_student
+    from distiller.retrieval.models import load_student, resolve_student
 
     med, law = _domain("med", MED), _domain("law", LAW)
     by_domain = {"med": _triplets(med, 8), "law": _triplets(law, 8)}
@@ -666,7 +666,7 @@ def test_der_and_the_retention_table(tmp_path: Path) -> None:
 
 def test_cross_domain_accuracy_needs_a_passage_of_each_domain_in_the_top_10() -> None:
     from distiller.fusion.retention import cross_domain_accuracy
-    from distiller.models import load_student
+    from distiller.retrieval.models import load_student
 
     med, law = _domain("med", MED), _domain("law", LAW)
     passages = med.passages + law.passages

@@ -13,9 +13,9 @@ from generation_responder import ScriptedTeacher, llm_run_config, write_corpus
 from llm_fixtures import llm_server_fixture  # noqa: F401
 
 from distiller.generation.progress import ProgressEvent, progress_sink
-from distiller.pipeline import bootstrap_stage, generate_stage, ingest_stage, open_store
 from distiller.prompts.documents import STRATEGIES
 from distiller.records import Chunk, GeneratedDocument, Passage, QAPair, Query, Triplet, read_parquet
+from distiller.stages import bootstrap_stage, generate_stage, ingest_stage, open_store
 from distiller.testing.llm_server import LLMTestServer
 
 

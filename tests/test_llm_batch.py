@@ -25,9 +25,9 @@ from distiller.llm import Budget, CallCache, Ledger, LLMClient
 from distiller.llm import batch as batch_mod
 from distiller.llm.estimate import estimate_cost
 from distiller.llm.pricing import Pricing
-from distiller.pipeline import generate_stage, ingest_stage, open_store
 from distiller.progress import WorkEvent, work_sink
 from distiller.records import Query, read_parquet
+from distiller.stages import generate_stage, ingest_stage, open_store
 from distiller.testing.llm_server import LLMTestServer
 
 IN_PRICE, OUT_PRICE = 2.0, 8.0  # USD per million tokens, online

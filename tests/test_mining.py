@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distiller import index
 from distiller.config import MiningConfig
-from distiller.mining import mine_triplets
 from distiller.records import Passage, Query
+from distiller.retrieval import index
+from distiller.retrieval.mining import mine_triplets
 
 DIM = 64
 
@@ -204,7 +204,7 @@ def test_approximate_index_above_threshold(world) -> None:
 
 
 def test_real_student_mining_small() -> None:
-    from distiller.models import load_student
+    from distiller.retrieval.models import load_student
 
     topics = ["diabetes", "asthma", "migraine", "anemia", "gout", "psoriasis", "glaucoma", "tinnitus"]
     aspects = ["is treated with", "is diagnosed by", "is caused by"]

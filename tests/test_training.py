@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from distiller.config import TrainingConfig
-from distiller.models import resolve_student
 from distiller.records import Triplet
-from distiller.training import train_student
+from distiller.retrieval.models import resolve_student
+from distiller.retrieval.training import train_student
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +113,7 @@ TRAIN_SCRIPT = textwrap.dedent(
     from pathlib import Path
     sys.path.insert(0, {tests!r})
     from test_training import tiny_cfg, triplets
-    from distiller.training import train_student
+    from distiller.retrieval.training import train_student
 
     step = torch.optim.AdamW.step
     def slow_step(self, *a, **k):  # slow each step down so the test can kill it mid-way

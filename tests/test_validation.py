@@ -15,9 +15,9 @@ import pytest
 from generation_responder import ScriptedTeacher, llm_run_config, write_corpus
 from llm_fixtures import llm_server_fixture  # noqa: F401
 
-from distiller.export.run import wilson_interval
-from distiller.pipeline import export_stage, generate_stage, ingest_stage, open_store, validate_stage
 from distiller.records import Judgment, QAPair, Query, read_parquet
+from distiller.runview import wilson_interval
+from distiller.stages import export_stage, generate_stage, ingest_stage, open_store, validate_stage
 from distiller.testing.llm_server import LLMTestServer
 
 

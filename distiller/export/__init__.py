@@ -40,7 +40,7 @@ from distiller.export.retrieval import (
     write_triplets_full,
 )
 from distiller.export.rows import SPLIT_NAMES, ExportRows, Policy, collect_rows
-from distiller.export.run import RunView
+from distiller.runview import RunView
 from distiller.splits import SPLITS, validate_ratios
 
 FORMATS: dict[str, str] = {

@@ -24,7 +24,7 @@ from typing import Any
 
 from distiller.config import TrainingConfig
 from distiller.records import Triplet
-from distiller.training import _args, _loss, train_student
+from distiller.retrieval.training import _args, _loss, train_student
 
 FUSION_SET = "fusion"
 
@@ -52,7 +52,7 @@ def train_multitask(
     from sentence_transformers.base.sampler import MultiDatasetBatchSamplers
     from transformers import set_seed
 
-    from distiller.models import load_student, resolve_device
+    from distiller.retrieval.models import load_student, resolve_device
 
     sets = {k: v for k, v in datasets.items() if v}
     if not sets:

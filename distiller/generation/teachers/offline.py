@@ -11,8 +11,8 @@ from functools import lru_cache
 
 import pysbd
 
+from distiller.generation.teachers.base import GenerationOutput, document_splits
 from distiller.records import Chunk, Passage, QAPair, Query
-from distiller.teachers.base import GenerationOutput, document_splits
 
 TEACHER = "offline-ict"
 PYSBD_LANGUAGES = {"en", "de", "es", "fr", "it", "nl", "ru", "pl", "da", "el", "ja", "zh", "ar", "hi", "fa"}

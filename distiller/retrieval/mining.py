@@ -1,6 +1,6 @@
 """Hard-negative mining with the current student, one iteration at a time.
 
-Per iteration: encode the corpus and the training queries once (`distiller.index`), retrieve the top
+Per iteration: encode the corpus and the training queries once (`distiller.retrieval.index`), retrieve the top
 `top_k` passages per query, then
 
 - hard triplets: the ground-truth passage ranked `hard_positive_rank_min`..`hard_positive_rank_max`
@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from distiller.config import MiningConfig
-from distiller.index import EncodedCorpus, encode_corpus, row_cosine, scratch_dir, search_batches
 from distiller.records import Passage, Query, Triplet
+from distiller.retrieval.index import EncodedCorpus, encode_corpus, row_cosine, scratch_dir, search_batches
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def mine_triplets(
 ) -> MiningResult:
     """Mine this iteration's new triplets from the training queries (split == "train").
 
-    `corpus`: the passages already encoded by this same model (`distiller.index.encode_corpus`), to
+    `corpus`: the passages already encoded by this same model (`distiller.retrieval.index.encode_corpus`), to
     reuse one encoding for mining and evaluation; encoded here otherwise."""
     train = [q for q in queries if q.split == "train"]
     pid_index = {p.passage_id: i for i, p in enumerate(passages)}

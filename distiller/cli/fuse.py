@@ -1,4 +1,4 @@
-"""`distill fuse -c fusion.yaml`: the command's body (distiller/cli.py only registers it)."""
+"""`distill fuse -c fusion.yaml`: several domains fused into one student (`distiller.fusion`)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,30 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from distiller.cli.base import app, fail, prefect_env, run_flow_with_retry
+from distiller.cli.options import checked_table, config_overrides
+from distiller.cli.render import console, live_stages, print_status
 from distiller.errors import DistillError
+from distiller.fusion.config import FusionConfig
+
+FUSE_FLAGS = checked_table(
+    FusionConfig,
+    {
+        "runs_dir": "base.runs_dir",
+        "seed": "base.seed",
+        "run_name": "run_name",
+        "strategy": "fusion.strategy",
+        "integration": "fusion.integration",
+    },
+)
+"""`distill fuse`'s parameters -> the FusionConfig setting each one overrides."""
 
 
+@app.command(name="fuse")
 def fuse(
     config: Annotated[Path, typer.Option("--config", "-c", help="The fusion YAML (domains: + fusion:).")],
     runs_dir: Annotated[
@@ -38,27 +55,16 @@ def fuse(
 
     Example: distill fuse -c examples/fusion/fusion.yaml
     """
-    from distiller.cli import _fail, _live_stages, _prefect_env, _print_status, console, run_flow_with_retry
     from distiller.fusion.config import check_sources, load_fusion_config
 
-    overrides: dict[str, Any] = {}
-    if runs_dir is not None:
-        overrides.setdefault("base", {})["runs_dir"] = runs_dir
-    if seed is not None:
-        overrides.setdefault("base", {})["seed"] = seed
-    if run_name is not None:
-        overrides["run_name"] = run_name
-    if strategy:
-        overrides.setdefault("fusion", {})["strategy"] = strategy
-    if integration is not None:
-        overrides.setdefault("fusion", {})["integration"] = integration
+    overrides = config_overrides(locals(), FUSE_FLAGS)
     command = "distill " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     t0 = time.perf_counter()
     try:
         cfg = load_fusion_config(config, overrides)
         check_sources(cfg)
-        _prefect_env(cfg.base.runs_dir)
-        _live_stages()
+        prefect_env(cfg.base.runs_dir)
+        live_stages()
         if no_prefect:
             from distiller.fusion.run import fuse as run_fuse
 
@@ -68,8 +74,8 @@ def fuse(
 
             run_dir = run_flow_with_retry(lambda: distill_fuse(fusion=cfg, command=command))
     except DistillError as e:
-        _fail(e)
-    _print_status(run_dir, title=f"Fusion run finished in {time.perf_counter() - t0:.1f}s")
+        fail(e)
+    print_status(run_dir, title=f"Fusion run finished in {time.perf_counter() - t0:.1f}s")
     retention = run_dir / "retention.md"
     if retention.is_file():
         console.print(retention.read_text(encoding="utf-8"))

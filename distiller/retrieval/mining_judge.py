@@ -1,9 +1,9 @@
 """The false-negative guard's second opinion: a judge LLM asked whether a mined negative answers its query.
 
-The embedding guard (`distiller.mining`) drops near-copies; what it cannot see is a differently worded
-passage that answers the query all the same. Those are most likely among the hard negatives that the
-student ranks *above* the ground truth, and among those the ones scoring closest to (or above) it, so the
-judge is asked about those first, up to `mining.judge_negatives_max` per iteration, under the mining
+The embedding guard (`distiller.retrieval.mining`) drops near-copies; what it cannot see is a differently
+worded passage that answers the query all the same. Those are most likely among the hard negatives that
+the student ranks *above* the ground truth, and among those the ones scoring closest to (or above) it, so
+the judge is asked about those first, up to `mining.judge_negatives_max` per iteration, under the mining
 budget. A negative the judge says answers the query is dropped with every triplet that uses it for that
 query; a check that failed or that the budget did not pay for keeps its triplet (the note says how many).
 """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import os
 from typing import Any
 
@@ -89,7 +90,7 @@ class FriendlyErrors(TyperGroup):
                     raise
                 from rich.markup import escape
 
-                from distiller.cli import console
+                from distiller.cli.render import console
 
                 console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
                 raise typer.Exit(code=exit_code(e)) from None
@@ -97,4 +98,37 @@ class FriendlyErrors(TyperGroup):
                 _HELD.reset(token)
 
 
-__all__ = ["FriendlyErrors", "exit_code", "hold_until_command_ends", "user_error_line"]
+class _NoTracebackForDistillErrors(logging.Filter):
+    """Prefect logs a failed task's and flow's exception with its traceback, three times over. For a
+    DistillError (bad input, config, budget, price, a full disk) that is noise: the CLI prints its
+    message once, which says what to do."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and user_error_line(record.exc_info[1]):
+            return False  # a DistillError, a full disk, a permission: the CLI's one line says it
+        # "Finished in state Failed('Task run encountered an exception StageError: ...')" has no exc_info
+        msg = record.getMessage()
+        return not ("encountered an exception" in msg and any(f" {n}:" in msg for n in _distill_errors()))
+
+
+def _distill_errors() -> set[str]:
+    names, todo = set(), [DistillError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo += cls.__subclasses__()
+    return names
+
+
+def quiet_expected_errors() -> None:
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).addFilter(_NoTracebackForDistillErrors())
+
+
+__all__ = [
+    "FriendlyErrors",
+    "exit_code",
+    "hold_until_command_ends",
+    "quiet_expected_errors",
+    "user_error_line",
+]

@@ -28,13 +28,13 @@ from distiller.generation.documents import (
 from distiller.generation.qa import qa_requests, to_qa_pairs
 from distiller.generation.queries import chunk_requests, concept_requests, to_queries
 from distiller.generation.runner import StageLLM
+from distiller.generation.teachers.base import GenerationOutput, document_splits
 from distiller.prompts.documents import DocumentSet, NegativeSet
 from distiller.prompts.qa import QABatch
 from distiller.prompts.queries import QueryBatch
 from distiller.records import Chunk, Concept, GeneratedDocument, Passage, Query, Triplet, write_parquet
 from distiller.splits import assign_groups
 from distiller.store import RunStore
-from distiller.teachers.base import GenerationOutput, document_splits
 
 STAGE = "generate"
 LLM_OUTPUTS = ("documents.parquet", "triplets_generated.parquet")

@@ -16,7 +16,6 @@ from typing import Any
 import ir_measures
 from ir_measures import RR, Qrel, R, ScoredDoc, nDCG
 
-from distiller.index import EncodedCorpus, encode_corpus, scratch_dir, search_batches
 from distiller.records import (
     MetricRow,
     Passage,
@@ -24,6 +23,7 @@ from distiller.records import (
     QuerySet,
     selection_set,
 )
+from distiller.retrieval.index import EncodedCorpus, encode_corpus, scratch_dir, search_batches
 
 logger = logging.getLogger(__name__)
 

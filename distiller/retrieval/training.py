@@ -8,7 +8,7 @@ to tell a query's aspect ("causes" vs "treatment") and forgets to tell entities 
 passages of training topics about the same aspect rise above the answer; the in-batch negatives (other
 topics) keep entity matching in the loss. Measured on MedQuAD in benchmarks/README.md.
 SPLADE (`cfg.kind == "splade"`): SparseEncoderTrainer with SpladeLoss around the same ranking loss,
-see `distiller.splade`.
+see `distiller.retrieval.models`.
 
 Checkpoints go to `checkpoint_dir` every `save_steps` steps and every `save_minutes` minutes, whole or
 not at all (`distiller.checkpoints`); a later call with the same inputs resumes from the newest whole one
@@ -30,8 +30,8 @@ from typing import Any
 
 from distiller.checkpoints import CheckpointStore
 from distiller.config import DEFAULT_STUDENT, TrainingConfig
-from distiller.models import load_student, resolve_device, resolve_student
 from distiller.records import Triplet
+from distiller.retrieval.models import load_student, resolve_device, resolve_student
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def train_student(
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
 
-    from distiller.training_callback import TrainProgressCallback
+    from distiller.retrieval.training_callback import TrainProgressCallback
 
     if not triplets:
         raise ValueError("no triplets to train on: mining found none (see the mining stats)")
