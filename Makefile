@@ -34,6 +34,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) scripts/config_docs.py --check
+	$(VENV)/bin/mypy
 
 # README.md's Configuration section, regenerated from distiller/config.py.
 docs: setup

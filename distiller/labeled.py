@@ -191,7 +191,7 @@ def load_labeled(cfg: DistillConfig) -> tuple[list[Passage], list[Query]]:
         uf.union(ak, "q:" + _question_key(q))
 
     def group_of(answer_key: str) -> str:
-        rep = uf.find("a:" + _hash(answer_key))
+        rep = str(uf.find("a:" + _hash(answer_key)))
         return rep[2:] if rep.startswith("g:") else "answer-" + rep[2:]
 
     passages: list[Passage] = []

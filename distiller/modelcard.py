@@ -147,7 +147,9 @@ def comparison_table(frame: pd.DataFrame, best: str | None, base_name: str) -> l
     ]
 
 
-def model_index(frame: pd.DataFrame, best: str, model_name: str, dataset: dict[str, str]) -> list[dict]:
+def model_index(
+    frame: pd.DataFrame, best: str, model_name: str, dataset: dict[str, str]
+) -> list[dict[str, Any]]:
     """The `model-index` of the best model: one result per group of the metrics (e.g. per query set)."""
     groups = group_columns(frame)
     mine = frame[frame["model"] == best]

@@ -42,7 +42,7 @@ def assign_groups(
     train_ratio: float,
     val_ratio: float,
     seed: int,
-    weights: Mapping[Hashable, int] | None = None,
+    weights: Mapping[Any, int] | None = None,
 ) -> dict[Hashable, Split]:
     """Assign each group to a split so that the splits' *weights* (rows per group; 1 by default) come
     close to the ratios. Groups are ordered by a seeded hash and filled test first, then val, then

@@ -8,9 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers.corpus import EXAMPLES
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples" / "medquad-mini"
+# The loopback LLM server's fixtures (`llm_server`, `fake_key`) for every test.
+pytest_plugins = ["helpers.llm_fixtures"]
 
 # Before anything imports transformers, datasets or prefect.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -47,18 +48,9 @@ def tiny_corpus(tmp_path: Path) -> Path:
     return d
 
 
-def tiny_overrides(corpus: Path, runs: Path, **extra: object) -> dict:
-    """A config small enough for a 2-core CI machine: short chunks and sequences, one short epoch."""
-    cfg: dict = {
-        "input": {"paths": [str(corpus)]},
-        "runs_dir": str(runs),
-        "run_name": "tiny",
-        "chunking": {"chunk_size": 96},
-        "training": {"max_seq_length": 64, "batch_size": 8, "epochs": 1, "save_steps": 2},
-        "mining": {"iterations": 1, "top_k": 20, "encode_batch_size": 32},
-        "evaluation": {"ks": [1, 5, 10]},
-        "export": {"formats": ["jsonl", "triplets"]},
-    }
-    for k, v in extra.items():
-        cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
-    return cfg
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e/ is an end-to-end test: marked `e2e` (and left out by `make check`)."""
+    e2e = Path(__file__).resolve().parent / "e2e"
+    for item in items:
+        if e2e in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)

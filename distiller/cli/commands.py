@@ -8,7 +8,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal, cast
 
 import typer
 from rich.table import Table
@@ -54,7 +54,10 @@ def run_with_prefect(cfg: DistillConfig, command: str) -> Path:
     from flows.distill import distill
     from flows.stages import with_runner
 
-    return run_flow_with_retry(lambda: with_runner(distill, cfg)(config=cfg, command=command))
+    def call() -> dict[str, Any]:
+        return cast(dict[str, Any], with_runner(distill, cfg)(config=cfg, command=command))
+
+    return run_flow_with_retry(call)
 
 
 @app.command()
@@ -395,7 +398,7 @@ def export(
             seed,
             out_dir=out_dir,
             command=command,
-            unvalidated_policy=unvalidated,
+            unvalidated_policy=cast("Literal['keep', 'drop'] | None", unvalidated),
         )
     except DistillError as e:
         fail(e)

@@ -77,7 +77,7 @@ def hold_until_command_ends(cm: contextlib.AbstractContextManager[Any]) -> None:
 class FriendlyErrors(TyperGroup):
     """The `distill` command group: errors that escape a command become one line and an exit code."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # click's Context, which typer vendors under a private name
         with contextlib.ExitStack() as held:
             token = _HELD.set(held)
             try:

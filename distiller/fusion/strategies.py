@@ -126,7 +126,8 @@ def train_strategy(
         phases.append({"phase": "multitask", "rows": {k: len(v) for k, v in sets.items()}, "steps": steps})
     elif strategy == "sequential":
         names = order or list(by_domain)
-        current, seen, steps = base, [], 0
+        current, steps = base, 0
+        seen: list[Triplet] = []
         for i, name in enumerate(names):
             rows = list(by_domain.get(name, []))
             if i == len(names) - 1:

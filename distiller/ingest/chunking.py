@@ -33,7 +33,8 @@ class Chunker:
     def __init__(self, tokenizer: Any, chunk_size: int, overlap: float, min_tokens: int = 1) -> None:
         self._tokenizer = tokenizer
         # semchunk counts tokens without special tokens: the budget is the text's own length.
-        self._chunk = semchunk.chunkerify(self.count_tokens, chunk_size)
+        # Any: semchunk's chunker returns a union over its options (offsets, many texts at once).
+        self._chunk: Any = semchunk.chunkerify(self.count_tokens, chunk_size)  # type: ignore[attr-defined]
         self.chunk_size = chunk_size
         self.overlap = overlap
         self.min_tokens = min_tokens

@@ -319,7 +319,7 @@ class LLMClient:
             stage=req.stage,
             status=status,
             error=reason,
-            cache_key=key,  # type: ignore[arg-type]
+            cache_key=key,
         )
 
     def _from_cache(self, req: LLMRequest, key: str, hit: CachedAnswer) -> LLMResult:
@@ -594,7 +594,7 @@ class LLMClient:
         return LLMResult(
             item_id=req.item_id,
             stage=req.stage,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             parsed=parsed,
             error=error,
             input_tokens=in_tok,

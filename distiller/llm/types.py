@@ -54,7 +54,7 @@ class LLMRequest(BaseModel):
             item_id=item_id,
             stage=stage,
             messages=tuple(msgs),
-            schema=schema,
+            schema=schema,  # type: ignore[call-arg]  # the field's alias; the plugin knows only its name
             max_tokens=max_tokens,
             temperature=temperature,
         )

@@ -64,7 +64,7 @@ def is_sparse_folder(path: str | Path) -> bool:
         return False
     import json
 
-    return json.loads(cfg.read_text(encoding="utf-8")).get("model_type") == "SparseEncoder"
+    return bool(json.loads(cfg.read_text(encoding="utf-8")).get("model_type") == "SparseEncoder")
 
 
 def load_student(
@@ -81,6 +81,7 @@ def load_student(
     caveat of MiniLM)."""
     dev = resolve_device(device)
     path = resolve_student(name_or_path)
+    model: SentenceTransformer | SparseEncoder
     if kind == "splade":
         model = load_splade(path, device=dev)
     else:

@@ -132,7 +132,9 @@ def _args(cfg: TrainingConfig, checkpoint_dir: Path, seed: int, device: str, n_r
     )
 
 
-def _card_section(base: str, triplets: list[Triplet], cfg: TrainingConfig, eval_summary: dict | None) -> str:
+def _card_section(
+    base: str, triplets: list[Triplet], cfg: TrainingConfig, eval_summary: dict[str, Any] | None
+) -> str:
     kinds: dict[str, int] = {}
     for t in triplets:
         kinds[t.kind] = kinds.get(t.kind, 0) + 1
@@ -159,7 +161,11 @@ def _card_section(base: str, triplets: list[Triplet], cfg: TrainingConfig, eval_
 
 
 def write_model_card(
-    model_dir: Path, base: str, triplets: list[Triplet], cfg: TrainingConfig, eval_summary: dict | None
+    model_dir: Path,
+    base: str,
+    triplets: list[Triplet],
+    cfg: TrainingConfig,
+    eval_summary: dict[str, Any] | None,
 ) -> None:
     """Put our section (base, data, metrics) at the top of the sentence-transformers card."""
     readme = model_dir / "README.md"
@@ -178,7 +184,7 @@ def train_student(
     output_dir: Path,
     seed: int,
     checkpoint_dir: Path,
-    eval_summary: dict | None = None,
+    eval_summary: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train `base` (previous iteration's folder or the student) on `triplets`; write `output_dir`."""
     from datasets import Dataset

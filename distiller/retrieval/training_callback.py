@@ -30,7 +30,9 @@ class TrainProgressCallback(TrainerCallback):
         self.counter = Counter(self.task, int(state.max_steps or 0), "steps")
         self.counter.update(int(state.global_step))  # a resumed training starts past 0
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         if logs and "loss" in logs:  # not "train_loss": that is the average the trainer reports at the end
             self.loss = float(logs["loss"])
 
