@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,17 @@ os.environ.pop("PREFECT_API_URL", None)
 @pytest.fixture(scope="session", autouse=True)
 def _prefect_home(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+
+
+@pytest.fixture(autouse=True)
+def _no_stage_listener_left_behind() -> Iterator[None]:
+    """`distill run` in-process adds a live-progress stage listener for the rest of the process: one left
+    by a test must not print into a later test's output."""
+    from distiller import store
+
+    before = list(store._LISTENERS)
+    yield
+    store._LISTENERS[:] = before
 
 
 @pytest.fixture
