@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12
 export HF_HUB_DISABLE_TELEMETRY := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup demo test lint docs system-deps bench clean
+.PHONY: setup demo test check lint docs system-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,13 +34,19 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) scripts/config_docs.py --check
+	$(VENV)/bin/mypy
 
 # README.md's Configuration section, regenerated from distiller/config.py.
 docs: setup
 	$(PY) scripts/config_docs.py
 
+# Every test: unit, slow (real training, real servers) and e2e (PostgreSQL, a Prefect server, a worker).
 test: setup system-deps lint
 	$(VENV)/bin/pytest -q -ra
+
+# The fast suite for day-to-day work: no slow and no e2e tests, no system packages needed.
+check: setup
+	$(VENV)/bin/pytest -q -ra -m "not slow and not e2e"
 
 # Measurements, not tests (see benchmarks/README.md): LLM-layer throughput, mining cost against
 # sentence-transformers' mine_hard_negatives, ingest time against document size, and retrieval quality

@@ -43,10 +43,10 @@ from distiller.fusion.records import RetentionRow
 from distiller.fusion.retention import cross_domain_accuracy, der_rows, domain_rows, retention_markdown
 from distiller.fusion.strategies import FUSION_SET, train_strategy
 from distiller.labeled import load_labeled
-from distiller.mining import mine_triplets
-from distiller.models import load_student, resolve_student
 from distiller.records import Passage, Query, Triplet
-from distiller.training import train_student
+from distiller.retrieval.mining import mine_triplets
+from distiller.retrieval.models import load_student, resolve_student
+from distiller.retrieval.training import train_student
 
 DATA = Path(os.environ.get("DISTILL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -28,13 +28,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from distiller.config import DistillConfig, MiningConfig, TrainingConfig
-from distiller.evaluation import evaluate_bm25, evaluate_model, metrics_table
-from distiller.index import EncodedCorpus, encode_corpus
 from distiller.labeled import load_labeled
-from distiller.mining import mine_triplets
-from distiller.models import load_student
 from distiller.records import MetricRow, Passage, Query, Triplet, read_parquet, write_parquet
-from distiller.training import train_student
+from distiller.retrieval.evaluation import evaluate_bm25, evaluate_model, metrics_table
+from distiller.retrieval.index import EncodedCorpus, encode_corpus
+from distiller.retrieval.mining import mine_triplets
+from distiller.retrieval.models import load_student
+from distiller.retrieval.training import train_student
 
 # The shared data folder beside the clone (../shared/data), or wherever DISTILL_SHARED_DATA points.
 DATA = Path(os.environ.get("DISTILL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

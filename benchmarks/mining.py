@@ -1,4 +1,5 @@
-"""Mining cost: `distiller.mining.mine_triplets` vs `sentence_transformers.util.mine_hard_negatives`.
+"""Mining cost: `distiller.retrieval.mining.mine_triplets` against
+`sentence_transformers.util.mine_hard_negatives`.
 
     .venv/bin/python benchmarks/mining.py --corpus 20000 --queries 4000
 
@@ -63,7 +64,7 @@ def rss_kb() -> int:
 
 
 def run_one(method: str, n_corpus: int, n_queries: int, msl: int, batch: int) -> dict:
-    from distiller.models import load_student
+    from distiller.retrieval.models import load_student
 
     corpus, queries, positives = build(n_corpus, n_queries)
     positives_set = set(positives)
@@ -77,8 +78,8 @@ def run_one(method: str, n_corpus: int, n_queries: int, msl: int, batch: int) ->
     t0 = time.perf_counter()
     if method == "ours":
         from distiller.config import MiningConfig
-        from distiller.mining import mine_triplets
         from distiller.records import Passage, Query
+        from distiller.retrieval.mining import mine_triplets
 
         pid = {t: f"p{i}" for i, t in enumerate(corpus)}
         passages = [Passage(passage_id=pid[t], doc_id=pid[t], text=t) for t in corpus]

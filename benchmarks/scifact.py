@@ -30,14 +30,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from distiller.config import DistillConfig, GenerationConfig, MiningConfig, TrainingConfig
-from distiller.evaluation import evaluate_bm25, evaluate_model, metrics_table
-from distiller.index import EncodedCorpus, encode_corpus
+from distiller.generation.teachers.offline import inverse_cloze
 from distiller.ingest import ingest
-from distiller.mining import mine_triplets
-from distiller.models import load_student
 from distiller.records import Chunk, Document, MetricRow, Passage, Query, Triplet, read_parquet, write_parquet
-from distiller.teachers.offline import inverse_cloze
-from distiller.training import train_student
+from distiller.retrieval.evaluation import evaluate_bm25, evaluate_model, metrics_table
+from distiller.retrieval.index import EncodedCorpus, encode_corpus
+from distiller.retrieval.mining import mine_triplets
+from distiller.retrieval.models import load_student
+from distiller.retrieval.training import train_student
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from medquad import summarize, write_json  # the sibling benchmark's report helpers
@@ -98,7 +98,7 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[list[Document], list[
 def configs(args: argparse.Namespace) -> tuple[MiningConfig, TrainingConfig]:
     m = MiningConfig(iterations=args.iterations)
     t = TrainingConfig(student=args.student, max_seq_length=args.max_seq_length)
-    # what `distill run` uses for offline pseudo-queries (pipeline.training_settings)
+    # what `distill run` uses for offline pseudo-queries (stages.training_settings)
     t.learning_rate = t.offline_learning_rate or t.learning_rate
     for section, names in (
         (m, ["easy_hard_ratio", "negatives_per_query", "hard_positive_rank_min", "negative_rank_max"]),

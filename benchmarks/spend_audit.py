@@ -14,7 +14,7 @@ Scenarios (each in a fresh runs folder and call cache; the run itself is a child
     PYTHONPATH=. python benchmarks/spend_audit.py [--scenario faults kills tight] [--json out.json]
 
 Prices are the issue's ($0.15 / $0.60 per million tokens). The answers come from the scripted teacher of
-the tests (tests/generation_responder.py), which shapes its JSON from each prompt as a model would.
+the tests (tests/helpers/generation_responder.py), which shapes its JSON from each prompt as a model would.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from generation_responder import ScriptedTeacher  # noqa: E402
+from helpers.generation_responder import ScriptedTeacher  # noqa: E402
 
 from distiller.llm.ledger import Ledger  # noqa: E402
 from distiller.testing.llm_server import LLMTestServer  # noqa: E402
@@ -47,7 +47,7 @@ CHILD = textwrap.dedent(
     """
     import json, sys
     from distiller.config import load_config
-    from distiller.pipeline import generate_stage, ingest_stage, open_store, plan_llm_budget, validate_stage
+    from distiller.stages import generate_stage, ingest_stage, open_store, plan_llm_budget, validate_stage
     cfg = load_config(sys.argv[1], {})
     store = open_store(cfg)
     ingest_stage(store, cfg)

@@ -8,8 +8,6 @@ It is also the Prefect flow's parameter, so the Prefect UI renders it as a form.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -443,9 +441,8 @@ class TrainingConfig(Section):
         default="mnrl",
         title="Loss",
         description="'mnrl': MultipleNegativesRankingLoss with the mined negative as a hard negative besides "
-        "the in-batch ones; 'triplet': TripletLoss (cosine, margin). On MedQuAD's held-out topics mnrl "
-        "gained +0.117 MRR@5 in one iteration where triplet lost 0.029 at this learning rate (+0.064 at "
-        "5e-6): in-batch negatives keep the model telling entities apart (see benchmarks/README.md).",
+        "the in-batch ones; 'triplet': TripletLoss (cosine, margin). mnrl is the default: its in-batch "
+        "negatives keep the model telling entities apart (measured in benchmarks/README.md).",
     )
     margin: float = Field(
         default=0.1, ge=0.0, title="Margin", description="TripletLoss margin (loss: triplet)."
@@ -751,12 +748,6 @@ class DistillConfig(BaseSettings):
     @property
     def cache_path(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir else self.runs_path / ".cache"
-
-    def section_hash(self, *names: str) -> str:
-        """A stable hash of the named sections (plus the seed): the part of the config a stage depends on."""
-        dumped = self.model_dump(mode="json")
-        payload = {"seed": self.seed, **{n: dumped[n] for n in names}}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def redacted(self) -> dict[str, Any]:
         """The config as JSON, safe to write: keys never live in the config, but URLs may carry them."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
+from typing import Any
 
 from distiller.errors import EvalFileError, InputFileError
 from distiller.records import Chunk, Document, Passage, Query
@@ -50,7 +51,7 @@ def _norm(text: str) -> str:
     return " ".join(re.findall(r"\w+", text.lower()))
 
 
-def _rows(path: Path) -> list[tuple[int | None, dict]]:
+def _rows(path: Path) -> list[tuple[int | None, dict[str, Any]]]:
     """The file's rows (.jsonl, .json, .csv, .parquet; the labeled-mode reader), errors as EvalFileError."""
     from distiller.labeled import read_qa_rows
 
@@ -63,7 +64,7 @@ def _rows(path: Path) -> list[tuple[int | None, dict]]:
     return rows
 
 
-def _field(path: Path, n: int | None, row: dict, names: tuple[str, ...]) -> str:
+def _field(path: Path, n: int | None, row: dict[str, Any], names: tuple[str, ...]) -> str:
     for name in names:
         value = row.get(name)
         if value is not None and str(value).strip():

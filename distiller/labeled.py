@@ -21,14 +21,15 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
 from distiller.config import DistillConfig
 from distiller.errors import InputFileError
-from distiller.records import Passage, Query
-from distiller.splits import assign_groups
+from distiller.ingest.chunking import chunker_for
+from distiller.records import Passage, QAPair, Query
+from distiller.splits import UnionFind, assign_groups
 
 logger = logging.getLogger(__name__)
 
@@ -132,46 +133,10 @@ def _missing_to_none(value: Any) -> Any:
 # --- grouping ------------------------------------------------------------------------------------------
 
 
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
-
-    def find(self, x: str) -> str:
-        self.parent.setdefault(x, x)
-        while self.parent[x] != x:
-            self.parent[x] = self.parent[self.parent[x]]
-            x = self.parent[x]
-        return x
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            # the user's group name beats an answer hash, then the smaller name: the representative does
-            # not depend on row order
-            keep, drop = sorted((ra, rb), key=lambda n: (not n.startswith("g:"), n))
-            self.parent[drop] = keep
-
-
-def _chunker(cfg: DistillConfig) -> Callable[[str], list[str]]:
-    """Split an answer longer than chunk_size tokens of the student's (or configured) tokenizer."""
-    import semchunk
-
-    from distiller.ingest.chunking import load_tokenizer
-
-    tok = load_tokenizer(cfg.chunking.tokenizer or cfg.training.student)
-
-    def count(text: str) -> int:
-        return len(tok.encode(text, add_special_tokens=False))
-
-    chunk = semchunk.chunkerify(count, cfg.chunking.chunk_size)
-    size = cfg.chunking.chunk_size
-
-    def split(text: str) -> list[str]:
-        if count(text) <= size:
-            return [text]
-        return [c for c in chunk(text, overlap=cfg.chunking.overlap or None) if c.strip()]
-
-    return split
+def _group_first(name: Hashable) -> tuple[bool, str]:
+    """The user's group name beats an answer hash, then the smaller name: the representative does not
+    depend on row order."""
+    return (not str(name).startswith("g:"), str(name))
 
 
 def load_labeled(cfg: DistillConfig) -> tuple[list[Passage], list[Query]]:
@@ -211,7 +176,7 @@ def load_labeled(cfg: DistillConfig) -> tuple[list[Passage], list[Query]]:
         raise InputFileError(str(path), "no question/answer pairs found")
 
     # One passage (or chunk list) per distinct answer text.
-    split_text = _chunker(cfg)
+    split_text = chunker_for(cfg).split_text
     answer_chunks: dict[str, list[str]] = {}
     for _, a, _ in pairs:
         key = _norm(a)
@@ -219,14 +184,14 @@ def load_labeled(cfg: DistillConfig) -> tuple[list[Passage], list[Query]]:
             answer_chunks[key] = split_text(a)
 
     # Groups: the user's column, else the answer; merged where they share an answer or a question.
-    uf = _UnionFind()
+    uf = UnionFind(key=_group_first)
     for q, a, g in pairs:
         ak = "a:" + _hash(_norm(a))
         uf.union(ak, "g:" + g if inp.group_column else ak)
         uf.union(ak, "q:" + _question_key(q))
 
     def group_of(answer_key: str) -> str:
-        rep = uf.find("a:" + _hash(answer_key))
+        rep = str(uf.find("a:" + _hash(answer_key)))
         return rep[2:] if rep.startswith("g:") else "answer-" + rep[2:]
 
     passages: list[Passage] = []
@@ -278,4 +243,23 @@ def load_labeled(cfg: DistillConfig) -> tuple[list[Passage], list[Query]]:
     return passages, queries
 
 
-__all__ = ["load_labeled", "read_qa_rows"]
+def qa_pairs_of(passages: list[Passage], queries: list[Query]) -> list[QAPair]:
+    """The user's pairs as Q&A rows: each question with its (chunked) answer put back together, approved
+    (the user's own ground truth)."""
+    text = {p.passage_id: p.text for p in passages}
+    return [
+        QAPair(
+            qa_id=q.query_id,
+            question=q.text,
+            answer="\n".join(text[pid] for pid in q.positive_ids),
+            source_chunk=q.positive_ids[0],
+            doc_id=q.doc_id,
+            split=q.split,
+            teacher="labeled",
+            validation="approved",
+        )
+        for q in queries
+    ]
+
+
+__all__ = ["load_labeled", "qa_pairs_of", "read_qa_rows"]

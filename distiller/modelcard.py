@@ -24,8 +24,8 @@ from typing import Any
 import pandas as pd
 
 from distiller.config import DEFAULT_SPLADE_STUDENT, DEFAULT_STUDENT
-from distiller.export.run import RunView
 from distiller.records import OFFLINE_WARNING, query_set_label
+from distiller.runview import RunView
 
 HUB_IDS = {DEFAULT_STUDENT: "sentence-transformers/all-MiniLM-L6-v2"}
 """Packaged students -> the Hub id of the model they ship."""
@@ -147,7 +147,9 @@ def comparison_table(frame: pd.DataFrame, best: str | None, base_name: str) -> l
     ]
 
 
-def model_index(frame: pd.DataFrame, best: str, model_name: str, dataset: dict[str, str]) -> list[dict]:
+def model_index(
+    frame: pd.DataFrame, best: str, model_name: str, dataset: dict[str, str]
+) -> list[dict[str, Any]]:
     """The `model-index` of the best model: one result per group of the metrics (e.g. per query set)."""
     groups = group_columns(frame)
     mine = frame[frame["model"] == best]

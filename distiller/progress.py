@@ -129,7 +129,7 @@ def quiet_libraries() -> None:
         tf_logging.disable_progress_bar()
         tf_logging.set_verbosity_error()
     if "huggingface_hub" in sys.modules:
-        from huggingface_hub.utils import disable_progress_bars
+        from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
 
         disable_progress_bars()
 

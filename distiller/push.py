@@ -15,8 +15,8 @@ from typing import Any
 
 from distiller.errors import ConfigError, DistillError
 from distiller.export.datacard import LICENCE_NOTE
-from distiller.export.run import RunView
 from distiller.modelcard import render_model_card
+from distiller.runview import RunView
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 

@@ -218,7 +218,7 @@ def write_parquet(path: Path, records: list[R] | list[dict[str, Any]], model: ty
     except BaseException:
         tmp.unlink(missing_ok=True)  # a full disk must not leave a half file behind either
         raise
-    return table.num_rows
+    return int(table.num_rows)
 
 
 def read_parquet(path: Path, model: type[R]) -> list[R]:
@@ -227,7 +227,7 @@ def read_parquet(path: Path, model: type[R]) -> list[R]:
 
 
 def parquet_rows(path: Path) -> int:
-    return pq.ParquetFile(path).metadata.num_rows
+    return int(pq.ParquetFile(path).metadata.num_rows)
 
 
 # --- generation and validation records (LLM teacher) ------------------------------------------------

@@ -3,7 +3,7 @@ different machines share them without a shared mount: `s3://bucket/prefix` (S3, 
 or any filesystem fsspec knows.
 
 Each worker keeps working on a local copy under `runs_dir`; the mirror holds `<url>/<run_name>/` and
-`<url>/.cache/`. Opening a run (`pipeline.open_store`) pulls the run folder; a stage served from the cache
+`<url>/.cache/`. Opening a run (`stages.open_store`) pulls the run folder; a stage served from the cache
 fetches its entry when only the mirror has it; every stage pushes its outputs, its cache entry and the
 manifest when it ends. A stage's files are only written while it runs, so pulling at its start and
 pushing at its end is all the coordination a chain of stages on different machines needs.
@@ -234,7 +234,7 @@ def remote_for(cfg: DistillConfig, run_name: str | None = None) -> RemoteStorage
     if not cfg.storage_url:
         return None
     from distiller.llm.secrets import register_secret
-    from distiller.pipeline import default_run_name
+    from distiller.naming import default_run_name
 
     # An error message of the object store's client may quote its credentials: masked like LLM keys.
     for name, value in cfg.storage_options.items():
@@ -245,16 +245,4 @@ def remote_for(cfg: DistillConfig, run_name: str | None = None) -> RemoteStorage
     return RemoteStorage(cfg.storage_url, cfg.storage_options, run_dir, cfg.cache_path)
 
 
-def pull_run(cfg: DistillConfig) -> None:
-    """Bring the run folder of `cfg` up to date from `storage_url` (a no-op without one)."""
-    if remote := remote_for(cfg):
-        remote.pull_run()
-
-
-def push_paths(cfg: DistillConfig, paths: Iterable[Path]) -> None:
-    """Upload files or folders of the run folder of `cfg`, or stage-cache entries, to `storage_url`."""
-    if remote := remote_for(cfg):
-        remote.push(paths)
-
-
-__all__ = ["SYNC_STATE", "RemoteStorage", "pull_run", "push_paths", "remote_for"]
+__all__ = ["SYNC_STATE", "RemoteStorage", "remote_for"]

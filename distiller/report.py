@@ -23,11 +23,11 @@ import pyarrow.parquet as pq
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from distiller.export.run import RunView, wilson_interval
 from distiller.llm.budget import base_stage, budget_field
 from distiller.records import query_set_label, rows_by_set, selection_set
+from distiller.runview import RunView, wilson_interval
 from distiller.store import atomic_write_text
-from distiller.summary import fmt_duration, stage_status_text
+from distiller.summary import STAGE_COLUMNS, fmt_duration, stage_rows
 
 SAMPLE_ROWS = 5
 SPLIT_COLORS = {"train": "#1c7ed6", "val": "#f59f00", "test": "#ae3ec9"}
@@ -283,21 +283,8 @@ FIGURES = [
 
 
 def _stage_table(view: RunView) -> str:
-    rows = []
-    costs = view.stage_costs  # from the ledger: the rows add up to the total
-    for name, s in view.stages.items():
-        outs = ", ".join(f"{k} ({v})" if v >= 0 else k for k, v in (s.get("outputs") or {}).items())
-        rows.append(
-            [
-                name,
-                stage_status_text(s),
-                outs,
-                s.get("seconds") or 0.0,
-                costs.get(name, 0.0),
-                s.get("message") or "",
-            ]
-        )
-    return _table(["stage", "status", "outputs (rows)", "seconds", "cost USD", "message"], rows, {3, 4})
+    rows = [[r.stage, r.status_text, r.outputs, r.seconds, r.cost_usd, r.note] for r in stage_rows(view)]
+    return _table(list(STAGE_COLUMNS), rows, {3, 4})
 
 
 def _samples(view: RunView, rng: random.Random) -> str:

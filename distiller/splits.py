@@ -15,7 +15,8 @@ import hashlib
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any
 
 from distiller.records import Split
 
@@ -41,7 +42,7 @@ def assign_groups(
     train_ratio: float,
     val_ratio: float,
     seed: int,
-    weights: Mapping[Hashable, int] | None = None,
+    weights: Mapping[Any, int] | None = None,
 ) -> dict[Hashable, Split]:
     """Assign each group to a split so that the splits' *weights* (rows per group; 1 by default) come
     close to the ratios. Groups are ordered by a seeded hash and filled test first, then val, then
@@ -76,10 +77,12 @@ def assign_groups(
 
 
 class UnionFind:
-    """Disjoint sets over hashable items; `root` is the smallest member (by str), so labels are stable."""
+    """Disjoint sets over hashable items. A set's root is its smallest member by `key` (default: by str),
+    so labels do not depend on the order of the unions."""
 
-    def __init__(self, items: Iterable[Hashable] = ()) -> None:
+    def __init__(self, items: Iterable[Hashable] = (), key: Callable[[Hashable], Any] = str) -> None:
         self._parent: dict[Hashable, Hashable] = {}
+        self._key = key
         for x in items:
             self.add(x)
 
@@ -98,7 +101,7 @@ class UnionFind:
     def union(self, a: Hashable, b: Hashable) -> None:
         ra, rb = self.find(a), self.find(b)
         if ra != rb:
-            lo, hi = sorted((ra, rb), key=str)
+            lo, hi = sorted((ra, rb), key=self._key)
             self._parent[hi] = lo
 
     def groups(self) -> dict[Hashable, Hashable]:

@@ -8,6 +8,7 @@ Everything shown comes from the run folder; text from the run (messages, paths, 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,16 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from distiller.export.run import RunView
-from distiller.records import OFFLINE_WARNING, query_set_label, rows_by_set, selection_set
+from distiller.records import (
+    OFFLINE_WARNING,
+    MetricRow,
+    query_set_label,
+    read_parquet,
+    rows_by_set,
+    selection_set,
+)
+from distiller.runview import RunView
+from distiller.store import RunStore
 
 STATUS_STYLE = {
     "completed": "green",
@@ -193,32 +202,72 @@ def runs_table(runs_dir: Path | str) -> Table:
     return table
 
 
+STAGE_COLUMNS = ("stage", "status", "outputs (rows)", "seconds", "cost USD", "note")
+"""The stage table's columns: `distill status`, the report and the flow's summary artifact."""
+
+
+@dataclass(frozen=True)
+class StageRow:
+    """One row of the stage table (`STAGE_COLUMNS`); `status` is the bare status, for styling."""
+
+    stage: str
+    status: str
+    status_text: str
+    outputs: str
+    seconds: float
+    cost_usd: float
+    note: str
+
+    def cells(self) -> tuple[str, str, str, str, str, str]:
+        return (
+            self.stage,
+            self.status_text,
+            self.outputs,
+            f"{self.seconds:.1f}",
+            f"{self.cost_usd:.4f}",
+            self.note,
+        )
+
+
+def stage_rows(view: RunView) -> list[StageRow]:
+    """The run's stages in run order, with their cost from the ledger (the rows add up to its total), then
+    any stage the ledger charged that the manifest does not record."""
+    costs = view.stage_costs
+    rows = [
+        StageRow(
+            stage=name,
+            status=str(s.get("status", "?")),
+            status_text=stage_status_text(s),
+            outputs=", ".join(f"{k} ({v})" if v >= 0 else k for k, v in (s.get("outputs") or {}).items()),
+            seconds=float(s.get("seconds") or 0.0),
+            cost_usd=costs.get(name, 0.0),
+            note=s.get("message") or "",
+        )
+        for name, s in view.stages.items()
+    ]
+    for name in costs.keys() - view.stages.keys():
+        rows.append(StageRow(name, "", "", "", 0.0, costs[name], "spend in the ledger, stage not recorded"))
+    return rows
+
+
 def _stages_table(view: RunView) -> Table:
     t = Table(title=f"Run {view.name}: stages")
-    for col, justify in (
-        ("stage", "left"),
-        ("status", "left"),
-        ("outputs (rows)", "left"),
-        ("seconds", "right"),
-        ("cost $", "right"),
-        ("note", "left"),
-    ):
+    for col in STAGE_COLUMNS:
+        justify = "right" if col in ("seconds", "cost USD") else "left"
         t.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
-    costs = view.stage_costs  # from the ledger: the rows add up to the total
-    for name, s in view.stages.items():
-        status = str(s.get("status", "?"))
-        outs = ", ".join(f"{k} ({v})" if v >= 0 else k for k, v in (s.get("outputs") or {}).items())
+    for r in stage_rows(view):
+        stage, status, outs, secs, cost, note = r.cells()
+        if not r.status:  # spend the manifest does not record
+            t.add_row(Text(stage), "", "", "", cost, Text(note))
+            continue
         t.add_row(
-            Text(name),
-            Text(stage_status_text(s), style=STATUS_STYLE.get(status, "")),
+            Text(stage),
+            Text(status, style=STATUS_STYLE.get(r.status, "")),
             Text(outs),
-            f"{s.get('seconds') or 0.0:.1f}",
-            f"{costs.get(name, 0.0):.4f}",
-            Text(s.get("message") or ""),
+            secs,
+            cost,
+            Text(note),
         )
-    for name in costs.keys() - view.stages.keys():
-        note = Text("spend in the ledger, stage not recorded")
-        t.add_row(Text(name), "", "", "", f"{costs[name]:.4f}", note)
     t.add_section()
     computed = view.compute_seconds
     note = (
@@ -339,6 +388,45 @@ def status_renderable(run_dir: Path | str) -> RenderableType:
     extras = [p for p in ("models/best", "exports", "report.html") if view.path(p).exists()]
     parts.append(Text(f"Run folder: {view.dir}" + (f"  ({', '.join(extras)})" if extras else "")))
     return Group(*parts)
+
+
+def summary_markdown(store: RunStore) -> str:
+    """The run at a glance, as Markdown (the flow's final Prefect artifact)."""
+    lines = [
+        f"# Run `{store.name}`",
+        "",
+        "| " + " | ".join(STAGE_COLUMNS) + " |",
+        "|---" * len(STAGE_COLUMNS) + "|",
+    ]
+    for row in stage_rows(RunView(store.dir)):
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in row.cells()) + " |")
+    cost = store.manifest().get("llm_cost")
+    if cost:  # the ledger's figures (store.record_stage), the same as `distill status` and the report
+        by = ", ".join(f"{k} ${v:.4f}" for k, v in cost["by_stage"].items())
+        lines += ["", f"LLM cost (ledger): ${cost['total_usd']:.4f} ({by})"]
+    metrics = store.path("metrics.parquet")
+    if metrics.is_file():
+        from distiller.modelcard import ordered_metrics
+
+        for qs, rows in rows_by_set(read_parquet(metrics, MetricRow)).items():
+            names = ordered_metrics(r.metric for r in rows)  # MRR@1, @5, @10, Recall@..., nDCG@10
+            value = {(r.model, r.metric): r.value for r in rows}
+            lines += ["", f"## Retrieval metrics on {query_set_label(qs)} ({rows[0].n_queries} queries)", ""]
+            if qs == "inverse-cloze":
+                lines += [f"> {OFFLINE_WARNING}", ""]
+            lines.append("| model | " + " | ".join(names) + " |")
+            lines.append("|---" * (len(names) + 1) + "|")
+            for m in dict.fromkeys(r.model for r in rows):
+                lines.append(
+                    f"| {m} | " + " | ".join(f"{value.get((m, k), float('nan')):.4f}" for k in names) + " |"
+                )
+    skipped = store.manifest().get("skipped_inputs", [])
+    if skipped:
+        lines += ["", f"## Skipped inputs ({len(skipped)})", ""]
+        lines += [
+            f"- `{s['path']}{':' + str(s['line']) if s.get('line') else ''}`: {s['reason']}" for s in skipped
+        ]
+    return "\n".join(lines)
 
 
 def runs_json(runs_dir: Path | str) -> str:

@@ -1,5 +1,5 @@
-"""The end-to-end DAG: ingest (or bootstrap) → generate → validate → (mine → train) × iterations →
-evaluate → export → report.
+"""The end-to-end DAG: the steps of `distiller.stages.stage_plan` (ingest or bootstrap or labeled →
+generate → validate → (mine → train) × iterations → evaluate → export → report), each as its task.
 
 Its parameters are a few settings most runs change (input, run name, teacher, budget, iterations,
 formats: the first screen of the Prefect "Custom run" form) and the validated `DistillConfig` with
@@ -15,22 +15,12 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from distiller import pipeline
+from distiller import stages
 from distiller.config import DistillConfig, ExportFormat
-from distiller.generation import bootstrap_mode
-from flows.stages import on_runner, train_step
-from tasks.stages import (
-    artifact_key,
-    bootstrap_task,
-    evaluate_task,
-    export_task,
-    generate_task,
-    ingest_task,
-    labeled_task,
-    mine_task_for,
-    report_task,
-    validate_task,
-)
+from distiller.preflight import preflight
+from distiller.summary import summary_markdown
+from flows.stages import run_step
+from tasks.stages import artifact_key
 
 QUICK_FIELDS = {
     "input_paths": "input.paths",
@@ -75,28 +65,20 @@ def distill(
     """
     given = locals()
     config = with_quick_fields(config, {QUICK_FIELDS[k]: given[k] for k in QUICK_FIELDS})
-    with pipeline.lock_run(config):  # one process per run folder (re-entrant: the CLI may hold it)
+    # The command line's checks, first: a deployment run fails here as `distill run` would, before any
+    # stage starts.
+    preflight(config)
+    with stages.lock_run(config):  # one process per run folder (re-entrant: the CLI may hold it)
         return _distill(config, command)
 
 
 def _distill(config: DistillConfig, command: str | None) -> dict:
-    store = pipeline.open_store(config)
+    store = stages.open_store(config)
     # Stages run on the flow's task runner (threads, or Dask: config.runner); training may run as a
-    # deployment on a GPU work pool (config.training.deployment).
-    if config.input.qa_file:  # labeled mode: the user's Q&A pairs stand in for ingest + generate
-        on_runner(labeled_task, config)
-    else:
-        # Bootstrap mode (a domain, no documents) writes its corpus; document mode reads one.
-        on_runner(bootstrap_task if bootstrap_mode(config) else ingest_task, config)
-        on_runner(generate_task, config)
-        on_runner(validate_task, config)
-    for k in range(1, config.mining.iterations + 1):
-        on_runner(mine_task_for(config), config, k)
-        train_step(config, k)
-    on_runner(evaluate_task, config)
-    on_runner(export_task, config, command)
-    on_runner(report_task, config)
-    summary = pipeline.summary_markdown(store)
+    # deployment on a GPU work pool (config.training.deployment). The order is `stage_plan`'s.
+    for step in stages.stage_plan(config):
+        run_step(step, config, command)
+    summary = summary_markdown(store)
     create_markdown_artifact(
         key=artifact_key(store.name, "summary"), markdown=summary, description=f"Run {store.name}"
     )

@@ -11,10 +11,11 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from distiller import pipeline
+from distiller import stages
 from distiller.fusion.config import FusionConfig, check_sources
 from distiller.fusion.domains import domain_config, fused_config
 from distiller.generation import bootstrap_mode
+from distiller.summary import summary_markdown
 from tasks.fusion import fuse_data_task, fuse_train_task, retention_task
 from tasks.stages import (
     artifact_key,
@@ -48,7 +49,7 @@ def distill_fuse(fusion: FusionConfig, command: str | None = None) -> dict:
             generate_task(dcfg)
             validate_task(dcfg)
     fused = fused_config(fusion)
-    store = pipeline.open_store(fused)
+    store = stages.open_store(fused)
     fuse_data_task(fusion)
     mine_task_for(fused)(fused, 1)
     for strategy in fusion.fusion.strategies:
@@ -60,7 +61,7 @@ def distill_fuse(fusion: FusionConfig, command: str | None = None) -> dict:
         retention_task(fusion)
     export_task(fused, command)
     report_task(fused)
-    summary = pipeline.summary_markdown(store)
+    summary = summary_markdown(store)
     retention = store.path("retention.md")
     if retention.is_file():
         summary += "\n\n" + retention.read_text(encoding="utf-8")

@@ -15,9 +15,10 @@ from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from distiller import pipeline
+from distiller import stages
 from distiller.config import DistillConfig
 from distiller.errors import StageError
+from distiller.stages.plan import Step
 from distiller.store import StageResult
 from tasks.stages import (
     evaluate_task,
@@ -26,6 +27,7 @@ from tasks.stages import (
     ingest_task,
     mine_task_for,
     report_task,
+    task_for,
     train_task,
 )
 
@@ -62,6 +64,16 @@ def on_runner(task_: Task[..., Any], config: DistillConfig, *args: Any) -> Stage
     return task_.submit(config, *args).result()
 
 
+def run_step(step: Step, config: DistillConfig, command: str | None = None) -> StageResult:
+    """One step of `stage_plan(config)` as its task on the flow's task runner (training: `train_step`);
+    `command` is recorded by export."""
+    if step.stage == "train":
+        return train_step(config, *step.args)
+    if step.stage == "export":
+        return on_runner(export_task, config, command)
+    return on_runner(task_for(step, config), config, *step.args)
+
+
 # -- where training runs --------------------------------------------------------------------------------
 def train_step(config: DistillConfig, iteration: int) -> StageResult:
     """Train iteration k here, or, when `training.deployment` is set, as a run of that deployment (the
@@ -92,7 +104,7 @@ def train_on_deployment(config: DistillConfig, iteration: int) -> StageResult:
         )
     # Opened only now: with storage_url this pulls what the training worker pushed (the model and the
     # manifest's train entry) before either is read.
-    store = pipeline.open_store(config)
+    store = stages.open_store(config)
     if not store.path(f"models/iter{iteration}").is_dir():
         raise StageError(
             f"training deployment {name!r} completed but models/iter{iteration} is not in {store.dir}: "
@@ -107,7 +119,7 @@ def train_on_deployment(config: DistillConfig, iteration: int) -> StageResult:
 
 # -- one flow per stage ---------------------------------------------------------------------------------
 def _done(config: DistillConfig, *results: StageResult) -> dict[str, Any]:
-    store = pipeline.open_store(config)
+    store = stages.open_store(config)
     return {"run_dir": str(store.dir), "stages": {r.stage: r.status for r in results}}
 
 

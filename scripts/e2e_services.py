@@ -1,7 +1,7 @@
 """Start and stop a production-shaped Prefect setup from Debian's and PyPI's packages alone: a private
 PostgreSQL cluster on 127.0.0.1, a Prefect server on it, and process workers.
 
-`tests/test_e2e_server.py` uses it; by hand it brings the same stack up until Ctrl-C:
+`tests/e2e/test_e2e_server.py` uses it; by hand it brings the same stack up until Ctrl-C:
 
     .venv/bin/python scripts/e2e_services.py up --dir /tmp/distill-stack
 

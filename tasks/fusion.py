@@ -7,7 +7,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
-from distiller import pipeline
+from distiller import stages
 from distiller.fusion import run as fusion
 from distiller.fusion.config import FusionConfig
 from distiller.fusion.domains import fused_config, load_domains
@@ -18,9 +18,7 @@ from tasks.stages import LLM_TAG, _finish, _llm_progress
 def fuse_data_task(cfg: FusionConfig) -> State:
     fused = fused_config(cfg)
     with _llm_progress(fused):
-        return _finish(
-            fused, fusion.fuse_data_stage(pipeline.open_store(fused), cfg, fused, load_domains(cfg))
-        )
+        return _finish(fused, fusion.fuse_data_stage(stages.open_store(fused), cfg, fused, load_domains(cfg)))
 
 
 @task(
@@ -28,7 +26,7 @@ def fuse_data_task(cfg: FusionConfig) -> State:
 )
 def fuse_train_task(cfg: FusionConfig, strategy: str) -> State:
     fused = fused_config(cfg)
-    return _finish(fused, fusion.fuse_train_stage(pipeline.open_store(fused), cfg, fused, strategy))
+    return _finish(fused, fusion.fuse_train_stage(stages.open_store(fused), cfg, fused, strategy))
 
 
 @task(name="retention", cache_policy=NO_CACHE, tags=["distiller"])
@@ -36,6 +34,4 @@ def retention_task(cfg: FusionConfig) -> State:
     fused = fused_config(cfg)
     domains = load_domains(cfg)
     specialists = {n: d.store.path("models/iter1") for n, d in domains.items()}
-    return _finish(
-        fused, fusion.retention_stage(pipeline.open_store(fused), cfg, fused, domains, specialists)
-    )
+    return _finish(fused, fusion.retention_stage(stages.open_store(fused), cfg, fused, domains, specialists))

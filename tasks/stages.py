@@ -1,4 +1,4 @@
-"""Prefect tasks: one per pipeline stage, each a thin wrapper over `distiller.pipeline`.
+"""Prefect tasks: one per pipeline stage, each a thin wrapper over its module in `distiller.stages`.
 
 The stage cache lives in the run store (content-addressed, shared by every run), so Prefect's own
 result cache is off; a stage served from the store finishes in a `Cached` state, which the UI shows.
@@ -18,9 +18,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect.states import Completed, State
 
-from distiller import pipeline
+from distiller import stages
 from distiller.config import DistillConfig
 from distiller.generation.progress import ProgressEvent, Throttled, progress_sink
+from distiller.naming import default_run_name
+from distiller.stages.plan import StageName, Step
 from distiller.store import StageResult
 
 LLM_TAG = "llm"
@@ -33,7 +35,7 @@ def artifact_key(run_name: str, stage: str) -> str:
 
 def _finish(config: DistillConfig, result: StageResult) -> State:
     logger = get_run_logger()
-    run_name = pipeline.default_run_name(config)
+    run_name = default_run_name(config)
     rows: list[dict] = [{"artifact": k, "rows": v if v >= 0 else "folder"} for k, v in result.outputs.items()]
     rows.append({"artifact": "(stage)", "rows": f"{result.status} in {result.seconds:.1f}s"})
     if result.stage == "evaluate":  # the metrics themselves, columns MRR@1, @5, @10, Recall@..., nDCG@10
@@ -54,10 +56,10 @@ def _finish(config: DistillConfig, result: StageResult) -> State:
 
 
 def _metric_table(config: DistillConfig) -> list[dict]:
-    from distiller.export.run import RunView
     from distiller.modelcard import metric_rows, metrics_frame
+    from distiller.runview import RunView
 
-    frame = metrics_frame(RunView(pipeline.open_store(config).dir))
+    frame = metrics_frame(RunView(stages.open_store(config).dir))
     return metric_rows(frame) if frame is not None else []
 
 
@@ -97,46 +99,46 @@ class _ProgressArtifacts:
 @contextmanager
 def _llm_progress(config: DistillConfig) -> Iterator[None]:
     # At most one artifact update every 2 s per step: each one is an API call.
-    with progress_sink(Throttled(_ProgressArtifacts(pipeline.default_run_name(config)), every_s=2.0)):
+    with progress_sink(Throttled(_ProgressArtifacts(default_run_name(config)), every_s=2.0)):
         yield
 
 
 def _store(config: DistillConfig):
-    return pipeline.open_store(config)
+    return stages.open_store(config)
 
 
 @task(name="ingest", cache_policy=NO_CACHE, tags=["distiller"])
 def ingest_task(config: DistillConfig) -> State:
-    return _finish(config, pipeline.ingest_stage(_store(config), config))
+    return _finish(config, stages.ingest_stage(_store(config), config))
 
 
 @task(name="labeled", cache_policy=NO_CACHE, tags=["distiller"])
 def labeled_task(config: DistillConfig) -> State:
-    return _finish(config, pipeline.labeled_stage(_store(config), config))
+    return _finish(config, stages.labeled_stage(_store(config), config))
 
 
 @task(name="bootstrap", cache_policy=NO_CACHE, tags=["distiller", LLM_TAG])
 def bootstrap_task(config: DistillConfig) -> State:
     with _llm_progress(config):
-        return _finish(config, pipeline.bootstrap_stage(_store(config), config))
+        return _finish(config, stages.bootstrap_stage(_store(config), config))
 
 
 @task(name="generate", cache_policy=NO_CACHE, tags=["distiller", LLM_TAG])
 def generate_task(config: DistillConfig) -> State:
     with _llm_progress(config):
-        return _finish(config, pipeline.generate_stage(_store(config), config))
+        return _finish(config, stages.generate_stage(_store(config), config))
 
 
 @task(name="validate", cache_policy=NO_CACHE, tags=["distiller", LLM_TAG])
 def validate_task(config: DistillConfig) -> State:
     with _llm_progress(config):
-        return _finish(config, pipeline.validate_stage(_store(config), config))
+        return _finish(config, stages.validate_stage(_store(config), config))
 
 
 @task(name="mine", cache_policy=NO_CACHE, tags=["distiller"], task_run_name="mine-iter{iteration}")
 def mine_task(config: DistillConfig, iteration: int) -> State:
     with _llm_progress(config):  # the false-negative judge's calls, when it is on
-        return _finish(config, pipeline.mine_stage(_store(config), config, iteration))
+        return _finish(config, stages.mine_stage(_store(config), config, iteration))
 
 
 def mine_task_for(config: DistillConfig) -> Task[..., State]:
@@ -149,19 +151,41 @@ def mine_task_for(config: DistillConfig) -> Task[..., State]:
 
 @task(name="train", cache_policy=NO_CACHE, tags=["distiller", "gpu"], task_run_name="train-iter{iteration}")
 def train_task(config: DistillConfig, iteration: int) -> State:
-    return _finish(config, pipeline.train_stage(_store(config), config, iteration))
+    return _finish(config, stages.train_stage(_store(config), config, iteration))
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, tags=["distiller"])
 def evaluate_task(config: DistillConfig) -> State:
-    return _finish(config, pipeline.evaluate_stage(_store(config), config))
+    return _finish(config, stages.evaluate_stage(_store(config), config))
 
 
 @task(name="export", cache_policy=NO_CACHE, tags=["distiller"])
 def export_task(config: DistillConfig, command: str | None = None) -> State:
-    return _finish(config, pipeline.export_stage(_store(config), config, command))
+    return _finish(config, stages.export_stage(_store(config), config, command))
 
 
 @task(name="report", cache_policy=NO_CACHE, tags=["distiller"])
 def report_task(config: DistillConfig) -> State:
-    return _finish(config, pipeline.report_stage(_store(config), config))
+    return _finish(config, stages.report_stage(_store(config), config))
+
+
+STAGE_TASKS: dict[StageName, Task[..., State]] = {
+    "ingest": ingest_task,
+    "labeled": labeled_task,
+    "bootstrap": bootstrap_task,
+    "generate": generate_task,
+    "validate": validate_task,
+    "mine": mine_task,
+    "train": train_task,
+    "evaluate": evaluate_task,
+    "export": export_task,
+    "report": report_task,
+}
+"""Each stage's task (the same names as `distiller.stages`)."""
+
+
+def task_for(step: Step, config: DistillConfig) -> Task[..., State]:
+    """The task that runs `step` of `stage_plan(config)`."""
+    if step.stage == "mine":
+        return mine_task_for(config)
+    return STAGE_TASKS[step.stage]

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.corpus import EXAMPLES
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples" / "medquad-mini"
+# The loopback LLM server's fixtures (`llm_server`, `fake_key`) for every test.
+pytest_plugins = ["helpers.llm_fixtures"]
 
 # Before anything imports transformers, datasets or prefect.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -20,7 +22,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # Prefect's embedded server gets 20 s to start by default: too little on a loaded 2-core machine (the CLI
-# gives it 90 s too, distiller/cli.py).
+# gives it 90 s too, distiller/cli/base.py).
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.pop("PREFECT_API_URL", None)
 
@@ -28,6 +30,17 @@ os.environ.pop("PREFECT_API_URL", None)
 @pytest.fixture(scope="session", autouse=True)
 def _prefect_home(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+
+
+@pytest.fixture(autouse=True)
+def _no_stage_listener_left_behind() -> Iterator[None]:
+    """`distill run` in-process adds a live-progress stage listener for the rest of the process: one left
+    by a test must not print into a later test's output."""
+    from distiller import store
+
+    before = list(store._LISTENERS)
+    yield
+    store._LISTENERS[:] = before
 
 
 @pytest.fixture
@@ -47,18 +60,9 @@ def tiny_corpus(tmp_path: Path) -> Path:
     return d
 
 
-def tiny_overrides(corpus: Path, runs: Path, **extra: object) -> dict:
-    """A config small enough for a 2-core CI machine: short chunks and sequences, one short epoch."""
-    cfg: dict = {
-        "input": {"paths": [str(corpus)]},
-        "runs_dir": str(runs),
-        "run_name": "tiny",
-        "chunking": {"chunk_size": 96},
-        "training": {"max_seq_length": 64, "batch_size": 8, "epochs": 1, "save_steps": 2},
-        "mining": {"iterations": 1, "top_k": 20, "encode_batch_size": 32},
-        "evaluation": {"ks": [1, 5, 10]},
-        "export": {"formats": ["jsonl", "triplets"]},
-    }
-    for k, v in extra.items():
-        cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
-    return cfg
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e/ is an end-to-end test: marked `e2e` (and left out by `make check`)."""
+    e2e = Path(__file__).resolve().parent / "e2e"
+    for item in items:
+        if e2e in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)

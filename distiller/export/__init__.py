@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -40,7 +41,7 @@ from distiller.export.retrieval import (
     write_triplets_full,
 )
 from distiller.export.rows import SPLIT_NAMES, ExportRows, Policy, collect_rows
-from distiller.export.run import RunView
+from distiller.runview import RunView
 from distiller.splits import SPLITS, validate_ratios
 
 FORMATS: dict[str, str] = {
@@ -65,7 +66,7 @@ class ExportResult(BaseModel):
     command: str = ""
 
 
-def parse_formats(formats: list[str] | str) -> list[str]:
+def parse_formats(formats: Sequence[str] | str) -> list[str]:
     """Accept a list or comma-separated names; unknown names raise an error that lists the choices."""
     items = [formats] if isinstance(formats, str) else list(formats)
     names = [f.strip().lower() for item in items for f in item.split(",") if f.strip()]
@@ -167,7 +168,7 @@ def _stale_formats(out_dir: Path, signature: dict[str, object], names: list[str]
 
 def export_run(
     run_dir: Path,
-    formats: list[str] | str,
+    formats: Sequence[str] | str,
     split: SplitConfig | None,
     seed: int | None = None,
     out_dir: Path | None = None,

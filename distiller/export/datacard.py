@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from distiller.export.rows import SPLIT_NAMES, ExportRows
-from distiller.export.run import RunView
+from distiller.runview import RunView
 from distiller.splits import SPLITS
 
 HOW_TO_LOAD = {

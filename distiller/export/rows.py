@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from distiller.config import SplitConfig
-from distiller.export.run import RunView
 from distiller.records import Split
+from distiller.runview import RunView
 from distiller.splits import SPLITS, assign_groups, merge_groups, near_duplicate_clusters
 
 Policy = Literal["keep", "drop"]

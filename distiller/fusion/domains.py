@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from distiller import pipeline
+from distiller import stages
 from distiller.config import DistillConfig, LLMConfig, _deep_merge
 from distiller.errors import StageError
 from distiller.fusion.config import DomainSpec, FusionConfig, shares
@@ -91,20 +91,11 @@ def ns(domain: str, ident: str | None) -> str | None:
     return None if ident is None else f"{domain}:{ident}"
 
 
-def run_domain_stages(dcfg: DistillConfig, progress: pipeline.Progress | None = None) -> RunStore:
+def run_domain_stages(dcfg: DistillConfig, progress: stages.Progress | None = None) -> RunStore:
     """The pipeline's data stages for one domain, in its sub-run folder (cache hits when unchanged)."""
-    from distiller.generation import bootstrap_mode
-
-    store = pipeline.open_store(dcfg)
-    if dcfg.input.qa_file:
-        pipeline.labeled_stage(store, dcfg)
-    else:
-        if bootstrap_mode(dcfg):
-            pipeline.bootstrap_stage(store, dcfg)
-        else:
-            pipeline.ingest_stage(store, dcfg, progress)
-        pipeline.generate_stage(store, dcfg)
-        pipeline.validate_stage(store, dcfg)
+    store = stages.open_store(dcfg)
+    for step in stages.data_plan(dcfg):
+        stages.run_step(step, store, dcfg, progress=progress)
     return store
 
 
@@ -142,7 +133,7 @@ def load_domain(spec: DomainSpec, dcfg: DistillConfig, store: RunStore) -> Domai
     return DomainData(n, spec.description, dcfg, store, passages, queries, qa, store.stage_results())
 
 
-def prepare_domains(cfg: FusionConfig, progress: pipeline.Progress | None = None) -> dict[str, DomainData]:
+def prepare_domains(cfg: FusionConfig, progress: stages.Progress | None = None) -> dict[str, DomainData]:
     """Run (or find in the cache) every domain's stages and read their rows."""
     out: dict[str, DomainData] = {}
     for spec in cfg.domains:
@@ -157,7 +148,7 @@ def load_domains(cfg: FusionConfig) -> dict[str, DomainData]:
     out: dict[str, DomainData] = {}
     for spec in cfg.domains:
         dcfg = domain_config(cfg, spec)
-        store = pipeline.open_store(dcfg)
+        store = stages.open_store(dcfg)
         if not store.path("queries.parquet").is_file():
             raise StageError(
                 f"domain {spec.name!r}: its stages have not run yet (no queries.parquet in {store.dir})"

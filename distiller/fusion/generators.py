@@ -212,7 +212,7 @@ class CrossDomain(Generator):
                     positive_ids=[pa.passage_id, pb.passage_id],
                     # The split unit: both source documents, so the pair never straddles train and test.
                     doc_id=f"cross:{pa.doc_id}+{pb.doc_id}",
-                    split=split,  # type: ignore[arg-type]
+                    split=split,
                     teacher=teacher,
                     language=ctx.fused_cfg.generation.language,
                     query_type="cross_domain",
@@ -447,7 +447,7 @@ class Curated(Generator):
                     Provenance(
                         item_id=item, item_kind=kind, generator=self.name, domains=domains, teacher="curated"
                     )
-                )  # type: ignore[arg-type]
+                )
         return out
 
 

@@ -103,7 +103,7 @@ def integrate(ctx: FusionContext, queries: list[Query]) -> Rows:
             parts = [answers[(q.query_id, d)][0] for d in doms]
             merged[q.query_id] = Integrated(
                 answer="\n\n".join(f"{d}: {a}" for d, a in zip(doms, parts, strict=True)),
-                contributions=[{"domain": d, "contribution": a} for d, a in zip(doms, parts, strict=True)],  # type: ignore[misc]
+                contributions=[{"domain": d, "contribution": a} for d, a in zip(doms, parts, strict=True)],
             )
         integrator = "concat"
     else:

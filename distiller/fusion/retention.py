@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from distiller.evaluation import evaluate_model
-from distiller.index import encode_corpus, scratch_dir, search_batches
 from distiller.records import Passage, Query
+from distiller.retrieval.evaluation import evaluate_model
+from distiller.retrieval.index import encode_corpus, scratch_dir, search_batches
 
 from .records import RetentionRow
 

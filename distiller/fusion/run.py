@@ -19,11 +19,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from distiller import pipeline
+from distiller import stages
 from distiller.config import DistillConfig
 from distiller.errors import StageError
 from distiller.generation.validation import wilson
 from distiller.records import Judgment, Passage, QAPair, Query, Triplet, read_parquet, write_parquet
+from distiller.stages.keys import config_hash
 from distiller.store import RunStore, StageResult, sha256_file, stage_key
 
 from .config import FusionConfig, check_sources
@@ -137,7 +138,7 @@ def fuse_data_stage(
                     mode="json", exclude={"strategy", "sampler", "order", "replay_share", "specialists"}
                 ),
                 "generators": [g.name for g in gens],
-                "fused": pipeline._config_hash(fused_cfg, "teacher", "validation", "budget", "generation"),
+                "fused": config_hash(fused_cfg, "teacher", "validation", "budget", "generation"),
             }
         ),
         inputs,
@@ -206,7 +207,7 @@ def _datasets(store: RunStore) -> tuple[dict[str, list[Triplet]], list[Triplet]]
 def fuse_train_stage(
     store: RunStore, cfg: FusionConfig, fused_cfg: DistillConfig, strategy: str
 ) -> StageResult:
-    from distiller.models import resolve_student
+    from distiller.retrieval.models import resolve_student
 
     from .strategies import train_strategy
 
@@ -219,9 +220,7 @@ def fuse_train_stage(
     key = stage_key(
         "fuse_train",
         VERSIONS["fuse_train"],
-        pipeline._config_hash(
-            fused_cfg, "training", exclude={"training": {"deployment", "deployment_timeout_s"}}
-        )
+        config_hash(fused_cfg, "training", exclude={"training": {"deployment", "deployment_timeout_s"}})
         + _hash([strategy, f.order, f.replay_share, f.sampler, [d.name for d in cfg.domains]]),
         files,
     )
@@ -258,8 +257,8 @@ def specialist_stages(domains: dict[str, DomainData]) -> dict[str, Path]:
     """Each domain's specialist: the single-domain pipeline's mine + train in its own sub-run (cached)."""
     out = {}
     for name, d in domains.items():
-        pipeline.mine_stage(d.store, d.cfg, 1)
-        pipeline.train_stage(d.store, d.cfg, 1)
+        stages.mine_stage(d.store, d.cfg, 1)
+        stages.train_stage(d.store, d.cfg, 1)
         out[name] = d.store.path("models/iter1")
     return out
 
@@ -271,13 +270,13 @@ def retention_stage(
     domains: dict[str, DomainData],
     specialists: dict[str, Path],
 ) -> StageResult:
-    from distiller.models import load_student
+    from distiller.retrieval.models import load_student
 
     from .retention import cross_domain_accuracy, der_rows, domain_rows, retention_markdown
 
     strategies = cfg.fusion.strategies
     fused = {s: store.path(FUSED_DIR.format(strategy=s)) for s in strategies}
-    base_path, base_id = pipeline._model_ref(store, fused_cfg, 1)
+    base_path, base_id = stages.model_ref(store, fused_cfg, 1)
     inputs: list[Path | str] = [
         store.path("passages.parquet"),
         store.path("queries.parquet"),
@@ -288,7 +287,7 @@ def retention_stage(
     key = stage_key(
         "retention",
         VERSIONS["retention"],
-        pipeline._config_hash(fused_cfg, "evaluation") + _hash(strategies),
+        config_hash(fused_cfg, "evaluation") + _hash(strategies),
         inputs,
     )
 
@@ -346,23 +345,21 @@ def retention_stage(
     return store.run_stage("retention", key, ["retention.parquet", "retention.md"], run)
 
 
-def fuse(
-    cfg: FusionConfig, progress: pipeline.Progress | None = None, command: str | None = None
-) -> RunStore:
+def fuse(cfg: FusionConfig, progress: stages.Progress | None = None, command: str | None = None) -> RunStore:
     """The whole fusion run without Prefect (tests, `distill fuse --no-prefect`)."""
     check_sources(cfg)
     domains = prepare_domains(cfg, progress)
     fused_cfg = fused_config(cfg)
-    store = pipeline.open_store(fused_cfg)
+    store = stages.open_store(fused_cfg)
     fuse_data_stage(store, cfg, fused_cfg, domains)
-    pipeline.mine_stage(store, fused_cfg, 1)
+    stages.mine_stage(store, fused_cfg, 1)
     for s in cfg.fusion.strategies:
         fuse_train_stage(store, cfg, fused_cfg, s)
     specialists = specialist_stages(domains) if cfg.fusion.specialists else {}
     if specialists:
         retention_stage(store, cfg, fused_cfg, domains, specialists)
-    pipeline.export_stage(store, fused_cfg, command)
-    pipeline.report_stage(store, fused_cfg)
+    stages.export_stage(store, fused_cfg, command)
+    stages.report_stage(store, fused_cfg)
     return store
 
 

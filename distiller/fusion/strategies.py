@@ -24,7 +24,7 @@ from typing import Any
 
 from distiller.config import TrainingConfig
 from distiller.records import Triplet
-from distiller.training import _args, _loss, train_student
+from distiller.retrieval.training import _args, _loss, train_student
 
 FUSION_SET = "fusion"
 
@@ -52,7 +52,7 @@ def train_multitask(
     from sentence_transformers.base.sampler import MultiDatasetBatchSamplers
     from transformers import set_seed
 
-    from distiller.models import load_student, resolve_device
+    from distiller.retrieval.models import load_student, resolve_device
 
     sets = {k: v for k, v in datasets.items() if v}
     if not sets:
@@ -126,7 +126,8 @@ def train_strategy(
         phases.append({"phase": "multitask", "rows": {k: len(v) for k, v in sets.items()}, "steps": steps})
     elif strategy == "sequential":
         names = order or list(by_domain)
-        current, seen, steps = base, [], 0
+        current, steps = base, 0
+        seen: list[Triplet] = []
         for i, name in enumerate(names):
             rows = list(by_domain.get(name, []))
             if i == len(names) - 1:

@@ -32,7 +32,7 @@ class Removed:
 
 def student_encoder(cfg: DistillConfig) -> Encoder:
     """The student as it is before training: the model whose notion of 'same query' matters."""
-    from distiller.models import load_student
+    from distiller.retrieval.models import load_student
 
     # Dense even for a SPLADE run: cosine over sparse lexical weights would only find shared words.
     model = load_student(cfg.training.student, max_seq_length=cfg.training.max_seq_length)

@@ -213,8 +213,8 @@ def _plan_judge(
 def _plan_mining_judge(
     cfg: DistillConfig, ctx: GenContext, plan: RunPlan, queries: list[Query], passages: list[Passage]
 ) -> None:
-    from distiller.mining_judge import negative_request
     from distiller.records import Triplet
+    from distiller.retrieval.mining_judge import negative_request
 
     train = [q for q in queries if q.split == "train"] or queries
     n = min(cfg.mining.judge_negatives_max, len(train))

@@ -41,7 +41,7 @@ class StageLLM:
         self.estimated_usd = 0.0
         self.failures: list[Failure] = []
         self.notes: list[str] = []
-        self.steps: dict[str, dict[str, int]] = {}
+        self.steps: dict[str, dict[str, float]] = {}
         self.budget_stopped = False
 
     def __enter__(self) -> StageLLM:
@@ -98,7 +98,7 @@ class StageLLM:
         # The estimate of what was sent (a budget stop sends fewer than planned), next to the bill.
         step_estimate = expected * sent / to_send if to_send else 0.0
         self.estimated_usd += step_estimate
-        self.steps[step] = {
+        self.steps[step] = {  # counts and USD
             "requests": summary.total,
             "answered": summary.ok,
             "cached": summary.cached,

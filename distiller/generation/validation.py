@@ -166,7 +166,7 @@ def decide(v: Verdict) -> Literal["approved", "rejected"]:
 
 
 def wilson(approved: int, judged: int) -> tuple[float, float]:
-    from distiller.export.run import wilson_interval  # the exporter's, so every report agrees
+    from distiller.runview import wilson_interval  # the exporter's, so every report agrees
 
     return wilson_interval(approved, judged)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from distiller.config import DistillConfig
 from distiller.errors import NoInputError
-from distiller.ingest.chunking import Chunker, make_chunker
+from distiller.ingest.chunking import Chunker, chunker_for
 from distiller.ingest.readers import RawDocument, expand_inputs, read_documents
 from distiller.records import Chunk, Document, SkippedInput
 
@@ -29,12 +29,7 @@ def ingest(
     """Read and chunk every input. Bad files are listed in `skipped` with the reason; the rest go on.
     Raises NoInputError only when nothing at all could be used."""
     paths, skipped = expand_inputs(cfg.input.paths)
-    chunker = chunker or make_chunker(
-        cfg.chunking.tokenizer or cfg.training.student,
-        cfg.chunking.chunk_size,
-        cfg.chunking.overlap,
-        cfg.chunking.min_tokens,
-    )
+    chunker = chunker or chunker_for(cfg)
     out = IngestResult(skipped=skipped)
     seen: dict[str, str] = {}
     for item in read_documents(

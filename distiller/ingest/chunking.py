@@ -10,6 +10,7 @@ from typing import Any
 
 import semchunk
 
+from distiller.config import DistillConfig
 from distiller.ingest.readers import RawDocument
 from distiller.records import Chunk
 
@@ -19,7 +20,7 @@ def load_tokenizer(name_or_path: str) -> Any:
     """A Hugging Face tokenizer by hub name or local path (the packaged student resolves offline)."""
     from transformers import AutoTokenizer
 
-    from distiller.models import resolve_student
+    from distiller.retrieval.models import resolve_student
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_student(name_or_path))
     # Chunking counts the tokens of whole sections before it splits them: a section longer than the
@@ -32,13 +33,20 @@ class Chunker:
     def __init__(self, tokenizer: Any, chunk_size: int, overlap: float, min_tokens: int = 1) -> None:
         self._tokenizer = tokenizer
         # semchunk counts tokens without special tokens: the budget is the text's own length.
-        self._chunk = semchunk.chunkerify(self.count_tokens, chunk_size)
+        # Any: semchunk's chunker returns a union over its options (offsets, many texts at once).
+        self._chunk: Any = semchunk.chunkerify(self.count_tokens, chunk_size)  # type: ignore[attr-defined]
         self.chunk_size = chunk_size
         self.overlap = overlap
         self.min_tokens = min_tokens
 
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def split_text(self, text: str) -> list[str]:
+        """`text` whole when it fits `chunk_size`, else its non-blank chunks (labeled mode's answers)."""
+        if self.count_tokens(text) <= self.chunk_size:
+            return [text]
+        return [c for c in self._chunk(text, overlap=self.overlap or None) if c.strip()]
 
     def __call__(self, doc: RawDocument) -> tuple[list[Chunk], int]:
         """The document's chunks, and how many were dropped as shorter than `min_tokens`."""
@@ -68,6 +76,17 @@ class Chunker:
 
 def make_chunker(tokenizer_name: str, chunk_size: int, overlap: float, min_tokens: int) -> Chunker:
     return Chunker(load_tokenizer(tokenizer_name), chunk_size, overlap, min_tokens)
+
+
+def chunk_tokenizer(cfg: DistillConfig) -> str:
+    """The tokenizer chunk sizes are counted in: `chunking.tokenizer`, else the student's."""
+    return cfg.chunking.tokenizer or cfg.training.student
+
+
+def chunker_for(cfg: DistillConfig) -> Chunker:
+    """The chunker the `chunking` section describes."""
+    c = cfg.chunking
+    return make_chunker(chunk_tokenizer(cfg), c.chunk_size, c.overlap, c.min_tokens)
 
 
 TokenCounter = Callable[[str], int]

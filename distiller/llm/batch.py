@@ -42,8 +42,8 @@ from distiller.llm.providers import (
     _openai_completion,
 )
 from distiller.llm.structured import ParseFailure, feedback, parse_answer
-from distiller.llm.tokens import max_prompt_tokens
-from distiller.llm.types import LLMRequest, LLMResult, Message
+from distiller.llm.tokens import max_prompt_tokens, schema_info
+from distiller.llm.types import LLMRequest, LLMResult, Message, utc_now
 
 if TYPE_CHECKING:
     from distiller.llm.client import LLMClient, ProgressFn, _BatchState
@@ -201,9 +201,7 @@ async def run_via_batch_api(
 
 
 def _spec(client: LLMClient, req: LLMRequest) -> tuple[CallSpec, str]:
-    from distiller.llm.client import _schema_info
-
-    _, schema_text, schema_dict = _schema_info(req.schema_model)
+    _, schema_text, schema_dict = schema_info(req.schema_model)
     max_tokens, temperature = client._params(req)
     return CallSpec(req.schema_model, schema_dict, max_tokens, temperature), schema_text
 
@@ -260,10 +258,8 @@ async def _submit(
     finish: Any,
     journal: BatchJournal,
 ) -> str | None:
-    from distiller.llm.client import _now
-
     tag = uuid.uuid4().hex
-    sent_at = _now()
+    sent_at = utc_now()
     for it in items:  # write-ahead: charged at its reservation from here on, whatever happens next
         client.ledger.pending(
             client._entry(
@@ -427,8 +423,6 @@ async def _collect(
     finish: Any,
     journal: BatchJournal,
 ) -> None:
-    from distiller.llm.client import _now, _schema_info
-
     try:
         batch = await _poll(provider, batch_id)
         answers = await _fetch(provider, batch)
@@ -447,7 +441,7 @@ async def _collect(
             it.custom_id, f"no result in batch {batch_id} (status {getattr(batch, 'status', '')})"
         )
         base: dict[str, Any] = {
-            "ts": _now(),
+            "ts": utc_now(),
             "attempt": 1,
             "call_id": it.custom_id,
             "price_source": _source(client),
@@ -490,12 +484,12 @@ async def _collect(
             answer = CachedAnswer(
                 parsed=parsed, raw=comp.text, input_tokens=in_tok, output_tokens=out_tok, cost_usd=nano / 1e9
             )
-            name = _schema_info(it.req.schema_model)[0]
+            name = schema_info(it.req.schema_model)[0]
             client.cache.put(
                 it.key, answer, provider=client.config.provider, model=client.config.model, schema_name=name
             )
         finish(it.index, client._result(it.req, it.key, "ok", parsed, None, 1, in_tok, out_tok, nano, 0.0))
-    journal.add({"event": "collected", "batch_id": batch_id, "ts": _now()})
+    journal.add({"event": "collected", "batch_id": batch_id, "ts": utc_now()})
     client.ledger.flush()
     if fallback:
         log.info(

@@ -143,12 +143,6 @@ class Budget:
         with self._lock:
             return any(c.limit == 0 for _, c in self._caps(stage))
 
-    def limit_usd(self, stage: str) -> float | None:
-        """The tightest cap that applies to this stage (None: no cap)."""
-        with self._lock:
-            limits = [c.limit for _, c in self._caps(stage) if c.limit is not None]
-        return nano_to_usd(min(limits)) if limits else None
-
     def remaining_usd(self, stage: str) -> float | None:
         with self._lock:
             left = [c.limit - c.spent - c.reserved for _, c in self._caps(stage) if c.limit is not None]

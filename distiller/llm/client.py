@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import random
 import time
@@ -28,7 +27,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -45,8 +43,8 @@ from distiller.llm.pricing import NANO, PriceUnknown, Pricing, nano_to_usd
 from distiller.llm.providers import CallSpec, Completion, Provider, ProviderError, make_provider
 from distiller.llm.secrets import install_log_redaction, redact_exception, register_secret, resolve_api_key
 from distiller.llm.structured import ParseFailure, feedback, parse_answer
-from distiller.llm.tokens import expected_prompt_tokens, max_prompt_tokens, schema_json
-from distiller.llm.types import LLMRequest, LLMResult, Message
+from distiller.llm.tokens import expected_prompt_tokens, max_prompt_tokens, schema_info
+from distiller.llm.types import LLMRequest, LLMResult, Message, utc_now
 
 log = logging.getLogger("distiller.llm")
 
@@ -84,12 +82,6 @@ class BatchSummary(BaseModel):
     message: str
 
 
-@functools.lru_cache(maxsize=256)
-def _schema_info(schema: type[BaseModel]) -> tuple[str, str, dict[str, Any]]:
-    text = schema_json(schema)
-    return schema.__name__, text, json.loads(text)
-
-
 def _params(cfg: LLMConfig, req: LLMRequest) -> tuple[int, float]:
     max_tokens = req.max_tokens or cfg.max_tokens
     temperature = req.temperature if req.temperature is not None else cfg.temperature
@@ -98,7 +90,7 @@ def _params(cfg: LLMConfig, req: LLMRequest) -> tuple[int, float]:
 
 def request_key(cfg: LLMConfig, req: LLMRequest) -> str:
     """The call-cache key of a request sent to this endpoint."""
-    name, text, _ = _schema_info(req.schema_model)
+    name, text, _ = schema_info(req.schema_model)
     max_tokens, temperature = _params(cfg, req)
     return cache_key(
         provider=cfg.provider,
@@ -109,10 +101,6 @@ def request_key(cfg: LLMConfig, req: LLMRequest) -> str:
         schema_name=name,
         schema_text=text,
     )
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -305,7 +293,7 @@ class LLMClient:
 
     def _entry(self, req: LLMRequest, key: str, status: LedgerStatus, **kw: Any) -> LedgerEntry:
         base: dict[str, Any] = {
-            "ts": _now(),
+            "ts": utc_now(),
             "stage": req.stage,
             "item_id": req.item_id,
             "provider": self.config.provider,
@@ -331,7 +319,7 @@ class LLMClient:
             stage=req.stage,
             status=status,
             error=reason,
-            cache_key=key,  # type: ignore[arg-type]
+            cache_key=key,
         )
 
     def _from_cache(self, req: LLMRequest, key: str, hit: CachedAnswer) -> LLMResult:
@@ -432,7 +420,7 @@ class LLMClient:
         if (stop := self._stopped(req, state)) is not None:
             return self._not_sent(req, key, stop[1], stop[0])
 
-        name, schema_text, schema_dict = _schema_info(req.schema_model)
+        name, schema_text, schema_dict = schema_info(req.schema_model)
         max_tokens, temperature = self._params(req)
         spec = CallSpec(req.schema_model, schema_dict, max_tokens, temperature)
         rpm, tpm = self._limits()
@@ -459,7 +447,7 @@ class LLMClient:
                     error = f"{last_error}; no re-ask: {reservation[1]}"
                     return self._failed(req, key, error, sends, total_in, total_out, total_nano, latency)
                 call_id = uuid.uuid4().hex[:16]
-                sent_at, t0 = _now(), time.perf_counter()
+                sent_at, t0 = utc_now(), time.perf_counter()
                 sent = False
                 try:
                     if rpm is not None:
@@ -467,7 +455,7 @@ class LLMClient:
                     if tpm is not None:
                         need = expected_prompt_tokens(messages, schema_text) + max_tokens
                         await tpm.acquire(min(need, self.config.tokens_per_minute or need))
-                    sent_at, t0 = _now(), time.perf_counter()
+                    sent_at, t0 = utc_now(), time.perf_counter()
                     state.calls_sent += 1
                     sends += 1
                     # Write-ahead: journaled before it leaves, so a kill from here on leaves it charged.
@@ -606,7 +594,7 @@ class LLMClient:
         return LLMResult(
             item_id=req.item_id,
             stage=req.stage,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             parsed=parsed,
             error=error,
             input_tokens=in_tok,

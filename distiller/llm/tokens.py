@@ -10,9 +10,11 @@ Anthropic's tool-use system prompt (~350 tokens) bounds the billed prompt tokens
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -25,6 +27,13 @@ PER_REQUEST_OVERHEAD = 512
 """Reply priming, JSON-mode instructions and Anthropic's tool-use system prompt (313-346 tokens)."""
 
 METHOD_APPROX = "approx: ceil(chars / 4) + template overhead (no provider tokenizer available offline)"
+
+
+@functools.lru_cache(maxsize=256)
+def schema_info(schema: type[BaseModel]) -> tuple[str, str, dict[str, Any]]:
+    """A response schema's name, its JSON text and that text parsed (cached: requests share schemas)."""
+    text = schema_json(schema)
+    return schema.__name__, text, json.loads(text)
 
 
 def schema_json(schema: type[BaseModel]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,7 +54,7 @@ class LLMRequest(BaseModel):
             item_id=item_id,
             stage=stage,
             messages=tuple(msgs),
-            schema=schema,
+            schema=schema,  # type: ignore[call-arg]  # the field's alias; the plugin knows only its name
             max_tokens=max_tokens,
             temperature=temperature,
         )
@@ -82,8 +83,10 @@ class LLMResult(BaseModel):
     def ok(self) -> bool:
         return self.status in ("ok", "cached")
 
-    def as_model(self, schema: type[BaseModel]) -> BaseModel | None:
-        return schema.model_validate(self.parsed) if self.parsed is not None else None
+
+def utc_now() -> str:
+    """Now in UTC, ISO 8601 to the millisecond (ledger and journal timestamps)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-__all__ = ["LLMRequest", "LLMResult", "Message", "ResultStatus", "Role"]
+__all__ = ["LLMRequest", "LLMResult", "Message", "ResultStatus", "Role", "utc_now"]

@@ -720,7 +720,7 @@ def _multipart(content_type: str, raw: bytes) -> dict[str, bytes]:
 
     msg = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
     out: dict[str, bytes] = {}
-    for part in msg.iter_parts():  # type: ignore[attr-defined]
+    for part in msg.iter_parts():
         name = part.get_param("name", header="content-disposition")
         if name:
             out[str(name)] = part.get_payload(decode=True) or b""
@@ -812,7 +812,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--responder",
         help="module:name of a responder (a callable, or a class to instantiate) to answer with instead of "
-        "schema stubs, e.g. generation_responder:ScriptedTeacher with PYTHONPATH=tests",
+        "schema stubs, e.g. helpers.generation_responder:ScriptedTeacher with PYTHONPATH=tests",
     )
     args = parser.parse_args(argv)
     server = LLMTestServer(

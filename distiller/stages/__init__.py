@@ -1,0 +1,86 @@
+"""The pipeline's stages as plain Python, one module per stage (matching `tasks/stages.py` one to one):
+each reads the artifacts of the stages before it from the run folder, writes its own, and is served from
+the stage cache when its key (config sections + input contents + its `VERSION`) was seen before.
+
+`plan.stage_plan` is the stage order; `keys` the cache-key helpers; `common` what stages share (the run
+folder, the budget's plan, the model an iteration starts from). `distiller.pipeline` runs the plan
+in-process; Prefect tasks in `tasks/` are thin wrappers around the same functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from distiller.config import DistillConfig
+from distiller.stages.bootstrap import bootstrap_stage
+from distiller.stages.common import Progress, budget_cause, lock_run, model_ref, open_store, plan_llm_budget
+from distiller.stages.evaluate import evaluate_stage
+from distiller.stages.export import export_stage
+from distiller.stages.generate import generate_stage
+from distiller.stages.ingest import ingest_stage
+from distiller.stages.labeled import labeled_stage
+from distiller.stages.mine import mine_stage
+from distiller.stages.plan import DATA_STAGES, StageName, Step, data_plan, stage_plan
+from distiller.stages.report import report_stage
+from distiller.stages.train import train_stage, training_settings
+from distiller.stages.validate import validate_stage
+from distiller.store import RunStore, StageResult
+
+STAGE_FUNCTIONS: dict[StageName, Callable[..., StageResult]] = {
+    "ingest": ingest_stage,
+    "labeled": labeled_stage,
+    "bootstrap": bootstrap_stage,
+    "generate": generate_stage,
+    "validate": validate_stage,
+    "mine": mine_stage,
+    "train": train_stage,
+    "evaluate": evaluate_stage,
+    "export": export_stage,
+    "report": report_stage,
+}
+"""Each stage's function: (store, config, *step.args) -> StageResult."""
+
+
+def run_step(
+    step: Step,
+    store: RunStore,
+    cfg: DistillConfig,
+    *,
+    progress: Progress | None = None,
+    command: str | None = None,
+) -> StageResult:
+    """Run one step of `stage_plan(cfg)` in this process. `progress` is told each file ingest reads;
+    `command` is the command line export records in the data cards."""
+    if step.stage == "ingest":
+        return ingest_stage(store, cfg, progress)
+    if step.stage == "export":
+        return export_stage(store, cfg, command)
+    return STAGE_FUNCTIONS[step.stage](store, cfg, *step.args)
+
+
+__all__ = [
+    "DATA_STAGES",
+    "STAGE_FUNCTIONS",
+    "Progress",
+    "StageName",
+    "Step",
+    "bootstrap_stage",
+    "budget_cause",
+    "data_plan",
+    "evaluate_stage",
+    "export_stage",
+    "generate_stage",
+    "ingest_stage",
+    "labeled_stage",
+    "lock_run",
+    "mine_stage",
+    "model_ref",
+    "open_store",
+    "plan_llm_budget",
+    "report_stage",
+    "run_step",
+    "stage_plan",
+    "train_stage",
+    "training_settings",
+    "validate_stage",
+]

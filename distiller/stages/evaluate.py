@@ -1,0 +1,144 @@
+"""Evaluate: base model, BM25 and every iteration on held-out queries; the best to models/best."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from distiller.config import DistillConfig
+from distiller.errors import StageError
+from distiller.records import (
+    OFFLINE_WARNING,
+    Chunk,
+    Document,
+    MetricRow,
+    Passage,
+    Query,
+    query_set_label,
+    query_set_of,
+    read_parquet,
+    write_parquet,
+)
+from distiller.stages.common import budget_cause, model_ref
+from distiller.stages.keys import config_hash
+from distiller.store import RunStore, StageResult, stage_key
+
+# Bump when this stage's code changes what it writes: old cache entries stop matching.
+VERSION = "2"
+
+
+def evaluate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
+    """Base model, BM25 and every iteration's model on the held-out queries (and on the user's eval file,
+    which then selects); the best goes to models/best, the base when no iteration beats it."""
+    from distiller.modelcard import write_model_card
+    from distiller.retrieval.evaluation import evaluate_bm25, evaluate_model, select_best
+    from distiller.retrieval.models import load_student
+
+    passages_p, queries_p = store.path("passages.parquet"), store.path("queries.parquet")
+    iters = cfg.mining.iterations
+    model_dirs = [store.path(f"models/iter{k}") for k in range(1, iters + 1)]
+    missing = [str(p) for p in model_dirs if not p.is_dir()]
+    if missing:
+        raise StageError(f"evaluate needs the trained models: missing {', '.join(missing)}")
+    base_path, base_id = model_ref(store, cfg, 1)
+    eval_file = Path(cfg.evaluation.eval_file).expanduser() if cfg.evaluation.eval_file else None
+    key = stage_key(
+        "evaluate",
+        VERSION,
+        config_hash(cfg, "evaluation") + cfg.training.kind + str(cfg.training.max_seq_length),
+        [
+            passages_p,
+            queries_p,
+            base_id,
+            *model_dirs,
+            *_eval_inputs(store, eval_file),
+        ],
+    )
+
+    def run() -> dict[str, Any]:
+        passages = read_parquet(passages_p, Passage)
+        queries = [q for q in read_parquet(queries_p, Query) if q.split == "test"]
+        if not queries:
+            raise StageError(
+                "no held-out (test) queries to evaluate on: the corpus needs more documents"
+                + budget_cause(store)
+            )
+        own_set = query_set_of(queries)
+        real = _load_eval_set(store, cfg, passages)
+        ks = cfg.evaluation.ks
+        kind, msl = cfg.training.kind, cfg.training.max_seq_length
+        rows: list[MetricRow] = []
+        rows += evaluate_bm25(passages, queries, ks, query_set=own_set)
+        if real:
+            rows += evaluate_bm25(real.corpus, real.queries, ks, query_set="eval-file", unit_of=real.unit_of)
+        for name, k, path in [
+            ("base", 0, base_path),
+            *((f"iter{k}", k, str(d)) for k, d in enumerate(model_dirs, 1)),
+        ]:
+            model = load_student(path, kind=kind, max_seq_length=msl)
+            rows += evaluate_model(model, passages, queries, ks, name, k, query_set=own_set)
+            if real:
+                rows += evaluate_model(
+                    model, real.corpus, real.queries, ks, name, k, query_set="eval-file", unit_of=real.unit_of
+                )
+        write_parquet(store.path("metrics.parquet"), rows, MetricRow)
+        metric = cfg.evaluation.metric
+        best, chosen = select_best(rows, metric)
+        best_dir = store.path("models/best")
+        if best_dir.exists():
+            shutil.rmtree(best_dir)
+        src = base_path if best == "base" else str(store.path(f"models/{best}"))
+        shutil.copytree(src, best_dir)
+        (best_dir / "distiller_best.txt").write_text(f"{best}\n", encoding="utf-8")
+        write_model_card(store.dir, best=best)  # Hub-ready: base model id, labelled metrics, training
+        table = {r.model: r.value for r in rows if r.metric == metric and r.query_set == chosen}
+        n_sel = next(r.n_queries for r in rows if r.query_set == chosen)
+        label = query_set_label(chosen)
+        verdict = (
+            f"models/best is the base model: no trained iteration beat it on {label}"
+            if best == "base"
+            else f"best: {best} on {label}"
+        )
+        warning = OFFLINE_WARNING if chosen == "inverse-cloze" else None
+        return {
+            "message": f"{verdict} ({metric} "
+            + ", ".join(f"{m} {v:.3f}" for m, v in table.items())
+            + f"; {n_sel} queries)"
+            + (f". {warning}" if warning else ""),
+            "details": {
+                "best": best,
+                "metric": metric,
+                "values": table,
+                "selected_on": chosen,
+                "selected_on_label": label,
+                "held_out_queries": len(queries),
+                "eval_file": real.path if real else None,
+                "eval_queries": len(real.queries) if real else None,
+                "eval_notes": real.notes if real else [],
+                "warning": warning,
+            },
+        }
+
+    return store.run_stage("evaluate", key, ["metrics.parquet", "models/best"], run)
+
+
+def _eval_inputs(store: RunStore, eval_file: Path | None) -> list[Path]:
+    """What the eval set is read from: the file (a BEIR queries.jsonl: its folder, qrels included) and
+    the documents and chunks its ids are matched against."""
+    if eval_file is None or not eval_file.exists():
+        return []
+    src = eval_file.parent if eval_file.name == "queries.jsonl" else eval_file
+    return [src, store.path("sources.parquet"), store.path("chunks.parquet")]
+
+
+def _load_eval_set(store: RunStore, cfg: DistillConfig, passages: list[Passage]) -> Any:
+    """The user's eval file read against this run's corpus (documents and chunks in document mode)."""
+    if not cfg.evaluation.eval_file:
+        return None
+    from distiller.evalset import load_eval_file
+
+    docs_p, chunks_p = store.path("sources.parquet"), store.path("chunks.parquet")
+    documents = read_parquet(docs_p, Document) if docs_p.is_file() else []
+    chunks = read_parquet(chunks_p, Chunk) if chunks_p.is_file() and documents else []
+    return load_eval_file(cfg.evaluation.eval_file, documents, chunks, passages)

@@ -1,6 +1,0 @@
-"""Teachers turn chunks into (passages, queries, Q&A pairs). The offline teacher needs no LLM; LLM
-teachers plug in behind the same `GenerationOutput`."""
-
-from distiller.teachers.base import GenerationOutput
-
-__all__ = ["GenerationOutput"]

@@ -1,0 +1,237 @@
+"""The generate stage with an LLM teacher (the loopback server and a teacher that answers from the prompt):
+document mode (queries and Q&A pairs per chunk, contrastive negatives as generated triplets) and bootstrap
+mode (queries per concept, then documents that become the corpus); near-duplicates removed before money
+is spent on them; garbage answers recorded as failed rows."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from helpers.generation_responder import ScriptedTeacher, llm_run_config, write_corpus
+
+from distiller.generation.progress import ProgressEvent, progress_sink
+from distiller.prompts.documents import STRATEGIES
+from distiller.records import Chunk, GeneratedDocument, Passage, QAPair, Query, Triplet, read_parquet
+from distiller.stages import bootstrap_stage, generate_stage, ingest_stage, open_store
+from distiller.testing.llm_server import LLMTestServer
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return write_corpus(tmp_path / "docs")
+
+
+def _read(store, name: str, model):
+    return read_parquet(store.path(name), model)
+
+
+def test_document_mode_writes_grounded_traceable_rows(
+    llm_server: LLMTestServer, tmp_path: Path, corpus: Path
+) -> None:
+    teacher = ScriptedTeacher()
+    llm_server.responder = teacher
+    cfg = llm_run_config(
+        llm_server,
+        tmp_path / "runs",
+        input={"paths": [str(corpus)]},
+        generation={
+            "queries_per_chunk": 2,
+            "questions_per_chunk": 2,
+            "document_negatives": True,
+            "negatives_per_query": 2,
+            "template": "legal",
+        },
+    )
+    store = open_store(cfg)
+    ingest_stage(store, cfg)
+    events: list[ProgressEvent] = []
+    with progress_sink(events.append):
+        res = generate_stage(store, cfg)
+    assert res.status == "completed"
+    chunks = _read(store, "chunks.parquet", Chunk)
+    by_chunk = {c.chunk_id: c for c in chunks}
+    passages = _read(store, "passages.parquet", Passage)
+    assert [(p.passage_id, p.text) for p in passages] == [(c.chunk_id, c.text) for c in chunks]
+
+    queries = _read(store, "queries.parquet", Query)
+    assert queries and all(q.positive_ids == [q.chunk_id] and q.chunk_id in by_chunk for q in queries)
+    assert all(q.doc_id == by_chunk[q.chunk_id].doc_id and q.teacher == "test-model" for q in queries)
+    assert all(q.complexity in ("simple", "intermediate", "complex") for q in queries)
+    assert all(q.query_type and q.answer_type and q.key_concepts and q.language == "en" for q in queries)
+    # every chunk's second query was the same text: one is kept, the rest counted as near-duplicates
+    assert res.details["near_duplicates_removed"] == len(chunks) - 1
+    assert f"{len(chunks) - 1} near-duplicate queries removed" in (res.message or "")
+    assert sum("something everyone asks" in q.text for q in queries) == 1
+
+    qa = _read(store, "qa_pairs.parquet", QAPair)
+    assert len(qa) == 2 * len(chunks) and len({x.qa_id for x in qa}) == len(qa)
+    for pair in qa:
+        assert pair.source_chunk in by_chunk and pair.doc_id == by_chunk[pair.source_chunk].doc_id
+        assert pair.reasoning and pair.difficulty and pair.validation == "unvalidated"
+        # the scripted teacher answers with the first sentence of the passage it was shown
+        assert pair.answer.rstrip(".") in by_chunk[pair.source_chunk].text
+
+    # the prompt opened with the chunk itself and asked for the planned slots
+    first = next(r for r in llm_server.requests if r.schema_name == "QueryBatch")
+    assert first.first_user.startswith("Passage (from ") and "1. complexity:" in first.first_user
+    assert any(c.text.strip()[:60] in first.first_user for c in chunks)
+
+    docs = _read(store, "documents.parquet", GeneratedDocument)
+    assert docs and all(d.role == "negative" and d.explanation and d.chunk_id for d in docs)
+    used = Counter(d.strategy for d in docs)
+    assert set(used) <= set(STRATEGIES) and max(used.values()) - min(used.values()) <= 1
+    triplets = _read(store, "triplets_generated.parquet", Triplet)
+    train = {q.query_id for q in queries if q.split == "train"}
+    assert (
+        triplets and {t.query_id for t in triplets} <= train and all(t.kind == "generated" for t in triplets)
+    )
+    assert all(t.positive == by_chunk[t.positive_id].text for t in triplets)
+
+    finished = {e.step for e in events if e.finished}
+    assert finished == {"queries", "Q&A pairs", "negatives"}
+    assert all(e.stage == "generate" and e.budget_left_usd is not None for e in events)
+
+    # Resumable at the call level too: with the stage cache gone, the stage runs again and every call is
+    # answered from the call cache (what a run killed mid-stage does for the calls it had finished).
+    import shutil
+
+    shutil.rmtree(cfg.cache_path / "stages" / "generate")
+    llm_server.reset()
+    again = generate_stage(store, cfg)
+    assert again.status == "completed" and llm_server.count == 0
+    assert _read(store, "queries.parquet", Query) == queries
+
+
+def test_document_mode_garbage_answers_are_failed_rows(
+    llm_server: LLMTestServer, tmp_path: Path, corpus: Path
+) -> None:
+    teacher = ScriptedTeacher()
+    teacher.bad = lambda req: (
+        "wrong_schema"
+        if req.schema_name == "QABatch" and "deposit.md" in req.first_user
+        else "malformed"
+        if req.schema_name == "QueryBatch" and "rent.md" in req.first_user
+        else None
+    )
+    llm_server.responder = teacher
+    cfg = llm_run_config(llm_server, tmp_path / "runs", input={"paths": [str(corpus)]})
+    store = open_store(cfg)
+    ingest_stage(store, cfg)
+    res = generate_stage(store, cfg)
+    assert res.status == "completed"
+    chunks = _read(store, "chunks.parquet", Chunk)
+    bad_q = {c.chunk_id for c in chunks if c.source_path.endswith("rent.md")}
+    bad_qa = {c.chunk_id for c in chunks if c.source_path.endswith("deposit.md")}
+    assert res.details["failed_requests"] == len(bad_q) + len(bad_qa)
+    assert "requests failed (see ledger.parquet)" in (res.message or "")
+    queries = _read(store, "queries.parquet", Query)
+    assert queries and not {q.chunk_id for q in queries} & bad_q
+    qa = _read(store, "qa_pairs.parquet", QAPair)
+    assert qa and not {x.source_chunk for x in qa} & bad_qa
+
+
+def test_bootstrap_mode_documents_make_the_corpus(llm_server: LLMTestServer, tmp_path: Path) -> None:
+    teacher = ScriptedTeacher()
+    llm_server.responder = teacher
+    cfg = llm_run_config(
+        llm_server,
+        tmp_path / "runs",
+        generation={"domain": "legal", "concepts": 12, "concepts_per_call": 4, "negatives_per_query": 2},
+    )
+    store = open_store(cfg)
+    bootstrap_stage(store, cfg)
+    res = generate_stage(store, cfg)
+    assert res.status == "completed"
+    queries = _read(store, "queries.parquet", Query)
+    docs = _read(store, "documents.parquet", GeneratedDocument)
+    passages = {p.passage_id: p for p in _read(store, "passages.parquet", Passage)}
+    by_id = {d.document_id: d for d in docs}
+    assert set(passages) == set(by_id)  # the corpus is the generated documents
+    # near-duplicates were removed before any document was paid for
+    assert teacher.seen["DocumentSet"] == len(queries)
+    assert res.details["near_duplicates_removed"] > 0
+    for q in queries:
+        assert q.concept_id and q.doc_id == q.concept_id and not q.chunk_id
+        pos = [by_id[p] for p in q.positive_ids]
+        assert pos and all(d.role == "positive" and d.query_id == q.query_id for d in pos)
+        negs = [d for d in docs if d.query_id == q.query_id and d.role == "negative"]
+        assert len(negs) == 2 and all(d.explanation and d.strategy in STRATEGIES for d in negs)
+        assert {d.length for d in [*pos, *negs]} == {pos[0].length}  # one length per query: no shortcut
+    negatives = [d for d in docs if d.role == "negative"]
+    used = Counter(d.strategy for d in negatives)
+    assert set(used) == set(STRATEGIES) and max(used.values()) - min(used.values()) <= 1
+    lengths = Counter(by_id[q.positive_ids[0]].length for q in queries)
+    share = {"short": 0.25, "medium": 0.5, "long": 0.25}  # the legal template's length mix
+    assert all(abs(lengths[k] - len(queries) * v) < 1 for k, v in share.items())
+    for q in queries:  # the asked-for words arrived (the scripted teacher keeps to them)
+        lo = {"short": 40, "medium": 100, "long": 220}[by_id[q.positive_ids[0]].length]
+        assert len(by_id[q.positive_ids[0]].text.split()) >= lo
+    rel_queries = [q for q in queries if q.concept_id.startswith("r")]
+    assert rel_queries and {q.query_type for q in rel_queries} <= {"comparative", "scenario"}
+
+    qa = {x.qa_id: x for x in _read(store, "qa_pairs.parquet", QAPair)}
+    assert set(qa) == {q.query_id for q in queries}
+    assert all(qa[q.query_id].source_chunk == q.positive_ids[0] and qa[q.query_id].answer for q in queries)
+    triplets = _read(store, "triplets_generated.parquet", Triplet)
+    train = {q.query_id for q in queries if q.split == "train"}
+    assert triplets and {t.query_id for t in triplets} == train
+    assert all(by_id[t.negative_id].role == "negative" for t in triplets)
+    # the document requests asked for enough output tokens for their length
+    long_req = [
+        r for r in llm_server.requests if r.schema_name == "DocumentSet" and "220-350" in r.first_user
+    ]
+    assert long_req and all(r.max_tokens > cfg.teacher.max_tokens for r in long_req)
+
+
+def test_without_contrastive_negatives_are_plainly_related(llm_server: LLMTestServer, tmp_path: Path) -> None:
+    llm_server.responder = ScriptedTeacher()
+    cfg = llm_run_config(
+        llm_server,
+        tmp_path / "runs",
+        generation={"domain": "finance", "concepts": 4, "contrastive": False, "relationships_per_call": 0},
+    )
+    store = open_store(cfg)
+    bootstrap_stage(store, cfg)
+    generate_stage(store, cfg)
+    negatives = [d for d in _read(store, "documents.parquet", GeneratedDocument) if d.role == "negative"]
+    assert negatives and {d.strategy for d in negatives} == {"related"}
+    prompt = next(r for r in llm_server.requests if r.schema_name == "DocumentSet")
+    assert "topical_shift" not in prompt.prompt and "- related:" in prompt.prompt
+
+
+def test_generate_in_bootstrap_mode_needs_the_bootstrap_stage(
+    llm_server: LLMTestServer, tmp_path: Path
+) -> None:
+    from distiller.errors import StageError
+
+    cfg = llm_run_config(llm_server, tmp_path / "runs", generation={"domain": "legal"})
+    with pytest.raises(StageError, match=r"concepts\.parquet.*distill bootstrap"):
+        generate_stage(open_store(cfg), cfg)
+
+
+def test_a_negative_that_copies_its_positive_is_dropped(llm_server: LLMTestServer, tmp_path: Path) -> None:
+    teacher = ScriptedTeacher()
+
+    def copying(req):  # the first negative repeats the positive word for word (in other case)
+        answer = teacher(req)
+        if req.schema_name == "DocumentSet":
+            answer["negatives"][0]["text"] = answer["positives"][0]["text"].upper()
+        return answer
+
+    llm_server.responder = copying
+    cfg = llm_run_config(
+        llm_server,
+        tmp_path / "runs",
+        generation={"domain": "legal", "concepts": 4, "relationships_per_call": 0, "negatives_per_query": 2},
+    )
+    store = open_store(cfg)
+    bootstrap_stage(store, cfg)
+    res = generate_stage(store, cfg)
+    queries = _read(store, "queries.parquet", Query)
+    docs = _read(store, "documents.parquet", GeneratedDocument)
+    assert res.details["negatives_copying_a_positive"] == len(queries)
+    for q in queries:
+        negs = [d for d in docs if d.query_id == q.query_id and d.role == "negative"]
+        assert [d.document_id for d in negs] == [f"{q.query_id}-n1"]  # slot 0 was the copy
