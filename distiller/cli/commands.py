@@ -360,8 +360,18 @@ def export(
     split: Annotated[
         bool, typer.Option("--split", help="Re-split by document with the ratios below.")
     ] = False,
-    train_ratio: Annotated[float, typer.Option("--train-ratio", help="Share of documents for train.")] = 0.8,
-    val_ratio: Annotated[float, typer.Option("--val-ratio", help="Share of documents for validation.")] = 0.1,
+    train_ratio: Annotated[
+        float | None,
+        typer.Option(
+            "--train-ratio", help="Share of documents for train \\[default: the run's split.train_ratio]."
+        ),
+    ] = None,
+    val_ratio: Annotated[
+        float | None,
+        typer.Option(
+            "--val-ratio", help="Share of documents for validation \\[default: the run's split.val_ratio]."
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Split seed \\[default: the run's seed].")] = None,
     out_dir: Annotated[
         Path | None,
@@ -394,7 +404,7 @@ def export(
         res = export_run(
             run,
             fmt,
-            split_from_ratios(train_ratio, val_ratio) if split else None,
+            split_from_ratios(train_ratio, val_ratio, run) if split else None,
             seed,
             out_dir=out_dir,
             command=command,

@@ -76,8 +76,23 @@ def parse_formats(formats: Sequence[str] | str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def split_from_ratios(train_ratio: float, val_ratio: float) -> SplitConfig:
-    """A SplitConfig from CLI ratios, with a one-line error (not pydantic's report) when they are wrong."""
+def split_from_ratios(
+    train_ratio: float | None, val_ratio: float | None, run_dir: Path | str | None = None
+) -> SplitConfig:
+    """A SplitConfig from CLI ratios, with a one-line error (not pydantic's report) when they are wrong.
+    A ratio left out is the run's own (`split.*` in its manifest), else the config default."""
+    if train_ratio is None or val_ratio is None:
+        view = RunView(run_dir) if run_dir is not None else None
+        defaults = SplitConfig()
+
+        def run_value(name: str, default: float) -> float:
+            value = view.config_get(f"split.{name}") if view is not None else None
+            return float(value) if isinstance(value, int | float) else default
+
+        if train_ratio is None:
+            train_ratio = run_value("train_ratio", defaults.train_ratio)
+        if val_ratio is None:
+            val_ratio = run_value("val_ratio", defaults.val_ratio)
     try:
         validate_ratios(train_ratio, val_ratio)
         return SplitConfig(train_ratio=train_ratio, val_ratio=val_ratio)

@@ -184,6 +184,17 @@ def test_cli_facing_errors_are_one_line_distill_errors(run: Path, tmp_path: Path
         export_run(tmp_path, ["jsonl"], None)
 
 
+def test_resplit_ratios_left_out_are_the_runs_own(run: Path, tmp_path: Path) -> None:
+    # `distill export RUN --split --seed 7` re-splits at the run's ratios, not at a CLI default
+    own = split_from_ratios(None, None, run)
+    assert (own.train_ratio, own.val_ratio) == (TRAIN_RATIO, VAL_RATIO)
+    assert (SplitConfig().train_ratio, SplitConfig().val_ratio) != (TRAIN_RATIO, VAL_RATIO)
+    mixed = split_from_ratios(0.5, None, run)
+    assert (mixed.train_ratio, mixed.val_ratio) == (0.5, VAL_RATIO)
+    fallback = split_from_ratios(None, None)  # no run: the config's defaults
+    assert (fallback.train_ratio, fallback.val_ratio) == (SplitConfig().train_ratio, SplitConfig().val_ratio)
+
+
 def test_seed_defaults_to_the_runs_seed(run: Path, tmp_path: Path) -> None:
     res = export_run(run, ["jsonl"], RUN_SPLIT, None, out_dir=tmp_path)
     assert not res.resplit and f"--seed {SEED}" in res.command
