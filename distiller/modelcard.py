@@ -148,12 +148,12 @@ def comparison_table(frame: pd.DataFrame, best: str | None, base_name: str) -> l
 
 
 def model_index(
-    frame: pd.DataFrame, best: str, model_name: str, dataset: dict[str, str]
+    frame: pd.DataFrame, best: str, model_name: str, dataset: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """The `model-index` of the best model: one result per group of the metrics (e.g. per query set)."""
     groups = group_columns(frame)
     mine = frame[frame["model"] == best]
-    results = []
+    results: list[dict[str, Any]] = []
     parts = mine.groupby(groups, sort=False, dropna=False) if groups else [((), mine)]
     for key, part in parts:
         key = key if isinstance(key, tuple) else (key,)

@@ -61,7 +61,7 @@ def _files(root: Path, skip: tuple[str, ...] = ()) -> list[Path]:
 
 def dataset_configs(exports: Path) -> list[dict[str, Any]]:
     """The dataset card's `configs`: one per exported format the Hub reads, its split files named."""
-    configs = []
+    configs: list[dict[str, Any]] = []
     for fmt, ext in DATASET_FORMATS.items():
         files = [
             {"split": s, "path": f"{fmt}/{s}.{ext}"}

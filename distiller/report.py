@@ -249,7 +249,9 @@ def metrics_figure(view: RunView) -> go.Figure:
     models = sorted({m.model for m in view.metrics}, key=lambda m: (m != "bm25", m != "base", m))
     # one group of bars per (query set, metric); the set is named on the axis when there are several
     cols = [(qs, k) for qs, rows in by_set.items() for k in dict.fromkeys(m.metric for m in rows)]
-    value = {(m.query_set, m.model, m.metric): m.value for m in view.metrics}
+    value: dict[tuple[str, str, str], float] = {
+        (m.query_set, m.model, m.metric): m.value for m in view.metrics
+    }
     x = [_label(k) if len(by_set) == 1 else f"{_label(k)} · {qs}" for qs, k in cols]
     fig = go.Figure()
     for model in models:

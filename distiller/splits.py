@@ -16,7 +16,7 @@ import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from distiller.records import Split
 
@@ -109,14 +109,15 @@ class UnionFind:
         return {x: self.find(x) for x in self._parent}
 
 
-def merge_groups(
-    items: Iterable[Hashable], links: Iterable[tuple[Hashable, Hashable]]
-) -> dict[Hashable, Hashable]:
-    """item -> group label, where linked items (transitively) share a group."""
+_Item = TypeVar("_Item", bound=Hashable)
+
+
+def merge_groups(items: Iterable[_Item], links: Iterable[tuple[_Item, _Item]]) -> dict[_Item, _Item]:
+    """item -> group label (one of its group's items), where linked items (transitively) share a group."""
     uf = UnionFind(items)
     for a, b in links:
         uf.union(a, b)
-    return uf.groups()
+    return cast("dict[_Item, _Item]", uf.groups())
 
 
 # --- near-duplicate detection ---------------------------------------------------------------------------

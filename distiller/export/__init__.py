@@ -148,8 +148,8 @@ def _write_format(fmt: str, rows: ExportRows, folder: Path, run_name: str, ntupl
             ("queries", "queries", rows.queries),
             ("triplets-full", "triplets-full", rows.triplets),
         ):
-            for s, n in write_hf(kind, by_split, folder / sub if sub else folder).items():
-                files[f"{sub}/{s}" if sub else s] = n
+            for name, n in write_hf(kind, by_split, folder / sub if sub else folder).items():
+                files[f"{sub}/{name}" if sub else name] = n
     return files
 
 

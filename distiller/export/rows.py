@@ -89,8 +89,8 @@ def plan_splits(view: RunView, split: SplitConfig | None, seed: int) -> SplitPla
     if not same:
         assert split is not None
         by_group = assign_groups(groups, split.train_ratio, split.val_ratio, seed, weights=weight)
-        doc_split = {d: by_group[str(g)] for d, g in group_of.items()}
-        return SplitPlan(doc_split, True, split.train_ratio, split.val_ratio, seed, 0, len(groups))
+        resplit = {d: by_group[str(g)] for d, g in group_of.items()}
+        return SplitPlan(resplit, True, split.train_ratio, split.val_ratio, seed, 0, len(groups))
 
     # Keep the run's split; a group whose rows disagree goes whole to the split most of its rows have
     # (ties: the more held-out split, so nothing that was evaluated on becomes training data).

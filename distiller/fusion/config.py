@@ -240,7 +240,8 @@ def shares(cfg: FusionConfig) -> dict[str, float]:
 
 def _domain_errors(err: ValidationError, data: dict[str, Any]) -> str | None:
     """Name the domain (not just its list index) in an error about a domain entry."""
-    domains = data.get("domains") if isinstance(data.get("domains"), list) else []
+    raw = data.get("domains")
+    domains: list[Any] = raw if isinstance(raw, list) else []
     lines = []
     for e in err.errors():
         loc = e["loc"]

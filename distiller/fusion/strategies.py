@@ -48,7 +48,7 @@ def train_multitask(
 ) -> int:
     """One training over several datasets, each batch drawn from one of them; returns the step count."""
     from datasets import Dataset, DatasetDict
-    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from sentence_transformers.base.sampler import MultiDatasetBatchSamplers
     from transformers import set_seed
 
@@ -62,6 +62,7 @@ def train_multitask(
     set_seed(seed)
     device = resolve_device(cfg.device)
     model = load_student(base, kind=cfg.kind, device=device, max_seq_length=cfg.max_seq_length)
+    assert isinstance(model, SentenceTransformer)  # a dense student (checked above)
     data = DatasetDict(
         {
             name: Dataset.from_dict(

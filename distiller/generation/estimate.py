@@ -25,6 +25,8 @@ from distiller.generation.documents import document_requests, negative_requests
 from distiller.generation.qa import qa_requests
 from distiller.generation.queries import chunk_requests, concept_requests
 from distiller.generation.validation import (
+    JudgeItem,
+    Kind,
     judge_endpoint,
     judge_request,
     qa_items,
@@ -196,7 +198,7 @@ def _plan_judge(
     bootstrap: bool,
 ) -> None:
     by_id = {p.passage_id: p for p in passages}
-    pools = {"qa": qa_items(qa_pairs, by_id)}
+    pools: dict[Kind, list[JudgeItem]] = {"qa": qa_items(qa_pairs, by_id)}
     if not bootstrap and cfg.validation.judge_queries:
         pools["query"] = query_items(queries, by_id, skip={qa.qa_id for qa in qa_pairs})
     sizes = sample_sizes({k: len(v) for k, v in pools.items()}, cfg.validation.sample_rate, None)
@@ -247,7 +249,7 @@ def budget_plan(
         reqs = plan.requests[k : k + n]
         k += n
         est = estimate_cost(reqs, plan.endpoints, cache=cache)
-        [s] = est.stages or [None]
+        s = est.stages[0] if est.stages else None
         steps.append(
             PlannedStep(
                 stage=stage,

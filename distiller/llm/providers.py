@@ -121,6 +121,10 @@ class Provider(ABC):
     def _make_client(self, **kwargs: Any) -> Any: ...
 
     @abstractmethod
+    def body(self, messages: list[Message], spec: CallSpec) -> dict[str, Any]:
+        """The request body this provider's API takes (also one line of a batch file)."""
+
+    @abstractmethod
     async def _complete(self, messages: list[Message], spec: CallSpec) -> Completion: ...
 
     async def complete(self, messages: list[Message], spec: CallSpec) -> Completion:

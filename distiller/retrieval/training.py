@@ -100,16 +100,18 @@ def _loss(model: Any, cfg: TrainingConfig) -> Any:
 def _args(cfg: TrainingConfig, checkpoint_dir: Path, seed: int, device: str, n_rows: int) -> Any:
     import torch
 
+    # the two argument classes share the fields set below; the union of their types is not a class
+    args_cls: Any
     if cfg.kind == "splade":
-        from sentence_transformers import SparseEncoderTrainingArguments as Args
+        from sentence_transformers import SparseEncoderTrainingArguments as args_cls
     else:
-        from sentence_transformers import SentenceTransformerTrainingArguments as Args
+        from sentence_transformers import SentenceTransformerTrainingArguments as args_cls
     from sentence_transformers.base.sampler import BatchSamplers
 
     cuda = device.startswith("cuda")
     bf16 = cuda and torch.cuda.is_bf16_supported()
     steps_per_epoch = max(1, -(-n_rows // cfg.batch_size))
-    return Args(
+    return args_cls(
         output_dir=str(checkpoint_dir),
         num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size,
@@ -214,11 +216,12 @@ def train_student(
     checkpoints = CheckpointStore(Path(checkpoint_dir), _fingerprint(base, triplets, cfg, seed))
     resume = checkpoints.prepare()  # the newest whole checkpoint; torn ones are skipped with a warning
 
+    trainer_cls: Any  # the model is a SparseEncoder exactly when cfg.kind is splade (load_student)
     if cfg.kind == "splade":
-        from sentence_transformers import SparseEncoderTrainer as Trainer
+        from sentence_transformers import SparseEncoderTrainer as trainer_cls
     else:
-        from sentence_transformers import SentenceTransformerTrainer as Trainer
-    trainer = Trainer(
+        from sentence_transformers import SentenceTransformerTrainer as trainer_cls
+    trainer = trainer_cls(
         model=model,
         args=_args(cfg, checkpoints.staging, seed, device, len(data)),
         train_dataset=data,

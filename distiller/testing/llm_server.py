@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 FaultKind = Literal[
     "429", "500", "401", "drop", "timeout", "malformed", "truncated", "wrong_schema", "no_usage", "bad_body"
@@ -390,11 +390,11 @@ class LLMTestServer:
             return
         if path == "/v1/batches":
             with self._lock:
-                data = self._files.get(body.get("input_file_id", ""))
-            if data is None:
+                input_file = self._files.get(body.get("input_file_id", ""))
+            if input_file is None:
                 h._send(404, _error("openai", "invalid_request_error", "no such input file"))
                 return
-            items = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+            items = [json.loads(line) for line in input_file.decode().splitlines() if line.strip()]
             bid = f"batch_{uuid.uuid4().hex[:16]}"
             obj: dict[str, Any] = {
                 "id": bid,
@@ -456,10 +456,11 @@ class LLMTestServer:
             return True
         if parts == ["v1", "batches"]:  # list, newest first
             with self._lock:
-                data = [b["obj"] for b in reversed(self._batches.values()) if b["api"] == "openai"]
-            first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+                listed = [b["obj"] for b in reversed(self._batches.values()) if b["api"] == "openai"]
+            first, last = (listed[0]["id"], listed[-1]["id"]) if listed else (None, None)
             h._send(
-                200, {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": False}
+                200,
+                {"object": "list", "data": listed, "first_id": first, "last_id": last, "has_more": False},
             )
             return True
         if parts[:2] == ["v1", "batches"] and len(parts) == 3:
@@ -574,11 +575,11 @@ class LLMTestServer:
             h._send(404, {"error": {"message": f"no route {path}", "type": "not_found"}})
             return
         try:
-            body = json.loads(raw or b"{}")
+            request_body = json.loads(raw or b"{}")
         except json.JSONDecodeError:
             h._send(400, _error(api, "invalid_request_error", "the request body is not JSON"))
             return
-        req = _parse_request(api, path, body, h.headers)
+        req = _parse_request(api, path, request_body, h.headers)
         with self._lock:
             self.requests.append(req)
             fault: Fault | str | None = self._faults.popleft() if self._faults else None
@@ -723,7 +724,8 @@ def _multipart(content_type: str, raw: bytes) -> dict[str, bytes]:
     for part in msg.iter_parts():
         name = part.get_param("name", header="content-disposition")
         if name:
-            out[str(name)] = part.get_payload(decode=True) or b""
+            payload = part.get_payload(decode=True)
+            out[str(name)] = payload if isinstance(payload, bytes) else b""
     return out
 
 
@@ -795,7 +797,8 @@ def _load_responder(spec: str) -> Responder:
 
     module, _, name = spec.partition(":")
     obj = getattr(importlib.import_module(module), name)
-    return obj() if inspect.isclass(obj) else obj
+    # a class named by the spec is instantiated; a function is the responder itself
+    return cast("Responder", obj() if inspect.isclass(obj) else obj)
 
 
 def main(argv: list[str] | None = None) -> None:
