@@ -40,7 +40,7 @@ from distiller.export.retrieval import (
     write_triplets,
     write_triplets_full,
 )
-from distiller.export.rows import SPLIT_NAMES, ExportRows, Policy, collect_rows
+from distiller.export.rows import SPLIT_NAMES, ExportRows, Policy, collect_rows, run_ratios
 from distiller.runview import RunView
 from distiller.splits import SPLITS, validate_ratios
 
@@ -82,17 +82,12 @@ def split_from_ratios(
     """A SplitConfig from CLI ratios, with a one-line error (not pydantic's report) when they are wrong.
     A ratio left out is the run's own (`split.*` in its manifest), else the config default."""
     if train_ratio is None or val_ratio is None:
-        view = RunView(run_dir) if run_dir is not None else None
+        run_train, run_val, _ = run_ratios(RunView(run_dir)) if run_dir is not None else (None, None, None)
         defaults = SplitConfig()
-
-        def run_value(name: str, default: float) -> float:
-            value = view.config_get(f"split.{name}") if view is not None else None
-            return float(value) if isinstance(value, int | float) else default
-
         if train_ratio is None:
-            train_ratio = run_value("train_ratio", defaults.train_ratio)
+            train_ratio = run_train if run_train is not None else defaults.train_ratio
         if val_ratio is None:
-            val_ratio = run_value("val_ratio", defaults.val_ratio)
+            val_ratio = run_val if run_val is not None else defaults.val_ratio
     try:
         validate_ratios(train_ratio, val_ratio)
         return SplitConfig(train_ratio=train_ratio, val_ratio=val_ratio)

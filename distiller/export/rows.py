@@ -58,7 +58,7 @@ class ExportRows:
         }
 
 
-def _run_ratios(view: RunView) -> tuple[float | None, float | None, int | None]:
+def run_ratios(view: RunView) -> tuple[float | None, float | None, int | None]:
     return (view.config_get("split.train_ratio"), view.config_get("split.val_ratio"), view.config_get("seed"))
 
 
@@ -79,7 +79,7 @@ def plan_splits(view: RunView, split: SplitConfig | None, seed: int) -> SplitPla
     weight: Counter[str] = Counter(str(group_of[d]) for _, d, _ in rows)
     groups = sorted({str(g) for g in group_of.values()})
 
-    run_train, run_val, run_seed = _run_ratios(view)
+    run_train, run_val, run_seed = run_ratios(view)
     same = split is None or (
         run_train is not None
         and abs(split.train_ratio - run_train) < 1e-9
