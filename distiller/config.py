@@ -414,6 +414,34 @@ class MiningConfig(Section):
     )
 
 
+class EncodingConfig(Section):
+    """How corpora are encoded for mining, deduplication and evaluation (training always uses torch)."""
+
+    backend: Literal["torch", "onnx", "openvino"] = Field(
+        default="torch",
+        title="Encoding backend",
+        description="sentence-transformers backend for encoding: torch, or onnx / openvino through optimum "
+        "(pip install 'domain-distiller[onnx]' or '[openvino]'); when optimum is missing the run says so "
+        "and encodes with torch.",
+    )
+    quantize: bool = Field(
+        default=False,
+        title="Int8 quantisation",
+        description="Dynamic int8 quantisation of the encoder's linear layers for CPU encoding (torch: "
+        "torch.ao dynamic quantisation; onnx/openvino: optimum's). Faster on CPU; check the quality "
+        "change on your eval set.",
+    )
+    shard_size: int = Field(
+        default=4096,
+        ge=0,
+        title="Shard size",
+        description="Passages (or queries) per encoding shard; each shard's embeddings are cached in the run "
+        "folder, so a stopped run resumes at the first unfinished shard and new documents encode only new "
+        "shards. Shards fan out over Dask workers with runner: dask. Results do not depend on it. 0: "
+        "no shards (one in-memory encoding).",
+    )
+
+
 class TrainingConfig(Section):
     """Fine-tuning the student with sentence-transformers."""
 
@@ -655,6 +683,9 @@ class DistillConfig(BaseSettings):
     mining: MiningConfig = Field(
         default_factory=MiningConfig, title="Mining", description=MiningConfig.__doc__
     )
+    encoding: EncodingConfig = Field(
+        default_factory=EncodingConfig, title="Encoding", description=EncodingConfig.__doc__
+    )
     export: ExportConfig = Field(
         default_factory=ExportConfig, title="Export", description=ExportConfig.__doc__
     )
@@ -703,6 +734,13 @@ class DistillConfig(BaseSettings):
         default=None,
         title="Dask scheduler",
         description="Scheduler of an existing Dask cluster (tcp://host:8786); default: a local cluster.",
+    )
+    dask_workers: int | None = Field(
+        default=None,
+        ge=1,
+        title="Dask workers",
+        description="Worker processes of the local Dask cluster (one thread each); default: one per CPU "
+        "core. Ignored with dask_address.",
     )
 
     @field_validator("run_name")
@@ -868,6 +906,7 @@ __all__ = [
     "BudgetConfig",
     "ChunkingConfig",
     "DistillConfig",
+    "EncodingConfig",
     "EvaluationConfig",
     "ExportConfig",
     "ExportFormat",

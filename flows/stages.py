@@ -13,14 +13,17 @@ from typing import Any
 from prefect import Flow, Task, flow
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
+from prefect.states import State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from distiller import stages
 from distiller.config import DistillConfig
 from distiller.errors import StageError
+from distiller.retrieval.shards import ShardDone
 from distiller.stages.plan import Step
 from distiller.store import StageResult
 from tasks.stages import (
+    encode_shard_task,
     evaluate_task,
     export_task,
     generate_task,
@@ -41,7 +44,10 @@ def task_runner_for(config: DistillConfig) -> TaskRunner:
         if config.dask_address:
             return DaskTaskRunner(address=config.dask_address)
         # Processes with one thread each: tokenizers and torch hold the GIL for long stretches.
-        return DaskTaskRunner(cluster_kwargs={"processes": True, "threads_per_worker": 1})
+        kwargs: dict[str, Any] = {"processes": True, "threads_per_worker": 1}
+        if config.dask_workers:
+            kwargs["n_workers"] = config.dask_workers
+        return DaskTaskRunner(cluster_kwargs=kwargs)
     return ThreadPoolTaskRunner()
 
 
@@ -66,12 +72,45 @@ def on_runner(task_: Task[..., Any], config: DistillConfig, *args: Any) -> Stage
 
 def run_step(step: Step, config: DistillConfig, command: str | None = None) -> StageResult:
     """One step of `stage_plan(config)` as its task on the flow's task runner (training: `train_step`);
-    `command` is recorded by export."""
+    `command` is recorded by export. Mine and evaluate first encode their missing shards (`encode_shards`)."""
+    if step.stage in ("mine", "evaluate"):
+        encode_shards(step, config)
     if step.stage == "train":
         return train_step(config, *step.args)
     if step.stage == "export":
         return on_runner(export_task, config, command)
     return on_runner(task_for(step, config), config, *step.args)
+
+
+def encode_shards(step: Step, config: DistillConfig) -> list[ShardDone]:
+    """The step's missing encoding shards, each an `encode-shard` task: mapped over the workers with
+    Dask (one shard per worker process at a time), one after another in this process with threads
+    (torch already uses every core, and one model serves them all). A shard already on disk is not
+    planned, so a stopped run resumes at the first unfinished shard."""
+    specs = stages.shard_plan(step, stages.open_store(config), config)
+    if not specs:
+        return []
+    logger = get_run_logger()
+    name = step.stage + (f"_iter{step.iteration}" if step.iteration else "")
+    ctx = FlowRunContext.get()
+    on_dask = ctx is not None and type(ctx.task_runner).__name__ == "DaskTaskRunner"
+    logger.info(
+        "%s: encoding %d shards on %s", name, len(specs), "Dask workers" if on_dask else "this process"
+    )
+    if on_dask:
+        results = [f.result() for f in encode_shard_task.map(specs)]
+    else:
+        results = [encode_shard_task(s) for s in specs]
+    # The task returns a State (so that a shard found on disk shows as Cached): its data is the ShardDone.
+    done = [r.result() if isinstance(r, State) else r for r in results]
+    logger.info(
+        "%s: %d shards encoded (%d rows, %.0f s of encoding)",
+        name,
+        len(done),
+        sum(d.rows for d in done),
+        sum(d.seconds for d in done),
+    )
+    return done
 
 
 # -- where training runs --------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from distiller import stages
 from distiller.config import DistillConfig
 from distiller.generation.progress import ProgressEvent, Throttled, progress_sink
 from distiller.naming import default_run_name
+from distiller.retrieval.shards import EncodeShard, encode_shard
 from distiller.stages.plan import StageName, Step
 from distiller.store import StageResult
 
@@ -147,6 +148,20 @@ def mine_task_for(config: DistillConfig) -> Task[..., State]:
     if config.mining.judge_negatives:
         return mine_task.with_options(tags={"distiller", LLM_TAG})
     return mine_task
+
+
+@task(
+    name="encode-shard",
+    cache_policy=NO_CACHE,
+    tags=["distiller"],
+    task_run_name="encode-{spec.role}-shard-{spec.index}",
+)
+def encode_shard_task(spec: EncodeShard) -> State:
+    """One encoding shard of mine or evaluate: its embeddings into its own file in the run folder."""
+    done = encode_shard(spec)
+    if done.cached:
+        return Completed(name="Cached", data=done, message=f"{done.rows} rows already encoded")
+    return Completed(data=done, message=f"{done.rows} rows in {done.seconds:.1f}s ({done.encoder})")
 
 
 @task(name="train", cache_policy=NO_CACHE, tags=["distiller", "gpu"], task_run_name="train-iter{iteration}")

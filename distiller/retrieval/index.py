@@ -54,7 +54,12 @@ def _encode_batch(model: Any, texts: Sequence[str], role: Role, batch_size: int,
 
 
 def encode_dense(
-    model: Any, texts: Sequence[str], role: Role, batch_size: int, path: Path | None = None
+    model: Any,
+    texts: Sequence[str],
+    role: Role,
+    batch_size: int,
+    path: Path | None = None,
+    progress: bool = True,
 ) -> np.ndarray:
     """Encode `texts` into a float32 memmap at `path` (or an in-memory array when `path` is None),
     `batch_size` x 16 texts per encode call so the model's own batching and sorting still pay off."""
@@ -69,7 +74,7 @@ def encode_dense(
     )
     step = batch_size * 16
     norm = _normalize(model)
-    counter = Counter(_ENCODING[role], n, "texts")
+    counter = Counter(_ENCODING[role], n, "texts") if progress else None
     for start in range(0, n, step):
         emb = _encode_batch(
             model,
@@ -80,7 +85,8 @@ def encode_dense(
             convert_to_numpy=True,
         )
         out[start : start + len(emb)] = emb
-        counter.update(start + len(emb))
+        if counter is not None:
+            counter.update(start + len(emb))
     if isinstance(out, np.memmap):
         out.flush()
     return out
@@ -142,6 +148,12 @@ def _build_ann(emb: np.ndarray, block: int, seed: int) -> Any:
     return index
 
 
+def build_ann(emb: Any, seed: int) -> Any:
+    """The approximate IVF-SQ8 index over embeddings already encoded (an array, memmap or shards)."""
+    logger.info("corpus of %d passages: approximate IVF-SQ8 index", len(emb))
+    return _build_ann(emb, CORPUS_BLOCK, seed)
+
+
 def encode_corpus(
     model: Any,
     texts: Sequence[str],
@@ -171,8 +183,14 @@ def _search_dense(corpus: EncodedCorpus, q: np.ndarray, k: int) -> tuple[np.ndar
         return corpus.ann.search(q, k)
     emb = corpus.embeddings
     heap = faiss.ResultHeap(len(q), k, keep_max=True)
-    for start in range(0, len(emb), CORPUS_BLOCK):
-        block = np.ascontiguousarray(emb[start : start + CORPUS_BLOCK])
+    # A sharded corpus is searched shard by shard; the heap merges the blocks' top-k exactly.
+    blocks = (
+        emb.blocks(CORPUS_BLOCK)
+        if hasattr(emb, "blocks")
+        else ((s, emb[s : s + CORPUS_BLOCK]) for s in range(0, len(emb), CORPUS_BLOCK))
+    )
+    for start, rows in blocks:
+        block = np.ascontiguousarray(rows)
         d, i = faiss.knn(q, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
         if d.shape[1] < k:  # a last block smaller than k: pad so the heap sees (nq, k)
             pad = k - d.shape[1]
@@ -199,13 +217,18 @@ def search_batches(
     k: int,
     batch_size: int,
     query_batch: int = QUERY_BATCH,
+    query_embeddings: Any = None,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray, Any]]:
     """Yield (offset, scores [b, k], corpus indices [b, k], query embeddings) for each query batch,
-    best first. Indices < 0 mean fewer than k passages exist."""
+    best first. Indices < 0 mean fewer than k passages exist. `query_embeddings` (dense, one row per
+    query, encoded by the same model): searched as they are instead of encoding `queries`."""
     k = min(k, len(corpus)) if len(corpus) else k
     for start in range(0, len(queries), query_batch):
         chunk = queries[start : start + query_batch]
-        if corpus.sparse:
+        if query_embeddings is not None and not corpus.sparse:
+            q = np.asarray(query_embeddings[start : start + len(chunk)], dtype=np.float32)
+            d, i = _search_dense(corpus, q, k)
+        elif corpus.sparse:
             q = encode_sparse(model, chunk, "query", batch_size)
             d, i = _search_sparse(corpus, q, k)
         else:
@@ -251,6 +274,7 @@ def scratch_dir(prefix: str = "distiller-") -> Iterator[Path]:
 
 __all__ = [
     "EncodedCorpus",
+    "build_ann",
     "encode_corpus",
     "encode_dense",
     "encode_sparse",

@@ -108,11 +108,14 @@ def mine_triplets(
     previous: list[Triplet] | None = None,
     *,
     corpus: EncodedCorpus | None = None,
+    query_embeddings: Any = None,
 ) -> MiningResult:
     """Mine this iteration's new triplets from the training queries (split == "train").
 
-    `corpus`: the passages already encoded by this same model (`distiller.retrieval.index.encode_corpus`), to
-    reuse one encoding for mining and evaluation; encoded here otherwise."""
+    `corpus`: the passages already encoded by this same model (`distiller.retrieval.index.encode_corpus`,
+    or shards: `distiller.retrieval.shards`), to reuse one encoding; encoded here otherwise.
+    `query_embeddings`: the training queries' dense embeddings by the same model, one row per training
+    query in order; encoded here otherwise."""
     train = [q for q in queries if q.split == "train"]
     pid_index = {p.passage_id: i for i, p in enumerate(passages)}
     seen = {(t.query_id, t.positive_id, t.negative_id) for t in previous or []}
@@ -121,7 +124,10 @@ def mine_triplets(
         "n_corpus": len(passages),
         "iteration": iteration,
     }
-    usable = [q for q in train if any(pid in pid_index for pid in q.positive_ids)]
+    usable_rows = [i for i, q in enumerate(train) if any(pid in pid_index for pid in q.positive_ids)]
+    usable = [train[i] for i in usable_rows]
+    if query_embeddings is not None and len(query_embeddings) != len(train):
+        raise ValueError(f"{len(query_embeddings)} query embeddings for {len(train)} training queries")
     stats["n_missing_positive"] = len(train) - len(usable)
     if not usable or not passages:
         stats.update(n_hard=0, n_easy=0, easy_fallback=False, n_false_neg_dropped=0, n_duplicates_skipped=0)
@@ -151,8 +157,13 @@ def mine_triplets(
             )
         elif len(corpus) != len(passages):
             raise ValueError(f"encoded corpus has {len(corpus)} rows for {len(passages)} passages")
+        qgiven = (
+            np.asarray(query_embeddings[np.asarray(usable_rows, dtype=np.int64)], dtype=np.float32)
+            if query_embeddings is not None and not corpus.sparse
+            else None
+        )
         for off, scores, idx, qemb in search_batches(
-            model, corpus, [q.text for q in usable], top_k, cfg.encode_batch_size
+            model, corpus, [q.text for q in usable], top_k, cfg.encode_batch_size, query_embeddings=qgiven
         ):
             if hasattr(qemb, "multiply"):
                 qsparse.append(qemb)

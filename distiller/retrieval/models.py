@@ -93,6 +93,105 @@ def load_student(
     return model
 
 
+Backend = Literal["torch", "onnx", "openvino"]
+
+# backend -> (module optimum provides for it, the extra that installs it)
+_BACKEND_NEEDS: dict[str, tuple[str, str]] = {
+    "onnx": ("optimum.onnxruntime", "onnx"),
+    "openvino": ("optimum.intel.openvino", "openvino"),
+}
+
+
+def backend_missing(backend: str) -> str | None:
+    """Why `backend` cannot be used here (a sentence to show), or None when it can."""
+    if backend == "torch":
+        return None
+    import importlib.util
+
+    module, extra = _BACKEND_NEEDS[backend]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # the parent package (optimum) itself is missing
+        found = False
+    if found:
+        return None
+    return (
+        f"encoding.backend {backend!r} needs optimum ({module}), which is not installed: "
+        f"pip install 'domain-distiller[{extra}]'"
+    )
+
+
+def load_encoder(
+    name_or_path: str,
+    kind: ModelKind = "dense",
+    max_seq_length: int | None = None,
+    backend: Backend = "torch",
+    quantize: bool = False,
+    device: str = "auto",
+) -> tuple[SentenceTransformer | SparseEncoder, str]:
+    """The student for encoding only (mining, dedup, evaluation): on the backend asked for when it can
+    run here, else torch. Returns the model and what it runs on ("torch", "torch int8", "onnx", ...),
+    plus why when that is not what was asked for."""
+    asked = backend + (" int8" if quantize else "")
+    missing = backend_missing(backend)
+    notes: list[str] = []
+    if kind == "splade" and backend != "torch":
+        missing = f"encoding.backend {backend!r} is for dense models; SPLADE encodes with torch"
+    if missing:
+        logger.warning("%s; encoding with torch", missing)
+        notes.append(f"{missing}; encoding with torch")
+        backend = "torch"
+    dev = resolve_device(device)
+    if backend == "torch":
+        model = load_student(name_or_path, kind=kind, device=dev, max_seq_length=max_seq_length)
+        used = "torch"
+        if quantize and dev == "cpu":
+            import torch
+            from torch.ao.quantization import quantize_dynamic
+
+            # int8 weights, activations quantised on the fly: the Linear layers are most of BERT's time.
+            quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)  # type: ignore[no-untyped-call]
+            used = "torch int8"
+        elif quantize:
+            notes.append(f"int8 quantisation is for CPU encoding; encoding on {dev} in float32")
+    else:
+        model = _load_optimum(resolve_student(name_or_path), backend, quantize, dev)
+        used = backend + (" int8" if quantize else "")
+        if max_seq_length is not None:
+            model.max_seq_length = max_seq_length
+    if used != asked and not notes:
+        notes.append(f"asked for {asked}, encoding with {used}")
+    return model, used + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _load_optimum(
+    path: str, backend: Literal["onnx", "openvino"], quantize: bool, device: str
+) -> SentenceTransformer:
+    """sentence-transformers' own ONNX / OpenVINO backends (optimum exports the model on first load).
+    Int8 on ONNX: sentence-transformers' dynamic quantisation export, written next to a copy of the
+    model in a temporary folder (the model folder may be a read-only package)."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(path, device=device, backend=backend)
+    if not quantize:
+        return model
+    import tempfile
+
+    out = Path(tempfile.mkdtemp(prefix="distiller-int8-"))
+    model.save(str(out))
+    if backend == "onnx":
+        from sentence_transformers import export_dynamic_quantized_onnx_model
+
+        export_dynamic_quantized_onnx_model(model, "avx2", str(out))
+        kwargs = {"file_name": "onnx/model_qint8_avx2.onnx"}
+    else:
+        from sentence_transformers import export_static_quantized_openvino_model
+
+        export_static_quantized_openvino_model(model, None, str(out))
+        kwargs = {"file_name": "openvino/openvino_model_qint8_quantized.xml"}
+    return SentenceTransformer(str(out), device=device, backend=backend, model_kwargs=kwargs)
+
+
 def _has_mlm_head(path: Path) -> bool:
     """True if the checkpoint at `path` declares a *ForMaskedLM architecture (so its head is trained)."""
     import json
@@ -136,9 +235,12 @@ def load_splade(name_or_path: str, device: str = "cpu") -> SparseEncoder:
 
 
 __all__ = [
+    "Backend",
     "ModelKind",
+    "backend_missing",
     "build_splade",
     "is_sparse_folder",
+    "load_encoder",
     "load_splade",
     "load_student",
     "resolve_device",

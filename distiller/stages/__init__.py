@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from distiller.config import DistillConfig
+from distiller.retrieval.shards import EncodeShard
+from distiller.stages import evaluate as _evaluate
+from distiller.stages import mine as _mine
 from distiller.stages.bootstrap import bootstrap_stage
 from distiller.stages.common import Progress, budget_cause, lock_run, model_ref, open_store, plan_llm_budget
 from distiller.stages.evaluate import evaluate_stage
@@ -58,6 +61,16 @@ def run_step(
     return STAGE_FUNCTIONS[step.stage](store, cfg, *step.args)
 
 
+def shard_plan(step: Step, store: RunStore, cfg: DistillConfig) -> list[EncodeShard]:
+    """The encoding shards `step` still needs (mine and evaluate, dense students, not cached): what a
+    flow fans out before running the step, which then finds them on disk."""
+    if step.stage == "mine":
+        return _mine.shard_plan(store, cfg, *step.args)
+    if step.stage == "evaluate":
+        return _evaluate.shard_plan(store, cfg)
+    return []
+
+
 __all__ = [
     "DATA_STAGES",
     "STAGE_FUNCTIONS",
@@ -79,6 +92,7 @@ __all__ = [
     "plan_llm_budget",
     "report_stage",
     "run_step",
+    "shard_plan",
     "stage_plan",
     "train_stage",
     "training_settings",

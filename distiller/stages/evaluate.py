@@ -20,7 +20,9 @@ from distiller.records import (
     read_parquet,
     write_parquet,
 )
+from distiller.retrieval.shards import EncodeShard, Mapper
 from distiller.stages.common import budget_cause, model_ref
+from distiller.stages.encoding import encode_all, merge_details, sharded, specs_for
 from distiller.stages.keys import config_hash
 from distiller.store import RunStore, StageResult, stage_key
 
@@ -28,33 +30,70 @@ from distiller.store import RunStore, StageResult, stage_key
 VERSION = "2"
 
 
-def evaluate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
-    """Base model, BM25 and every iteration's model on the held-out queries (and on the user's eval file,
-    which then selects); the best goes to models/best, the base when no iteration beats it."""
-    from distiller.modelcard import write_model_card
-    from distiller.retrieval.evaluation import evaluate_bm25, evaluate_model, select_best
-    from distiller.retrieval.models import load_student
-
-    passages_p, queries_p = store.path("passages.parquet"), store.path("queries.parquet")
-    iters = cfg.mining.iterations
-    model_dirs = [store.path(f"models/iter{k}") for k in range(1, iters + 1)]
+def _models(store: RunStore, cfg: DistillConfig) -> list[tuple[str, int, str, Path | str]]:
+    """(name, iteration, path, identity) of every model evaluated: the base, then each iteration's."""
+    model_dirs = [store.path(f"models/iter{k}") for k in range(1, cfg.mining.iterations + 1)]
     missing = [str(p) for p in model_dirs if not p.is_dir()]
     if missing:
         raise StageError(f"evaluate needs the trained models: missing {', '.join(missing)}")
     base_path, base_id = model_ref(store, cfg, 1)
+    return [("base", 0, base_path, base_id)] + [
+        (f"iter{k}", k, str(d), d) for k, d in enumerate(model_dirs, 1)
+    ]
+
+
+def _key(store: RunStore, cfg: DistillConfig, models: list[tuple[str, int, str, Path | str]]) -> str:
     eval_file = Path(cfg.evaluation.eval_file).expanduser() if cfg.evaluation.eval_file else None
-    key = stage_key(
+    e = cfg.encoding
+    backend = "" if (e.backend, e.quantize) == ("torch", False) else f"|{e.backend}|{e.quantize}"
+    return stage_key(
         "evaluate",
         VERSION,
-        config_hash(cfg, "evaluation") + cfg.training.kind + str(cfg.training.max_seq_length),
+        config_hash(cfg, "evaluation") + cfg.training.kind + str(cfg.training.max_seq_length) + backend,
         [
-            passages_p,
-            queries_p,
-            base_id,
-            *model_dirs,
+            store.path("passages.parquet"),
+            store.path("queries.parquet"),
+            *(ident for *_, ident in models),
             *_eval_inputs(store, eval_file),
         ],
     )
+
+
+def _shards(
+    store: RunStore, cfg: DistillConfig, models: list[tuple[str, int, str, Path | str]]
+) -> dict[str, list[EncodeShard]]:
+    """Each model's shards of the whole corpus (held-out passages included: evaluation ranks them)."""
+    passages = read_parquet(store.path("passages.parquet"), Passage)
+    texts, ids = [p.text for p in passages], [p.passage_id for p in passages]
+    return {
+        name: specs_for(store, cfg, path, ident, texts, ids, "document") for name, _, path, ident in models
+    }
+
+
+def shard_plan(store: RunStore, cfg: DistillConfig) -> list[EncodeShard]:
+    """The corpus shards evaluation still needs to encode (none when cached or not sharded)."""
+    if not sharded(cfg):
+        return []
+    models = _models(store, cfg)
+    if store.cache.lookup("evaluate", _key(store, cfg, models), OUTPUTS) is not None:
+        return []
+    return [s for specs in _shards(store, cfg, models).values() for s in specs if not s.done]
+
+
+OUTPUTS = ["metrics.parquet", "models/best"]
+
+
+def evaluate_stage(store: RunStore, cfg: DistillConfig, mapper: Mapper | None = None) -> StageResult:
+    """Base model, BM25 and every iteration's model on the held-out queries (and on the user's eval file,
+    which then selects); the best goes to models/best, the base when no iteration beats it."""
+    from distiller.modelcard import write_model_card
+    from distiller.retrieval.evaluation import evaluate_bm25, evaluate_model, select_best
+    from distiller.retrieval.models import load_encoder
+
+    passages_p, queries_p = store.path("passages.parquet"), store.path("queries.parquet")
+    models = _models(store, cfg)
+    base_path = models[0][2]
+    key = _key(store, cfg, models)
 
     def run() -> dict[str, Any]:
         passages = read_parquet(passages_p, Passage)
@@ -72,12 +111,23 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
         rows += evaluate_bm25(passages, queries, ks, query_set=own_set)
         if real:
             rows += evaluate_bm25(real.corpus, real.queries, ks, query_set="eval-file", unit_of=real.unit_of)
-        for name, k, path in [
-            ("base", 0, base_path),
-            *((f"iter{k}", k, str(d)) for k, d in enumerate(model_dirs, 1)),
-        ]:
-            model = load_student(path, kind=kind, max_seq_length=msl)
-            rows += evaluate_model(model, passages, queries, ks, name, k, query_set=own_set)
+        shards = _shards(store, cfg, models) if sharded(cfg) else {}
+        encoded: list[dict[str, Any]] = []
+        encoders: set[str] = set()
+        for name, k, path, _ in models:
+            corpus = None
+            if name in shards:
+                corpus, done = encode_all(shards[name], mapper)
+                encoded.append(done)
+            model, how = load_encoder(
+                path,
+                kind=kind,
+                max_seq_length=msl,
+                backend=cfg.encoding.backend,
+                quantize=cfg.encoding.quantize,
+            )
+            encoders.add(how)
+            rows += evaluate_model(model, passages, queries, ks, name, k, query_set=own_set, corpus=corpus)
             if real:
                 rows += evaluate_model(
                     model, real.corpus, real.queries, ks, name, k, query_set="eval-file", unit_of=real.unit_of
@@ -117,10 +167,12 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
                 "eval_queries": len(real.queries) if real else None,
                 "eval_notes": real.notes if real else [],
                 "warning": warning,
+                **(merge_details(*encoded) if encoded else {}),
+                "encoder": sorted(encoders)[0] if len(encoders) == 1 else sorted(encoders),
             },
         }
 
-    return store.run_stage("evaluate", key, ["metrics.parquet", "models/best"], run)
+    return store.run_stage("evaluate", key, OUTPUTS, run)
 
 
 def _eval_inputs(store: RunStore, eval_file: Path | None) -> list[Path]:

@@ -8,7 +8,10 @@ from typing import Any
 from distiller.config import DistillConfig
 from distiller.errors import StageError
 from distiller.records import Passage, Query, Triplet, read_parquet, write_parquet
+from distiller.retrieval.index import build_ann
+from distiller.retrieval.shards import EncodeShard, Mapper
 from distiller.stages.common import budget_cause, model_ref
+from distiller.stages.encoding import encode_all, merge_details, sharded, specs_for
 from distiller.stages.keys import config_hash
 from distiller.store import RunStore, StageResult, stage_key
 
@@ -22,51 +25,118 @@ def _judges_negatives(cfg: DistillConfig) -> bool:
     return cfg.mining.judge_negatives and not judge_endpoint(cfg).offline
 
 
-def mine_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageResult:
-    from distiller.retrieval.mining import mine_triplets
-    from distiller.retrieval.models import load_student
+class _Plan:
+    """What one mining iteration reads and its cache key: shared by the stage and its shard plan."""
 
-    passages_p, queries_p = store.path("passages.parquet"), store.path("queries.parquet")
-    if not (passages_p.is_file() and queries_p.is_file()):
-        raise StageError("mine needs passages.parquet and queries.parquet: run generate first")
-    model_path, model_id = model_ref(store, cfg, iteration)
-    prev_triplets = store.path(f"triplets_iter{iteration - 1}.parquet") if iteration > 1 else None
-    inputs: list[Path | str] = [passages_p, queries_p, model_id]
-    if prev_triplets is not None:
-        inputs.append(prev_triplets)
-    # The LLM teacher's contrastive triplets join the first iteration (later ones accumulate them); the
-    # manifest says whether the last generate wrote them, so a stale file from another teacher is ignored.
-    gen_result = store.stage_results().get("generate")
-    generated = store.path("triplets_generated.parquet")
-    use_generated = iteration == 1 and gen_result is not None and generated.name in gen_result.outputs
-    if use_generated:
-        inputs.append(generated)
-    judged = _judges_negatives(cfg)
-    if judged:
-        from distiller.prompts import fingerprint
-        from distiller.prompts.judge import JUDGE_NEGATIVE
+    def __init__(self, store: RunStore, cfg: DistillConfig, iteration: int) -> None:
+        self.passages_p, self.queries_p = store.path("passages.parquet"), store.path("queries.parquet")
+        if not (self.passages_p.is_file() and self.queries_p.is_file()):
+            raise StageError("mine needs passages.parquet and queries.parquet: run generate first")
+        self.model_path, self.model_id = model_ref(store, cfg, iteration)
+        self.prev_triplets = store.path(f"triplets_iter{iteration - 1}.parquet") if iteration > 1 else None
+        inputs: list[Path | str] = [self.passages_p, self.queries_p, self.model_id]
+        if self.prev_triplets is not None:
+            inputs.append(self.prev_triplets)
+        # The LLM teacher's contrastive triplets join the first iteration (later ones accumulate them);
+        # the manifest says whether the last generate wrote them, so a stale file from another teacher
+        # is ignored.
+        gen_result = store.stage_results().get("generate")
+        self.generated = store.path("triplets_generated.parquet")
+        self.use_generated = (
+            iteration == 1 and gen_result is not None and self.generated.name in gen_result.outputs
+        )
+        if self.use_generated:
+            inputs.append(self.generated)
+        self.judged = _judges_negatives(cfg)
+        if self.judged:
+            from distiller.prompts import fingerprint
+            from distiller.prompts.judge import JUDGE_NEGATIVE
 
-        # The judge's endpoint, its prompt and the budget decide which negatives survive.
-        inputs.append(config_hash(cfg, "teacher", "validation", "budget") + fingerprint(JUDGE_NEGATIVE))
-    key = stage_key("mine", VERSION, config_hash(cfg, "mining") + cfg.training.kind + str(iteration), inputs)
-    out_name = f"triplets_iter{iteration}.parquet"
+            # The judge's endpoint, its prompt and the budget decide which negatives survive.
+            inputs.append(config_hash(cfg, "teacher", "validation", "budget") + fingerprint(JUDGE_NEGATIVE))
+        # Shard size and executor never change the triplets; the backend does (slightly): it is keyed.
+        self.key = stage_key(
+            "mine",
+            VERSION,
+            config_hash(cfg, "mining") + cfg.training.kind + str(iteration) + _backend_tag(cfg),
+            inputs,
+        )
+        self.out_name = f"triplets_iter{iteration}.parquet"
 
-    def run() -> dict[str, Any]:
-        passages = read_parquet(passages_p, Passage)
-        queries = read_parquet(queries_p, Query)
-        previous = read_parquet(prev_triplets, Triplet) if prev_triplets is not None else []
-        if use_generated:
-            live = {q.query_id for q in queries if q.split == "train"}  # validation may have removed some
-            previous += [t for t in read_parquet(generated, Triplet) if t.query_id in live]
+    def inputs(self) -> tuple[list[Passage], list[Query]]:
+        passages = read_parquet(self.passages_p, Passage)
+        queries = read_parquet(self.queries_p, Query)
         # Mine among training documents only: a held-out passage must never be seen in training,
         # not even as a negative.
         train_docs = {q.doc_id for q in queries if q.split == "train"}
-        passages = [p for p in passages if p.doc_id in train_docs]
-        model = load_student(model_path, kind=cfg.training.kind, max_seq_length=cfg.training.max_seq_length)
-        result = mine_triplets(model, passages, queries, cfg.mining, iteration, cfg.seed, previous=previous)
+        return [p for p in passages if p.doc_id in train_docs], queries
+
+    def shards(self, store: RunStore, cfg: DistillConfig) -> list[EncodeShard]:
+        passages, queries = self.inputs()
+        train = [q for q in queries if q.split == "train"]
+        return specs_for(
+            store, cfg, self.model_path, self.model_id, [p.text for p in passages],
+            [p.passage_id for p in passages], "document",
+        ) + specs_for(
+            store, cfg, self.model_path, self.model_id, [q.text for q in train],
+            [q.query_id for q in train], "query",
+        )  # fmt: skip
+
+
+def _backend_tag(cfg: DistillConfig) -> str:
+    e = cfg.encoding
+    return "" if (e.backend, e.quantize) == ("torch", False) else f"|{e.backend}|{e.quantize}"
+
+
+def shard_plan(store: RunStore, cfg: DistillConfig, iteration: int) -> list[EncodeShard]:
+    """The encoding shards mining iteration k still needs (none when the stage is cached or not sharded):
+    the flow encodes them as mapped tasks before the stage runs."""
+    if not sharded(cfg):
+        return []
+    plan = _Plan(store, cfg, iteration)
+    if store.cache.lookup(f"mine_iter{iteration}", plan.key, [plan.out_name]) is not None:
+        return []
+    return [s for s in plan.shards(store, cfg) if not s.done]
+
+
+def mine_stage(
+    store: RunStore, cfg: DistillConfig, iteration: int, mapper: Mapper | None = None
+) -> StageResult:
+    from distiller.retrieval.mining import mine_triplets
+
+    plan = _Plan(store, cfg, iteration)
+
+    def run() -> dict[str, Any]:
+        passages, queries = plan.inputs()
+        previous = read_parquet(plan.prev_triplets, Triplet) if plan.prev_triplets is not None else []
+        if plan.use_generated:
+            live = {q.query_id for q in queries if q.split == "train"}  # validation may have removed some
+            previous += [t for t in read_parquet(plan.generated, Triplet) if t.query_id in live]
+        encoded: dict[str, Any] = {}
+        corpus = qemb = None
+        if sharded(cfg):
+            specs = plan.shards(store, cfg)
+            n_docs = sum(s.role == "document" for s in specs)
+            corpus, encoded = encode_all(specs[:n_docs], mapper)
+            queries_enc, qdetails = encode_all(specs[n_docs:], mapper)
+            qemb, encoded = queries_enc.embeddings, merge_details(encoded, qdetails)
+            if (
+                cfg.mining.exact_index_max_corpus is not None
+                and len(corpus) > cfg.mining.exact_index_max_corpus
+            ):
+                corpus.ann = build_ann(corpus.embeddings, cfg.seed)
+        model = None  # the shards hold every embedding mining needs
+        if corpus is None:
+            model, how = _encoder(plan.model_path, cfg)
+            if how != "torch":
+                encoded["encoder"] = how
+        result = mine_triplets(
+            model, passages, queries, cfg.mining, iteration, cfg.seed, previous=previous,
+            corpus=corpus, query_embeddings=qemb,
+        )  # fmt: skip
         extra: dict[str, Any] = {}
         note, cost = "", 0.0
-        if judged:
+        if plan.judged:
             from distiller.retrieval.mining_judge import judge_negatives
 
             verdict = judge_negatives(result.triplets, cfg, store.dir, f"mine_iter{iteration}")
@@ -91,11 +161,36 @@ def mine_stage(store: RunStore, cfg: DistillConfig, iteration: int) -> StageResu
                 f"({sum(q.split == 'train' for q in queries)}) or passages ({len(passages)})"
                 + budget_cause(store)
             )
-        write_parquet(store.path(out_name), allrows, Triplet)
+        write_parquet(store.path(plan.out_name), allrows, Triplet)
+        shards_note = (
+            f"; {encoded['shards_encoded']} of {encoded['shards']} shards encoded"
+            if "shards" in encoded
+            else ""
+        )
         return {
-            "message": f"{len(result.triplets)} new triplets, {len(allrows)} accumulated" + note,
-            "details": {"new": len(result.triplets), "accumulated": len(allrows), **result.stats, **extra},
+            "message": f"{len(result.triplets)} new triplets, {len(allrows)} accumulated"
+            + shards_note
+            + note,
+            "details": {
+                "new": len(result.triplets),
+                "accumulated": len(allrows),
+                **result.stats,
+                **encoded,
+                **extra,
+            },
             "cost_usd": cost,
         }
 
-    return store.run_stage(f"mine_iter{iteration}", key, [out_name], run)
+    return store.run_stage(f"mine_iter{iteration}", plan.key, [plan.out_name], run)
+
+
+def _encoder(model_path: str, cfg: DistillConfig) -> tuple[Any, str]:
+    from distiller.retrieval.models import load_encoder
+
+    return load_encoder(
+        model_path,
+        kind=cfg.training.kind,
+        max_seq_length=cfg.training.max_seq_length,
+        backend=cfg.encoding.backend,
+        quantize=cfg.encoding.quantize,
+    )

@@ -11,6 +11,7 @@ from rich.console import Console
 
 import distiller.retrieval.evaluation
 import distiller.retrieval.models
+import distiller.stages.evaluate
 from distiller.config import DistillConfig
 from distiller.errors import EvalFileError
 from distiller.evalset import load_eval_file
@@ -204,6 +205,9 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(distiller.retrieval.evaluation, "evaluate_model", fake_model)
     monkeypatch.setattr(distiller.retrieval.evaluation, "evaluate_bm25", fake_bm25)
     monkeypatch.setattr(distiller.retrieval.models, "load_student", lambda path, **_: path)
+    monkeypatch.setattr(distiller.retrieval.models, "load_encoder", lambda path, **_: (path, "torch"))
+    # The models are folders of text files: nothing to encode into shards.
+    monkeypatch.setattr(distiller.stages.evaluate, "sharded", lambda cfg: False)
 
 
 def _text(renderable: object) -> str:

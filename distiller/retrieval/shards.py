@@ -1,0 +1,273 @@
+"""Sharded encoding: a corpus (or query set) cut into shards, each encoded on its own and cached as one
+`.npy` file, then searched as one matrix.
+
+- Shard boundaries are content-defined (as in content-defined chunking of backup tools): a shard ends
+  after a row whose id hashes to 0 modulo the shard size, or at 4x the shard size. Adding documents
+  changes only the shards the new rows fall into; every other shard keeps its rows, so its key, so
+  its cached embeddings.
+- A shard's key is the hash of what decides its embeddings: the model, the role (query or document),
+  the sequence length, the backend and the texts. Its file is written under a temporary name and
+  renamed, so a killed encoding leaves no half shard: a rerun finds the finished shards and encodes the
+  rest.
+- `ShardedEmbeddings` opens the shard files as memory maps and reads like one (n, dim) matrix: slices
+  and row gathers for the false-negative guard, and `blocks()` for search, which merges each block's
+  top-k in one FAISS result heap. For exact search that is the same neighbours as one index over the
+  whole corpus.
+
+Shards are plain data (`EncodeShard`), so any executor can encode them: a loop here, Prefect tasks
+mapped over a Dask cluster in the flow (`flows.stages`), or `distributed.Client.map` in a benchmark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+Role = Literal["query", "document"]
+MAX_FACTOR = 4
+"""A shard ends at MAX_FACTOR x the shard size when no content boundary came first."""
+
+
+def _hash_int(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def plan_shards(ids: Sequence[str], size: int) -> list[tuple[int, int]]:
+    """[start, stop) row ranges covering `ids`, with content-defined boundaries of mean length ~`size`."""
+    if size <= 0 or len(ids) <= size:
+        return [(0, len(ids))] if ids else []
+    out: list[tuple[int, int]] = []
+    start = 0
+    for i, rid in enumerate(ids):
+        if _hash_int(rid) % size == 0 or i + 1 - start >= MAX_FACTOR * size:
+            out.append((start, i + 1))
+            start = i + 1
+    if start < len(ids):
+        out.append((start, len(ids)))
+    return out
+
+
+class EncodeShard(BaseModel):
+    """One shard to encode: everything a worker process needs, nothing it must look up."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    role: Role
+    key: str
+    out: str
+    texts: list[str]
+    model_path: str
+    kind: Literal["dense", "splade"] = "dense"
+    max_seq_length: int | None = None
+    backend: Literal["torch", "onnx", "openvino"] = "torch"
+    quantize: bool = False
+    batch_size: int = 64
+
+    @property
+    def done(self) -> bool:
+        return Path(self.out).is_file()
+
+
+class ShardDone(BaseModel):
+    """What encoding one shard did (a Prefect task's result: small, no embeddings)."""
+
+    index: int
+    out: str
+    rows: int
+    cached: bool
+    seconds: float
+    encoder: str = ""
+
+
+def shard_specs(
+    texts: Sequence[str],
+    ids: Sequence[str],
+    role: Role,
+    model_path: str,
+    model_id: str,
+    folder: Path,
+    size: int,
+    *,
+    kind: Literal["dense", "splade"] = "dense",
+    max_seq_length: int | None = None,
+    backend: Literal["torch", "onnx", "openvino"] = "torch",
+    quantize: bool = False,
+    batch_size: int = 64,
+) -> list[EncodeShard]:
+    """The shards of `texts` (row ids `ids`), each with its cache file under `folder`."""
+    if len(texts) != len(ids):
+        raise ValueError(f"{len(texts)} texts for {len(ids)} ids")
+    head = f"{model_id}|{role}|{kind}|{max_seq_length}|{backend}|{quantize}"
+    specs = []
+    for n, (a, b) in enumerate(plan_shards(ids, size)):
+        h = hashlib.sha256(head.encode())
+        for t in texts[a:b]:
+            h.update(b"\x00" + t.encode("utf-8"))
+        key = h.hexdigest()[:24]
+        specs.append(
+            EncodeShard(
+                index=n,
+                role=role,
+                key=key,
+                out=str(folder / f"{role}-{key}.npy"),
+                texts=list(texts[a:b]),
+                model_path=model_path,
+                kind=kind,
+                max_seq_length=max_seq_length,
+                backend=backend,
+                quantize=quantize,
+                batch_size=batch_size,
+            )
+        )
+    return specs
+
+
+@lru_cache(maxsize=2)
+def _encoder(
+    model_path: str, kind: str, max_seq_length: int | None, backend: str, quantize: bool
+) -> tuple[Any, str]:
+    # One load per worker process and model, not one per shard.
+    import warnings
+
+    from distiller.retrieval.models import load_encoder
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*", category=UserWarning)
+        return load_encoder(
+            model_path,
+            kind=kind,  # type: ignore[arg-type]
+            max_seq_length=max_seq_length,
+            backend=backend,  # type: ignore[arg-type]
+            quantize=quantize,
+        )
+
+
+def encode_shard(spec: EncodeShard) -> ShardDone:
+    """Encode one shard into its file (atomically), or report it cached."""
+    t0 = time.perf_counter()
+    out = Path(spec.out)
+    if out.is_file():
+        return ShardDone(index=spec.index, out=spec.out, rows=len(spec.texts), cached=True, seconds=0.0)
+    from distiller.retrieval.index import encode_dense
+
+    model, used = _encoder(spec.model_path, spec.kind, spec.max_seq_length, spec.backend, spec.quantize)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.stem}.part-{os.getpid()}.npy")
+    try:
+        encode_dense(model, spec.texts, spec.role, spec.batch_size, path=tmp, progress=False)
+        os.replace(tmp, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return ShardDone(
+        index=spec.index,
+        out=spec.out,
+        rows=len(spec.texts),
+        cached=False,
+        seconds=round(time.perf_counter() - t0, 3),
+        encoder=used,
+    )
+
+
+Mapper = Callable[[Callable[[EncodeShard], ShardDone], list[EncodeShard]], list[ShardDone]]
+
+
+def serial_map(fn: Callable[[EncodeShard], ShardDone], specs: list[EncodeShard]) -> list[ShardDone]:
+    from distiller.progress import Counter
+
+    counter = Counter("encoding shards", len(specs), "shards")
+    out = []
+    for n, s in enumerate(specs, 1):
+        out.append(fn(s))
+        counter.update(n)
+    return out
+
+
+def encode_shards(
+    specs: list[EncodeShard], mapper: Mapper | None = None
+) -> tuple[ShardedEmbeddings, list[ShardDone]]:
+    """Encode the shards not on disk yet (with `mapper`, a loop by default) and open them all."""
+    todo = [s for s in specs if not s.done]
+    done = (mapper or serial_map)(encode_shard, todo) if todo else []
+    missing = [s.out for s in specs if not s.done]
+    if missing:
+        raise RuntimeError(f"{len(missing)} shard files missing after encoding, e.g. {missing[0]}")
+    return ShardedEmbeddings([Path(s.out) for s in specs]), done
+
+
+class ShardedEmbeddings:
+    """Shard files read as one (n, dim) float32 matrix, without loading them into memory."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.parts: list[np.ndarray] = [np.load(p, mmap_mode="r") for p in paths]
+        sizes = [len(p) for p in self.parts]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        dims = {p.shape[1] for p in self.parts}
+        if len(dims) > 1:
+            raise ValueError(f"shards of different dimensions: {sorted(dims)}")
+        self.dim = dims.pop() if dims else 0
+        self.dtype = np.dtype(np.float32)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.offsets[-1]), self.dim)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def blocks(self, block: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(row offset, rows) per shard, in pieces of at most `block` rows."""
+        for off, part in zip(self.offsets[:-1], self.parts, strict=True):
+            for s in range(0, len(part), block):
+                yield int(off) + s, part[s : s + block]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                return self[np.arange(start, stop, step)]
+            pieces = []
+            for off, part in zip(self.offsets[:-1], self.parts, strict=True):
+                a, b = max(start - off, 0), min(stop - off, len(part))
+                if a < b:
+                    pieces.append(np.asarray(part[a:b]))
+            return np.concatenate(pieces) if pieces else np.empty((0, self.dim), np.float32)
+        rows = np.asarray(key, dtype=np.int64)
+        if rows.ndim == 0:
+            return self[rows.reshape(1)][0]
+        if rows.size and (rows.min() < -len(self) or rows.max() >= len(self)):
+            raise IndexError(f"row out of range for {len(self)} rows")
+        rows = np.where(rows < 0, rows + len(self), rows)
+        which = np.searchsorted(self.offsets, rows, side="right") - 1
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        for s in np.unique(which):
+            mask = which == s
+            out[mask] = self.parts[s][rows[mask] - self.offsets[s]]
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self[0 : len(self)]
+        return arr.astype(dtype) if dtype is not None else arr
+
+
+__all__ = [
+    "EncodeShard",
+    "Mapper",
+    "ShardDone",
+    "ShardedEmbeddings",
+    "encode_shard",
+    "encode_shards",
+    "plan_shards",
+    "serial_map",
+    "shard_specs",
+]

@@ -1,0 +1,87 @@
+"""Sharded encoding for the stages that encode a corpus with a model (mine, evaluate): where a model's
+shards live in the run folder, which shards a stage needs, and encoding the missing ones.
+
+A stage run alone encodes its missing shards in a loop; the flow encodes them first as mapped Prefect
+tasks (on Dask: one shard per worker at a time), so the stage finds them all on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from distiller.config import DistillConfig
+from distiller.retrieval.index import EncodedCorpus
+from distiller.retrieval.shards import EncodeShard, Mapper, Role, encode_shards, shard_specs
+from distiller.store import RunStore, sha256_path
+
+SHARDS_DIR = "shards"
+
+
+def sharded(cfg: DistillConfig) -> bool:
+    """Dense students encode in shards (SPLADE's sparse matrices are encoded in one piece)."""
+    return cfg.encoding.shard_size > 0 and cfg.training.kind == "dense"
+
+
+def model_folder(store: RunStore, model_id: Path | str) -> Path:
+    """The folder of one model's shard files: a trained model is named by its files' hash."""
+    ident = sha256_path(model_id) if isinstance(model_id, Path) else model_id
+    return store.path(SHARDS_DIR) / hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def specs_for(
+    store: RunStore,
+    cfg: DistillConfig,
+    model_path: str,
+    model_id: Path | str,
+    texts: Sequence[str],
+    ids: Sequence[str],
+    role: Role,
+) -> list[EncodeShard]:
+    ident = sha256_path(model_id) if isinstance(model_id, Path) else model_id
+    return shard_specs(
+        texts,
+        ids,
+        role,
+        model_path,
+        ident,
+        model_folder(store, model_id),
+        cfg.encoding.shard_size,
+        kind=cfg.training.kind,
+        max_seq_length=cfg.training.max_seq_length,
+        backend=cfg.encoding.backend,
+        quantize=cfg.encoding.quantize,
+        batch_size=cfg.mining.encode_batch_size,
+    )
+
+
+def encode_all(
+    specs: list[EncodeShard], mapper: Mapper | None = None
+) -> tuple[EncodedCorpus, dict[str, Any]]:
+    """Encode the shards not on disk (resume: the finished ones are kept) and open them as one matrix;
+    with what was done, for the stage's details."""
+    emb, done = encode_shards(specs, mapper)
+    encoders = sorted({d.encoder for d in done if d.encoder})
+    details: dict[str, Any] = {
+        "shards": len(specs),
+        "shards_encoded": sum(not d.cached for d in done),
+        "shards_reused": len(specs) - sum(not d.cached for d in done),
+    }
+    if encoders:
+        details["encoder"] = encoders[0] if len(encoders) == 1 else encoders
+    return EncodedCorpus(emb, sparse=False), details
+
+
+def merge_details(*parts: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"shards": 0, "shards_encoded": 0, "shards_reused": 0}
+    for p in parts:
+        for k in out:
+            out[k] += p.get(k, 0)
+        if "encoder" in p:
+            out["encoder"] = p["encoder"]
+    return out
+
+
+__all__ = ["encode_all", "merge_details", "model_folder", "sharded", "specs_for"]
