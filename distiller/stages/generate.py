@@ -50,6 +50,8 @@ def generate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
         outputs += LLM_OUTPUTS
         # Prompts and templates it renders, and the student that finds near-duplicate queries.
         llm_key = stage_fingerprint(cfg, "generate") + cfg.training.student
+        if (cfg.encoding.backend, cfg.encoding.quantize) != ("torch", False):  # dedup's encoder
+            llm_key += f"|{cfg.encoding.backend}|{cfg.encoding.quantize}"
     key = stage_key(
         "generate",
         VERSION,
