@@ -205,6 +205,11 @@ def encode_shards(
     missing = [s.out for s in specs if not s.done]
     if missing:
         raise RuntimeError(f"{len(missing)} shard files missing after encoding, e.g. {missing[0]}")
+    # Every shard is in place: a part file left is a kill's torn write, never read; remove it.
+    for folder in {Path(s.out).parent for s in specs}:
+        for torn in folder.glob("*.part-*.npy"):
+            with contextlib.suppress(FileNotFoundError):
+                torn.unlink()
     return ShardedEmbeddings([Path(s.out) for s in specs]), done
 
 

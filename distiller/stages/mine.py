@@ -163,7 +163,8 @@ def mine_stage(
             )
         write_parquet(store.path(plan.out_name), allrows, Triplet)
         shards_note = (
-            f"; {encoded['shards_encoded']} of {encoded['shards']} shards encoded"
+            f"; {encoded['shards']} shards ({encoded['shards_encoded']} encoded here, "
+            f"{encoded['shards_reused']} already on disk)"
             if "shards" in encoded
             else ""
         )

@@ -157,7 +157,9 @@ def test_a_stopped_encoding_resumes_at_the_first_unfinished_shard(tmp_path: Path
     with pytest.raises(KeyboardInterrupt):
         encode_shards(specs, dies_after_two)
     assert [s.done for s in specs] == [True, True] + [False] * (len(specs) - 2)
+    assert len(list((tmp_path / "shards").glob("*.part-*"))) == 1
     emb, done = encode_shards(specs)  # the rerun
+    assert not list((tmp_path / "shards").glob("*.part-*"))  # the torn part is gone
     assert [d.index for d in done] == [s.index for s in specs[2:]]
     assert all(not d.cached for d in done)
     whole, _ = encode_shards(_specs(texts, tmp_path / "one", 0))
