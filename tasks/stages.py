@@ -154,7 +154,7 @@ def mine_task_for(config: DistillConfig) -> Task[..., State]:
     name="encode-shard",
     cache_policy=NO_CACHE,
     tags=["distiller"],
-    task_run_name="encode-{spec.role}-shard-{spec.index}",
+    task_run_name="encode-{spec.label}-{spec.role}-{spec.index}",
 )
 def encode_shard_task(spec: EncodeShard) -> State:
     """One encoding shard of mine or evaluate: its embeddings into its own file in the run folder."""

@@ -71,6 +71,8 @@ class EncodeShard(BaseModel):
     index: int
     role: Role
     key: str
+    label: str = ""
+    """What the shard is for (e.g. mine_iter1, evaluate-base): the task run's name, not the key."""
     out: str
     texts: list[str]
     model_path: str
@@ -110,6 +112,7 @@ def shard_specs(
     backend: Literal["torch", "onnx", "openvino"] = "torch",
     quantize: bool = False,
     batch_size: int = 64,
+    label: str = "",
 ) -> list[EncodeShard]:
     """The shards of `texts` (row ids `ids`), each with its cache file under `folder`."""
     if len(texts) != len(ids):
@@ -126,6 +129,7 @@ def shard_specs(
                 index=n,
                 role=role,
                 key=key,
+                label=label,
                 out=str(folder / f"{role}-{key}.npy"),
                 texts=list(texts[a:b]),
                 model_path=model_path,

@@ -39,6 +39,7 @@ def specs_for(
     texts: Sequence[str],
     ids: Sequence[str],
     role: Role,
+    label: str = "",
 ) -> list[EncodeShard]:
     ident = sha256_path(model_id) if isinstance(model_id, Path) else model_id
     return shard_specs(
@@ -54,6 +55,7 @@ def specs_for(
         backend=cfg.encoding.backend,
         quantize=cfg.encoding.quantize,
         batch_size=cfg.mining.encode_batch_size,
+        label=label,
     )
 
 

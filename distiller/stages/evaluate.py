@@ -66,7 +66,8 @@ def _shards(
     passages = read_parquet(store.path("passages.parquet"), Passage)
     texts, ids = [p.text for p in passages], [p.passage_id for p in passages]
     return {
-        name: specs_for(store, cfg, path, ident, texts, ids, "document") for name, _, path, ident in models
+        name: specs_for(store, cfg, path, ident, texts, ids, "document", f"evaluate-{name}")
+        for name, _, path, ident in models
     }
 
 

@@ -62,6 +62,7 @@ class _Plan:
             inputs,
         )
         self.out_name = f"triplets_iter{iteration}.parquet"
+        self.stage = f"mine_iter{iteration}"
 
     def inputs(self) -> tuple[list[Passage], list[Query]]:
         passages = read_parquet(self.passages_p, Passage)
@@ -76,10 +77,10 @@ class _Plan:
         train = [q for q in queries if q.split == "train"]
         return specs_for(
             store, cfg, self.model_path, self.model_id, [p.text for p in passages],
-            [p.passage_id for p in passages], "document",
+            [p.passage_id for p in passages], "document", self.stage,
         ) + specs_for(
             store, cfg, self.model_path, self.model_id, [q.text for q in train],
-            [q.query_id for q in train], "query",
+            [q.query_id for q in train], "query", self.stage,
         )  # fmt: skip
 
 
@@ -94,7 +95,7 @@ def shard_plan(store: RunStore, cfg: DistillConfig, iteration: int) -> list[Enco
     if not sharded(cfg):
         return []
     plan = _Plan(store, cfg, iteration)
-    if store.cache.lookup(f"mine_iter{iteration}", plan.key, [plan.out_name]) is not None:
+    if store.cache.lookup(plan.stage, plan.key, [plan.out_name]) is not None:
         return []
     return [s for s in plan.shards(store, cfg) if not s.done]
 
@@ -182,7 +183,7 @@ def mine_stage(
             "cost_usd": cost,
         }
 
-    return store.run_stage(f"mine_iter{iteration}", plan.key, [plan.out_name], run)
+    return store.run_stage(plan.stage, plan.key, [plan.out_name], run)
 
 
 def _encoder(model_path: str, cfg: DistillConfig) -> tuple[Any, str]:

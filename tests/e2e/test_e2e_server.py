@@ -152,7 +152,11 @@ def test_deploy_and_run_twice_through_the_server(stack: svc.Stack, tiny_corpus: 
     assert {"ingest", "generate", "mine-iter1", "evaluate", "export", "report"} <= ran, json.dumps(states1)
     # mine's and evaluate's encoding shards ran as tasks of their own before them
     shards1 = {k for k in states1 if k.startswith("encode-")}
-    assert {"encode-document-shard-0", "encode-query-shard-0"} <= shards1, json.dumps(states1)
+    assert {
+        "encode-mine_iter1-document-0",
+        "encode-mine_iter1-query-0",
+        "encode-evaluate-iter1-document-0",
+    } <= shards1, json.dumps(states1)
     assert set(states1.values()) <= {"Completed", "Skipped"}, json.dumps(states1)
     train1 = _train_subflow(first["id"], env)
     assert train1["pool"] == "distill-gpu" and train1["state"] == "COMPLETED", train1
