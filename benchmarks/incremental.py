@@ -1,6 +1,6 @@
 """Incremental runs: add 10% new documents to a finished run and rerun it, against a cold run.
 
-    .venv/bin/python benchmarks/incremental.py                 # 300 documents + 30
+    .venv/bin/python benchmarks/incremental.py                 # 120 documents + 12
     .venv/bin/python benchmarks/incremental.py --docs 600 --shard-size 1024
 
 Documents: MedQuAD answers grouped by topic (`focus`) into one text file per topic, from
@@ -72,9 +72,9 @@ def run(corpus: Path, root: Path, name: str, args: argparse.Namespace) -> tuple[
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--docs", type=int, default=300)
+    p.add_argument("--docs", type=int, default=120)
     p.add_argument("--shard-size", type=int, default=512)
-    p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument("--max-seq-length", type=int, default=64)
     args = p.parse_args()
     import pandas as pd
 

@@ -127,6 +127,25 @@ def run(
         list[str] | None,
         typer.Option("--format", "-f", help="Export format(s) \\[default: jsonl]. Repeatable."),
     ] = None,
+    runner: Annotated[
+        str | None,
+        typer.Option(help="thread (default) or dask: stage and encode-shard tasks on a Dask cluster."),
+    ] = None,
+    dask_workers: Annotated[
+        int | None, typer.Option(help="Worker processes of the local Dask cluster \\[default: one per core].")
+    ] = None,
+    shard_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Passages per encoding shard, each cached on its own \\[default: 4096]; 0: no shards."
+        ),
+    ] = None,
+    quantize: Annotated[
+        bool | None,
+        typer.Option(
+            "--quantize/--no-quantize", help="Int8 encoding for mining and evaluation (faster on CPU)."
+        ),
+    ] = None,
     no_prefect: Annotated[
         bool, typer.Option("--no-prefect", help="Run the stages in-process without Prefect.")
     ] = False,

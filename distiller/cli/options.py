@@ -115,6 +115,10 @@ FLAGS = checked_table(
         "run_name": "run_name",
         "runs_dir": "runs_dir",
         "seed": "seed",
+        "runner": "runner",
+        "dask_workers": "dask_workers",
+        "shard_size": "encoding.shard_size",
+        "quantize": "encoding.quantize",
     },
 )
 """A command's parameter -> the DistillConfig setting it overrides (the same name in every command)."""
