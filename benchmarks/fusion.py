@@ -36,7 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from distiller.config import DistillConfig, MiningConfig, TrainingConfig
-from distiller.fusion.config import FusionConfig
+from distiller.fusion.config import FusionConfig, FusionSection
 from distiller.fusion.domains import DomainData, fused_config, ns
 from distiller.fusion.generators import Adversarial, CrossDomain, FusionContext
 from distiller.fusion.records import RetentionRow
@@ -165,6 +165,8 @@ def run_seed(
     fusion_rows = by_domain.pop(FUSION_SET, []) + fusion_t
     timings["mine-union"] = time.perf_counter() - t0
     cross_test = [q for q in fusion_q if q.split == "test"]
+    # single-domain queries only (as `distill fuse`): a cross-domain query would join two domains' answers
+    positives = {q.query_id: list(q.positive_ids) for d in doms.values() for q in d.queries}
     for strategy in args.strategies:
         t0 = time.perf_counter()
         res = train_strategy(
@@ -177,6 +179,8 @@ def run_seed(
             seed,
             work / f"w-{strategy}",
             replay_share=args.replay_share,
+            positives=positives if args.mask_shared_answers else None,
+            anchor_weight=args.anchor_weight,
         )
         fused = load_student(str(res.model_dir), max_seq_length=tcfg.max_seq_length)
         for name, d in doms.items():
@@ -217,9 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split-seed", type=int, default=13)
     p.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
     p.add_argument("--strategies", nargs="+", default=["multitask", "sequential", "integration"])
-    p.add_argument("--cross-ratio", type=float, default=0.2)
-    p.add_argument("--adversarial-ratio", type=float, default=0.1)
-    p.add_argument("--replay-share", type=float, default=0.2)
+    product = FusionSection()  # the fusion defaults `distill fuse` uses
+    p.add_argument("--cross-ratio", type=float, default=product.cross_domain_ratio)
+    p.add_argument("--adversarial-ratio", type=float, default=product.adversarial_ratio)
+    p.add_argument("--replay-share", type=float, default=product.replay_share)
+    p.add_argument("--anchor-weight", type=float, default=product.anchor_weight)
+    p.add_argument(
+        "--mask-shared-answers", action=argparse.BooleanOptionalAction, default=product.mask_shared_answers
+    )
     p.add_argument("--chunk-size", type=int, default=128)
     p.add_argument("--max-seq-length", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)
