@@ -11,7 +11,8 @@ Domains (labeled mode, both from ../shared/data or DISTILL_SHARED_DATA):
   abstracts (`--sci-fraction`).
 
 Per seed: mining over the union corpus with the base model (the product's defaults), then each fusion
-strategy (distiller.fusion.strategies) trains a fused student, and each domain's specialist is trained on
+strategy (distiller.fusion.strategies) trains a fused student with the product's fusion defaults
+(FusionSection: shared answers masked, anchor weight), and each domain's specialist is trained on
 its own domain only (mined over its own corpus: the same queries and settings). Offline cross-domain
 queries (two domains' questions joined, positives from both) and BM25 adversarial negatives are the
 fusion rows (the offline generators: no LLM here). Evaluation per domain over that domain's corpus (base,

@@ -10,7 +10,10 @@
 - `integration`: two phases, per-domain data (multitask), then the cross-domain/adversarial rows with a
   replay of per-domain easy triplets.
 
-Every phase uses the run's TrainingConfig (loss, learning rate, epochs, batch size, ...).
+Every phase uses the run's TrainingConfig (learning rate, epochs, batch size, ...). With `positives` or
+an `anchor_weight` (what `distill fuse` passes by default: fusion.mask_shared_answers, fusion.anchor_weight)
+the loss is `distiller.retrieval.anchored`'s: MultipleNegativesRankingLoss without the in-batch negatives
+that answer the query, plus a pull toward the base model's embeddings of the training texts.
 """
 
 from __future__ import annotations

@@ -589,6 +589,9 @@ def test_each_strategy_trains_on_a_tiny_two_domain_corpus(tmp_path: Path, strate
         order=["law", "med"],
         replay_share=0.5,
         sampler="round_robin",
+        # what `distill fuse` passes by default: the anchored loss in every phase
+        positives={q.query_id: q.positive_ids for d in (med, law) for q in d.queries},
+        anchor_weight=10.0,
     )
     model = load_student(str(res.model_dir), max_seq_length=32)
     assert model.encode(["a test"]).shape == (1, 384)
