@@ -11,7 +11,8 @@ Domains (labeled mode, both from ../shared/data or DISTILL_SHARED_DATA):
   abstracts (`--sci-fraction`).
 
 Per seed: mining over the union corpus with the base model (the product's defaults), then each fusion
-strategy (distiller.fusion.strategies) trains a fused student, and each domain's specialist is trained on
+strategy (distiller.fusion.strategies) trains a fused student with the product's fusion defaults
+(FusionSection: shared answers masked, anchor weight), and each domain's specialist is trained on
 its own domain only (mined over its own corpus: the same queries and settings). Offline cross-domain
 queries (two domains' questions joined, positives from both) and BM25 adversarial negatives are the
 fusion rows (the offline generators: no LLM here). Evaluation per domain over that domain's corpus (base,
@@ -36,7 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from distiller.config import DistillConfig, MiningConfig, TrainingConfig
-from distiller.fusion.config import FusionConfig
+from distiller.fusion.config import FusionConfig, FusionSection
 from distiller.fusion.domains import DomainData, fused_config, ns
 from distiller.fusion.generators import Adversarial, CrossDomain, FusionContext
 from distiller.fusion.records import RetentionRow
@@ -165,6 +166,8 @@ def run_seed(
     fusion_rows = by_domain.pop(FUSION_SET, []) + fusion_t
     timings["mine-union"] = time.perf_counter() - t0
     cross_test = [q for q in fusion_q if q.split == "test"]
+    # single-domain queries only (as `distill fuse`): a cross-domain query would join two domains' answers
+    positives = {q.query_id: list(q.positive_ids) for d in doms.values() for q in d.queries}
     for strategy in args.strategies:
         t0 = time.perf_counter()
         res = train_strategy(
@@ -177,6 +180,8 @@ def run_seed(
             seed,
             work / f"w-{strategy}",
             replay_share=args.replay_share,
+            positives=positives if args.mask_shared_answers else None,
+            anchor_weight=args.anchor_weight,
         )
         fused = load_student(str(res.model_dir), max_seq_length=tcfg.max_seq_length)
         for name, d in doms.items():
@@ -217,9 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split-seed", type=int, default=13)
     p.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
     p.add_argument("--strategies", nargs="+", default=["multitask", "sequential", "integration"])
-    p.add_argument("--cross-ratio", type=float, default=0.2)
-    p.add_argument("--adversarial-ratio", type=float, default=0.1)
-    p.add_argument("--replay-share", type=float, default=0.2)
+    product = FusionSection()  # the fusion defaults `distill fuse` uses
+    p.add_argument("--cross-ratio", type=float, default=product.cross_domain_ratio)
+    p.add_argument("--adversarial-ratio", type=float, default=product.adversarial_ratio)
+    p.add_argument("--replay-share", type=float, default=product.replay_share)
+    p.add_argument("--anchor-weight", type=float, default=product.anchor_weight)
+    p.add_argument(
+        "--mask-shared-answers", action=argparse.BooleanOptionalAction, default=product.mask_shared_answers
+    )
     p.add_argument("--chunk-size", type=int, default=128)
     p.add_argument("--max-seq-length", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)

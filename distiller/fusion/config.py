@@ -137,6 +137,22 @@ class FusionSection(_Section):
         description="sequential/integration: easy triplets of earlier phases replayed, as a fraction of "
         "the current phase's rows.",
     )
+    mask_shared_answers: bool = Field(
+        default=True,
+        title="Mask shared answers",
+        description="Leave out of each query's in-batch negatives the passages of its own answer unit "
+        "(another query's positive that answers it too: claims citing one abstract, each abstract chunk a "
+        "positive); they taught the student to push claims away from their abstracts (benchmarks/README.md).",
+    )
+    anchor_weight: float = Field(
+        default=10.0,
+        ge=0.0,
+        title="Anchor weight",
+        description="Weight of a term pulling the fused student's embeddings of its training texts toward "
+        "the base model's (0: none): keeps what the base already did well in a domain that the others' "
+        "training would move. 10: on MedQuAD + SciFact science stayed at the base instead of 0.03 below, "
+        "medicine kept most of its gain (benchmarks/README.md).",
+    )
     curated_file: str | None = Field(
         default=None,
         title="Curated file",

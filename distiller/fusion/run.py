@@ -35,7 +35,7 @@ from .records import IntegratedAnswer, Provenance, RetentionRow
 
 log = logging.getLogger("distiller")
 
-VERSIONS = {"fuse_data": "1", "fuse_train": "1", "retention": "1"}
+VERSIONS = {"fuse_data": "1", "fuse_train": "2", "retention": "1"}
 # At the top of the run folder, not under models/: the stage cache restores an output by its first path
 # part, so a cached `models/fused-a` would replace the whole models/ folder and drop `models/fused-b`.
 FUSED_DIR = "fused-{strategy}"
@@ -135,7 +135,16 @@ def fuse_data_stage(
         _hash(
             {
                 "fusion": cfg.fusion.model_dump(
-                    mode="json", exclude={"strategy", "sampler", "order", "replay_share", "specialists"}
+                    mode="json",
+                    exclude={
+                        "strategy",
+                        "sampler",
+                        "order",
+                        "replay_share",
+                        "specialists",
+                        "mask_shared_answers",
+                        "anchor_weight",
+                    },
                 ),
                 "generators": [g.name for g in gens],
                 "fused": config_hash(fused_cfg, "teacher", "validation", "budget", "generation"),
@@ -180,6 +189,21 @@ def fuse_data_stage(
     return store.run_stage("fuse_data", key, DATA_OUTPUTS, run)
 
 
+def domain_positives(store: RunStore) -> dict[str, list[str]]:
+    """Each single-domain query's positive passages (what the anchored loss's answer units are made of;
+    a cross-domain query would join answers of two domains into one unit)."""
+    single = {
+        p.item_id
+        for p in read_parquet(store.path("provenance.parquet"), Provenance)
+        if p.item_kind == "query" and len(p.domains) == 1
+    }
+    return {
+        q.query_id: list(q.positive_ids)
+        for q in read_parquet(store.path("queries.parquet"), Query)
+        if q.query_id in single
+    }
+
+
 def _datasets(store: RunStore) -> tuple[dict[str, list[Triplet]], list[Triplet]]:
     """Mined triplets grouped by the domain of their query; cross-domain, adversarial and domain-less
     curated rows (and the generated adversarial triplets) are the 'fusion' rows."""
@@ -212,7 +236,13 @@ def fuse_train_stage(
     from .strategies import train_strategy
 
     files = [
-        store.path(n) for n in ("triplets_iter1.parquet", "provenance.parquet", "fusion_triplets.parquet")
+        store.path(n)
+        for n in (
+            "triplets_iter1.parquet",
+            "provenance.parquet",
+            "fusion_triplets.parquet",
+            "queries.parquet",
+        )
     ]
     if missing := [f.name for f in files if not f.is_file()]:
         raise StageError(f"fuse_train needs {', '.join(missing)}: run fuse_data and mining first")
@@ -221,7 +251,17 @@ def fuse_train_stage(
         "fuse_train",
         VERSIONS["fuse_train"],
         config_hash(fused_cfg, "training", exclude={"training": {"deployment", "deployment_timeout_s"}})
-        + _hash([strategy, f.order, f.replay_share, f.sampler, [d.name for d in cfg.domains]]),
+        + _hash(
+            [
+                strategy,
+                f.order,
+                f.replay_share,
+                f.sampler,
+                [d.name for d in cfg.domains],
+                f.mask_shared_answers,
+                f.anchor_weight,
+            ]
+        ),
         files,
     )
     out_rel = FUSED_DIR.format(strategy=strategy)
@@ -240,6 +280,8 @@ def fuse_train_stage(
             order=f.order,
             replay_share=f.replay_share,
             sampler=f.sampler,
+            positives=domain_positives(store) if f.mask_shared_answers else None,
+            anchor_weight=f.anchor_weight,
         )
         return {
             "message": f"{strategy}: {res.steps} steps in {res.seconds:.0f}s",

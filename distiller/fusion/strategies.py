@@ -10,7 +10,10 @@
 - `integration`: two phases, per-domain data (multitask), then the cross-domain/adversarial rows with a
   replay of per-domain easy triplets.
 
-Every phase uses the run's TrainingConfig (loss, learning rate, epochs, batch size, ...).
+Every phase uses the run's TrainingConfig (learning rate, epochs, batch size, ...). With `positives` or
+an `anchor_weight` (what `distill fuse` passes by default: fusion.mask_shared_answers, fusion.anchor_weight)
+the loss is `distiller.retrieval.anchored`'s: MultipleNegativesRankingLoss without the in-batch negatives
+that answer the query, plus a pull toward the base model's embeddings of the training texts.
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ from __future__ import annotations
 import random
 import shutil
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from distiller.config import TrainingConfig
 from distiller.records import Triplet
-from distiller.retrieval.training import _args, _loss, train_student
+from distiller.retrieval.anchored import Anchor, answer_units, make_loss, reference_embeddings
+from distiller.retrieval.training import _args, _loss, train_student, triplet_columns
 
 FUSION_SET = "fusion"
 
@@ -45,6 +50,7 @@ def train_multitask(
     seed: int,
     work_dir: Path,
     sampler: str = "proportional",
+    anchor: Anchor | None = None,
 ) -> int:
     """One training over several datasets, each batch drawn from one of them; returns the step count."""
     from datasets import Dataset, DatasetDict
@@ -64,20 +70,13 @@ def train_multitask(
     model = load_student(base, kind=cfg.kind, device=device, max_seq_length=cfg.max_seq_length)
     assert isinstance(model, SentenceTransformer)  # a dense student (checked above)
     data = DatasetDict(
-        {
-            name: Dataset.from_dict(
-                {
-                    "anchor": [t.query for t in rows],
-                    "positive": [t.positive for t in rows],
-                    "negative": [t.negative for t in rows],
-                }
-            )
-            for name, rows in sets.items()
-        }
+        {name: Dataset.from_dict(triplet_columns(rows, anchor)) for name, rows in sets.items()}
     )
     args = _args(cfg, work_dir, seed, device, sum(len(v) for v in sets.values()))
     args.multi_dataset_batch_sampler = MultiDatasetBatchSamplers(sampler)
-    loss = _loss(model, cfg)
+    if anchor is not None and cfg.loss != "mnrl":
+        raise ValueError("the anchored loss trains with loss mnrl")
+    loss = _loss(model, cfg) if anchor is None else make_loss(model, anchor.weight)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss)
     trainer.train()
     tmp = output_dir.with_name(f".{output_dir.name}.tmp")
@@ -88,6 +87,38 @@ def train_multitask(
     tmp.rename(output_dir)
     shutil.rmtree(work_dir, ignore_errors=True)
     return int(trainer.state.global_step)
+
+
+def make_anchor(
+    base: str,
+    by_domain: dict[str, list[Triplet]],
+    fusion_rows: list[Triplet],
+    cfg: TrainingConfig,
+    positives: Mapping[str, Sequence[str]] | None,
+    anchor_weight: float,
+) -> Anchor | None:
+    """The anchored loss's inputs, or None (plain MultipleNegativesRankingLoss) when neither is asked for.
+    Reference embeddings are the base model's, once for every phase (a later phase of `sequential` is
+    anchored to the base, not to the phase before it)."""
+    if positives is None and anchor_weight <= 0:
+        return None
+    from distiller.retrieval.models import load_student
+
+    reference = None
+    if anchor_weight > 0:
+        rows = [t for v in by_domain.values() for t in v] + fusion_rows
+        texts = list(dict.fromkeys(x for t in rows for x in (t.query, t.positive, t.negative)))
+        # the base's embeddings do not change: each strategy of a run (and each seed) encodes only texts
+        # the ones before it did not
+        known = _REFERENCE.setdefault((base, cfg.max_seq_length), {})
+        if missing := [x for x in texts if x not in known]:
+            model = load_student(base, kind=cfg.kind, device=cfg.device, max_seq_length=cfg.max_seq_length)
+            known.update(reference_embeddings(model, missing))
+        reference = {x: known[x] for x in texts}
+    return Anchor(answer_units(positives or {}), reference, anchor_weight)
+
+
+_REFERENCE: dict[tuple[str, int], dict[str, Any]] = {}
 
 
 def replay(earlier: list[Triplet], n: int, seed: int) -> list[Triplet]:
@@ -113,17 +144,24 @@ def train_strategy(
     order: list[str] | None = None,
     replay_share: float = 0.2,
     sampler: str = "proportional",
+    positives: Mapping[str, Sequence[str]] | None = None,
+    anchor_weight: float = 0.0,
 ) -> StrategyResult:
-    """Train the fused student with `strategy` from `base`; the model lands in `output_dir`."""
+    """Train the fused student with `strategy` from `base`; the model lands in `output_dir`.
+
+    `positives` (query id -> its positive passage ids, every domain): in-batch negatives that answer the
+    anchor query (`distiller.retrieval.anchored.answer_units`) are masked. `anchor_weight` > 0: every
+    phase also pulls the embeddings of its texts toward the base model's (`reference_embeddings`)."""
     t0 = time.perf_counter()
     output_dir = Path(output_dir)
     work_dir = Path(work_dir)
     phases: list[dict[str, Any]] = []
+    anchor = make_anchor(base, by_domain, fusion_rows, cfg, positives, anchor_weight)
     if strategy == "multitask":
         sets = dict(by_domain)
         if fusion_rows:
             sets[FUSION_SET] = fusion_rows
-        steps = train_multitask(base, sets, cfg, output_dir, seed, work_dir / "mt", sampler)
+        steps = train_multitask(base, sets, cfg, output_dir, seed, work_dir / "mt", sampler, anchor)
         phases.append({"phase": "multitask", "rows": {k: len(v) for k, v in sets.items()}, "steps": steps})
     elif strategy == "sequential":
         names = order or list(by_domain)
@@ -137,7 +175,9 @@ def train_strategy(
             if not rows:
                 continue
             out = output_dir if i == len(names) - 1 else work_dir / f"seq-{i}"
-            res = train_student(current, rows + replayed, cfg, out, seed, work_dir / f"ckpt-seq-{i}")
+            res = train_student(
+                current, rows + replayed, cfg, out, seed, work_dir / f"ckpt-seq-{i}", anchor=anchor
+            )
             phases.append({"phase": name, "rows": len(rows), "replayed": len(replayed), "steps": res.steps})
             steps += res.steps
             seen += by_domain.get(name, [])
@@ -146,19 +186,19 @@ def train_strategy(
             raise ValueError("no triplets to train on in any domain")
     elif strategy == "integration":
         if not fusion_rows:
-            steps = train_multitask(base, by_domain, cfg, output_dir, seed, work_dir / "mt", sampler)
+            steps = train_multitask(base, by_domain, cfg, output_dir, seed, work_dir / "mt", sampler, anchor)
             phases.append(
                 {"phase": "per-domain", "rows": {k: len(v) for k, v in by_domain.items()}, "steps": steps}
             )
             phases.append({"phase": "cross-domain", "skipped": "no cross-domain or adversarial rows"})
         else:
             first = work_dir / "phase1"
-            s1 = train_multitask(base, by_domain, cfg, first, seed, work_dir / "mt", sampler)
+            s1 = train_multitask(base, by_domain, cfg, first, seed, work_dir / "mt", sampler, anchor)
             replayed = replay(
                 [t for v in by_domain.values() for t in v], round(replay_share * len(fusion_rows)), seed
             )
             res = train_student(
-                str(first), fusion_rows + replayed, cfg, output_dir, seed, work_dir / "ckpt-p2"
+                str(first), fusion_rows + replayed, cfg, output_dir, seed, work_dir / "ckpt-p2", anchor=anchor
             )
             phases += [
                 {"phase": "per-domain", "rows": {k: len(v) for k, v in by_domain.items()}, "steps": s1},
@@ -176,4 +216,4 @@ def train_strategy(
     return StrategyResult(output_dir, steps, time.perf_counter() - t0, phases)
 
 
-__all__ = ["FUSION_SET", "StrategyResult", "replay", "train_multitask", "train_strategy"]
+__all__ = ["FUSION_SET", "StrategyResult", "make_anchor", "replay", "train_multitask", "train_strategy"]

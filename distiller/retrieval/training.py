@@ -31,6 +31,7 @@ from typing import Any
 from distiller.checkpoints import CheckpointStore
 from distiller.config import DEFAULT_STUDENT, TrainingConfig
 from distiller.records import Triplet
+from distiller.retrieval.anchored import Anchor, make_loss
 from distiller.retrieval.models import load_student, resolve_device, resolve_student
 
 logger = logging.getLogger(__name__)
@@ -54,17 +55,32 @@ class TrainResult:
     resumed_from: str | None
 
 
-def _fingerprint(base: str, triplets: list[Triplet], cfg: TrainingConfig, seed: int) -> str:
+def _fingerprint(
+    base: str, triplets: list[Triplet], cfg: TrainingConfig, seed: int, anchor: Anchor | None = None
+) -> str:
     h = hashlib.sha256()
     h.update(
         json.dumps(
-            {"base": base, "cfg": cfg.model_dump(mode="json", exclude=_NOT_MODEL), "seed": seed},
+            {"base": base, "cfg": cfg.model_dump(mode="json", exclude=_NOT_MODEL), "seed": seed}
+            | ({"anchor": anchor.fingerprint()} if anchor is not None else {}),
             sort_keys=True,
         ).encode()
     )
     for t in triplets:
         h.update(f"{t.query_id}\x1f{t.positive_id}\x1f{t.negative_id}\x1f{t.query}\n".encode())
     return h.hexdigest()
+
+
+def triplet_columns(triplets: list[Triplet], anchor: Anchor | None = None) -> dict[str, list[Any]]:
+    """The trainer's columns; with `anchor`, a label row per triplet for the anchored loss."""
+    cols: dict[str, list[Any]] = {
+        "anchor": [t.query for t in triplets],
+        "positive": [t.positive for t in triplets],
+        "negative": [t.negative for t in triplets],
+    }
+    if anchor is not None:
+        cols["label"] = anchor.labels(triplets)
+    return cols
 
 
 def _loss(model: Any, cfg: TrainingConfig) -> Any:
@@ -187,8 +203,12 @@ def train_student(
     seed: int,
     checkpoint_dir: Path,
     eval_summary: dict[str, Any] | None = None,
+    anchor: Anchor | None = None,
 ) -> TrainResult:
-    """Train `base` (previous iteration's folder or the student) on `triplets`; write `output_dir`."""
+    """Train `base` (previous iteration's folder or the student) on `triplets`; write `output_dir`.
+
+    `anchor` (dense mnrl students, the fusion strategies): the loss of `distiller.retrieval.anchored`,
+    in-batch false negatives masked and, with a weight, the anchor term toward reference embeddings."""
     from datasets import Dataset
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
@@ -206,14 +226,10 @@ def train_student(
     )
     model.model_card_data.base_model = None if Path(resolve_student(base)).exists() else base
 
-    data = Dataset.from_dict(
-        {
-            "anchor": [t.query for t in triplets],
-            "positive": [t.positive for t in triplets],
-            "negative": [t.negative for t in triplets],
-        }
-    )
-    checkpoints = CheckpointStore(Path(checkpoint_dir), _fingerprint(base, triplets, cfg, seed))
+    if anchor is not None and (cfg.kind != "dense" or cfg.loss != "mnrl"):
+        raise ValueError("the anchored loss trains dense students with loss mnrl")
+    data = Dataset.from_dict(triplet_columns(triplets, anchor))
+    checkpoints = CheckpointStore(Path(checkpoint_dir), _fingerprint(base, triplets, cfg, seed, anchor))
     resume = checkpoints.prepare()  # the newest whole checkpoint; torn ones are skipped with a warning
 
     trainer_cls: Any  # the model is a SparseEncoder exactly when cfg.kind is splade (load_student)
@@ -225,7 +241,7 @@ def train_student(
         model=model,
         args=_args(cfg, checkpoints.staging, seed, device, len(data)),
         train_dataset=data,
-        loss=_loss(model, cfg),
+        loss=_loss(model, cfg) if anchor is None else make_loss(model, anchor.weight),
         callbacks=[
             *checkpoints.callbacks(cfg.save_minutes),
             TrainProgressCallback(f"training {Path(output_dir).name}"),
@@ -259,4 +275,4 @@ def train_student(
     )
 
 
-__all__ = ["TrainResult", "train_student", "write_model_card"]
+__all__ = ["TrainResult", "train_student", "triplet_columns", "write_model_card"]

@@ -589,6 +589,9 @@ def test_each_strategy_trains_on_a_tiny_two_domain_corpus(tmp_path: Path, strate
         order=["law", "med"],
         replay_share=0.5,
         sampler="round_robin",
+        # what `distill fuse` passes by default: the anchored loss in every phase
+        positives={q.query_id: q.positive_ids for d in (med, law) for q in d.queries},
+        anchor_weight=10.0,
     )
     model = load_student(str(res.model_dir), max_seq_length=32)
     assert model.encode(["a test"]).shape == (1, 384)
@@ -603,6 +606,46 @@ def test_each_strategy_trains_on_a_tiny_two_domain_corpus(tmp_path: Path, strate
         assert [p["phase"] for p in res.phases] == ["per-domain", "cross-domain"]
         assert res.phases[1]["rows"] == 4 and res.phases[1]["replayed"] == 2
     assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.slow
+def test_the_anchor_keeps_the_fused_students_embeddings_near_the_base(tmp_path: Path) -> None:
+    """Same data, seed and steps: with the anchor term the texts' embeddings move less from the base's."""
+    import numpy as np
+
+    from distiller.config import TrainingConfig
+    from distiller.fusion import strategies
+    from distiller.fusion.strategies import train_strategy
+    from distiller.retrieval.models import load_student, resolve_student
+
+    med, law = _domain("med", MED), _domain("law", LAW)
+    by_domain = {"med": _triplets(med, 8), "law": _triplets(law, 8)}
+    positives = {q.query_id: q.positive_ids for d in (med, law) for q in d.queries}
+    tcfg = TrainingConfig(max_seq_length=32, batch_size=4, epochs=2, learning_rate=2e-4, save_steps=100)
+    base = resolve_student(tcfg.student)
+    texts = [p.text for d in (med, law) for p in d.passages]
+    ref = load_student(base, max_seq_length=32).encode(texts)
+    strategies._REFERENCE.clear()
+    drift = {}
+    for weight in (0.0, 20.0):
+        res = train_strategy(
+            "multitask",
+            base,
+            by_domain,
+            [],
+            tcfg,
+            tmp_path / f"out-{weight}",
+            13,
+            tmp_path / "work",
+            positives=positives,
+            anchor_weight=weight,
+        )
+        emb = load_student(str(res.model_dir), max_seq_length=32).encode(texts)
+        drift[weight] = float(np.mean(np.sum((emb - ref) ** 2, axis=1)))
+    assert 0 < drift[20.0] < 0.5 * drift[0.0]
+    # the base's embeddings were computed once, for every text of the rows, and kept for the next call
+    (cached,) = strategies._REFERENCE.values()
+    assert {p.text for d in (med, law) for p in d.passages} <= set(cached)
 
 
 def test_multitask_batches_come_from_one_domain_each() -> None:
