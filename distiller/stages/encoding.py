@@ -25,9 +25,37 @@ def sharded(cfg: DistillConfig) -> bool:
     return cfg.encoding.shard_size > 0 and cfg.training.kind == "dense"
 
 
+def backend_tag(cfg: DistillConfig) -> str:
+    """What the encoding backend adds to a cache key: nothing for plain torch (so keys made before the
+    setting existed still match), else the backend and quantisation, which change embeddings slightly."""
+    e = cfg.encoding
+    return "" if (e.backend, e.quantize) == ("torch", False) else f"|{e.backend}|{e.quantize}"
+
+
+def load_encoder_for(cfg: DistillConfig, model_path: str) -> tuple[Any, str]:
+    """The model at `model_path` for encoding, on the run's encoding backend."""
+    from distiller.retrieval.models import load_encoder
+
+    return load_encoder(
+        model_path,
+        kind=cfg.training.kind,
+        max_seq_length=cfg.training.max_seq_length,
+        backend=cfg.encoding.backend,
+        quantize=cfg.encoding.quantize,
+    )
+
+
+def _identity(model_id: Path | str) -> str:
+    # A trained model is named by its files' hash (hashed once per call: a model folder is ~90 MB).
+    return sha256_path(model_id) if isinstance(model_id, Path) else model_id
+
+
 def model_folder(store: RunStore, model_id: Path | str) -> Path:
-    """The folder of one model's shard files: a trained model is named by its files' hash."""
-    ident = sha256_path(model_id) if isinstance(model_id, Path) else model_id
+    """The folder of one model's shard files."""
+    return _folder(store, _identity(model_id))
+
+
+def _folder(store: RunStore, ident: str) -> Path:
     return store.path(SHARDS_DIR) / hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
@@ -41,14 +69,14 @@ def specs_for(
     role: Role,
     label: str = "",
 ) -> list[EncodeShard]:
-    ident = sha256_path(model_id) if isinstance(model_id, Path) else model_id
+    ident = _identity(model_id)
     return shard_specs(
         texts,
         ids,
         role,
         model_path,
         ident,
-        model_folder(store, model_id),
+        _folder(store, ident),
         cfg.encoding.shard_size,
         kind=cfg.training.kind,
         max_seq_length=cfg.training.max_seq_length,
@@ -86,4 +114,12 @@ def merge_details(*parts: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["encode_all", "merge_details", "model_folder", "sharded", "specs_for"]
+__all__ = [
+    "backend_tag",
+    "encode_all",
+    "load_encoder_for",
+    "merge_details",
+    "model_folder",
+    "sharded",
+    "specs_for",
+]

@@ -22,7 +22,14 @@ from distiller.records import (
 )
 from distiller.retrieval.shards import EncodeShard, Mapper
 from distiller.stages.common import budget_cause, model_ref
-from distiller.stages.encoding import encode_all, merge_details, sharded, specs_for
+from distiller.stages.encoding import (
+    backend_tag,
+    encode_all,
+    load_encoder_for,
+    merge_details,
+    sharded,
+    specs_for,
+)
 from distiller.stages.keys import config_hash
 from distiller.store import RunStore, StageResult, stage_key
 
@@ -44,12 +51,13 @@ def _models(store: RunStore, cfg: DistillConfig) -> list[tuple[str, int, str, Pa
 
 def _key(store: RunStore, cfg: DistillConfig, models: list[tuple[str, int, str, Path | str]]) -> str:
     eval_file = Path(cfg.evaluation.eval_file).expanduser() if cfg.evaluation.eval_file else None
-    e = cfg.encoding
-    backend = "" if (e.backend, e.quantize) == ("torch", False) else f"|{e.backend}|{e.quantize}"
     return stage_key(
         "evaluate",
         VERSION,
-        config_hash(cfg, "evaluation") + cfg.training.kind + str(cfg.training.max_seq_length) + backend,
+        config_hash(cfg, "evaluation")
+        + cfg.training.kind
+        + str(cfg.training.max_seq_length)
+        + backend_tag(cfg),
         [
             store.path("passages.parquet"),
             store.path("queries.parquet"),
@@ -60,10 +68,12 @@ def _key(store: RunStore, cfg: DistillConfig, models: list[tuple[str, int, str, 
 
 
 def _shards(
-    store: RunStore, cfg: DistillConfig, models: list[tuple[str, int, str, Path | str]]
+    store: RunStore,
+    cfg: DistillConfig,
+    models: list[tuple[str, int, str, Path | str]],
+    passages: list[Passage],
 ) -> dict[str, list[EncodeShard]]:
     """Each model's shards of the whole corpus (held-out passages included: evaluation ranks them)."""
-    passages = read_parquet(store.path("passages.parquet"), Passage)
     texts, ids = [p.text for p in passages], [p.passage_id for p in passages]
     return {
         name: specs_for(store, cfg, path, ident, texts, ids, "document", f"evaluate-{name}")
@@ -78,7 +88,8 @@ def shard_plan(store: RunStore, cfg: DistillConfig) -> list[EncodeShard]:
     models = _models(store, cfg)
     if store.cache.lookup("evaluate", _key(store, cfg, models), OUTPUTS) is not None:
         return []
-    return [s for specs in _shards(store, cfg, models).values() for s in specs if not s.done]
+    passages = read_parquet(store.path("passages.parquet"), Passage)
+    return [s for specs in _shards(store, cfg, models, passages).values() for s in specs if not s.done]
 
 
 OUTPUTS = ["metrics.parquet", "models/best"]
@@ -89,7 +100,6 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig, mapper: Mapper | None = 
     which then selects); the best goes to models/best, the base when no iteration beats it."""
     from distiller.modelcard import write_model_card
     from distiller.retrieval.evaluation import evaluate_bm25, evaluate_model, select_best
-    from distiller.retrieval.models import load_encoder
 
     passages_p, queries_p = store.path("passages.parquet"), store.path("queries.parquet")
     models = _models(store, cfg)
@@ -107,12 +117,11 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig, mapper: Mapper | None = 
         own_set = query_set_of(queries)
         real = _load_eval_set(store, cfg, passages)
         ks = cfg.evaluation.ks
-        kind, msl = cfg.training.kind, cfg.training.max_seq_length
         rows: list[MetricRow] = []
         rows += evaluate_bm25(passages, queries, ks, query_set=own_set)
         if real:
             rows += evaluate_bm25(real.corpus, real.queries, ks, query_set="eval-file", unit_of=real.unit_of)
-        shards = _shards(store, cfg, models) if sharded(cfg) else {}
+        shards = _shards(store, cfg, models, passages) if sharded(cfg) else {}
         encoded: list[dict[str, Any]] = []
         encoders: set[str] = set()
         for name, k, path, _ in models:
@@ -120,13 +129,7 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig, mapper: Mapper | None = 
             if name in shards:
                 corpus, done = encode_all(shards[name], mapper)
                 encoded.append(done)
-            model, how = load_encoder(
-                path,
-                kind=kind,
-                max_seq_length=msl,
-                backend=cfg.encoding.backend,
-                quantize=cfg.encoding.quantize,
-            )
+            model, how = load_encoder_for(cfg, path)
             encoders.add(how)
             rows += evaluate_model(model, passages, queries, ks, name, k, query_set=own_set, corpus=corpus)
             if real:

@@ -11,6 +11,7 @@ from distiller.config import DistillConfig
 from distiller.errors import StageError
 from distiller.records import Chunk, Concept, Document, Passage, QAPair, Query, read_parquet, write_parquet
 from distiller.stages.common import plan_llm_budget
+from distiller.stages.encoding import backend_tag
 from distiller.stages.keys import config_hash
 from distiller.store import RunStore, StageResult, stage_key
 
@@ -50,8 +51,7 @@ def generate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
         outputs += LLM_OUTPUTS
         # Prompts and templates it renders, and the student that finds near-duplicate queries.
         llm_key = stage_fingerprint(cfg, "generate") + cfg.training.student
-        if (cfg.encoding.backend, cfg.encoding.quantize) != ("torch", False):  # dedup's encoder
-            llm_key += f"|{cfg.encoding.backend}|{cfg.encoding.quantize}"
+        llm_key += backend_tag(cfg)  # dedup's encoder
     key = stage_key(
         "generate",
         VERSION,

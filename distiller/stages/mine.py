@@ -11,7 +11,14 @@ from distiller.records import Passage, Query, Triplet, read_parquet, write_parqu
 from distiller.retrieval.index import build_ann
 from distiller.retrieval.shards import EncodeShard, Mapper
 from distiller.stages.common import budget_cause, model_ref
-from distiller.stages.encoding import encode_all, merge_details, sharded, specs_for
+from distiller.stages.encoding import (
+    backend_tag,
+    encode_all,
+    load_encoder_for,
+    merge_details,
+    sharded,
+    specs_for,
+)
 from distiller.stages.keys import config_hash
 from distiller.store import RunStore, StageResult, stage_key
 
@@ -58,7 +65,7 @@ class _Plan:
         self.key = stage_key(
             "mine",
             VERSION,
-            config_hash(cfg, "mining") + cfg.training.kind + str(iteration) + _backend_tag(cfg),
+            config_hash(cfg, "mining") + cfg.training.kind + str(iteration) + backend_tag(cfg),
             inputs,
         )
         self.out_name = f"triplets_iter{iteration}.parquet"
@@ -72,8 +79,9 @@ class _Plan:
         train_docs = {q.doc_id for q in queries if q.split == "train"}
         return [p for p in passages if p.doc_id in train_docs], queries
 
-    def shards(self, store: RunStore, cfg: DistillConfig) -> list[EncodeShard]:
-        passages, queries = self.inputs()
+    def shards(
+        self, store: RunStore, cfg: DistillConfig, passages: list[Passage], queries: list[Query]
+    ) -> list[EncodeShard]:
         train = [q for q in queries if q.split == "train"]
         return specs_for(
             store, cfg, self.model_path, self.model_id, [p.text for p in passages],
@@ -84,11 +92,6 @@ class _Plan:
         )  # fmt: skip
 
 
-def _backend_tag(cfg: DistillConfig) -> str:
-    e = cfg.encoding
-    return "" if (e.backend, e.quantize) == ("torch", False) else f"|{e.backend}|{e.quantize}"
-
-
 def shard_plan(store: RunStore, cfg: DistillConfig, iteration: int) -> list[EncodeShard]:
     """The encoding shards mining iteration k still needs (none when the stage is cached or not sharded):
     the flow encodes them as mapped tasks before the stage runs."""
@@ -97,7 +100,7 @@ def shard_plan(store: RunStore, cfg: DistillConfig, iteration: int) -> list[Enco
     plan = _Plan(store, cfg, iteration)
     if store.cache.lookup(plan.stage, plan.key, [plan.out_name]) is not None:
         return []
-    return [s for s in plan.shards(store, cfg) if not s.done]
+    return [s for s in plan.shards(store, cfg, *plan.inputs()) if not s.done]
 
 
 def mine_stage(
@@ -116,7 +119,7 @@ def mine_stage(
         encoded: dict[str, Any] = {}
         corpus = qemb = None
         if sharded(cfg):
-            specs = plan.shards(store, cfg)
+            specs = plan.shards(store, cfg, passages, queries)
             n_docs = sum(s.role == "document" for s in specs)
             corpus, encoded = encode_all(specs[:n_docs], mapper)
             queries_enc, qdetails = encode_all(specs[n_docs:], mapper)
@@ -128,7 +131,7 @@ def mine_stage(
                 corpus.ann = build_ann(corpus.embeddings, cfg.seed)
         model = None  # the shards hold every embedding mining needs
         if corpus is None:
-            model, how = _encoder(plan.model_path, cfg)
+            model, how = load_encoder_for(cfg, plan.model_path)
             if how != "torch":
                 encoded["encoder"] = how
         result = mine_triplets(
@@ -184,15 +187,3 @@ def mine_stage(
         }
 
     return store.run_stage(plan.stage, plan.key, [plan.out_name], run)
-
-
-def _encoder(model_path: str, cfg: DistillConfig) -> tuple[Any, str]:
-    from distiller.retrieval.models import load_encoder
-
-    return load_encoder(
-        model_path,
-        kind=cfg.training.kind,
-        max_seq_length=cfg.training.max_seq_length,
-        backend=cfg.encoding.backend,
-        quantize=cfg.encoding.quantize,
-    )
