@@ -87,9 +87,12 @@ def main() -> int:
         for f in allp[: args.docs]:
             (corpus / f.name).write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
         cold_s, cold = run(corpus, work / "inc", "run", args)
+        shard_root = work / "inc" / "runs" / "run" / "shards"
+        before = {p.relative_to(shard_root) for p in shard_root.rglob("*.npy")}
         for f in allp[args.docs :]:
             (corpus / f.name).write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
         inc_s, inc = run(corpus, work / "inc", "run", args)
+        after = {p.relative_to(shard_root) for p in shard_root.rglob("*.npy")}
         full_s, full = run(corpus, work / "cold", "run", args)
 
         def shards(r: dict, stage: str) -> str:
@@ -110,6 +113,14 @@ def main() -> int:
         for stage in ("mine_iter1", "mine_iter2", "evaluate"):
             if stage in full:
                 print(f"  {stage}: rerun {shards(inc, stage)}, cold {shards(full, stage)}")
+        # Per model (a folder of shards): the base model's shards are reusable from run to run; a
+        # retrained iteration is a new model, so all of its shards are new.
+        print("\nshard files of the rerun, per model folder (new / all):")
+        for folder in sorted({p.parent for p in after}):
+            mine = {p for p in after if p.parent == folder}
+            kept = mine & before
+            what = "base model" if kept else "a retrained model"
+            print(f"  {folder}: {len(mine - before)} / {len(mine)} ({what})")
         a = pd.read_parquet(work / "inc" / "runs" / "run" / "triplets_iter1.parquet")
         b = pd.read_parquet(work / "cold" / "runs" / "run" / "triplets_iter1.parquet")
         keys = ["query_id", "positive_id", "negative_id"]

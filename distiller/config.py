@@ -69,6 +69,15 @@ class InputConfig(Section):
     encoding: str = Field(
         default="utf-8", title="Text encoding", description="Text encoding of .txt/.md/.html files."
     )
+    files_per_shard: int = Field(
+        default=256,
+        ge=0,
+        title="Files per ingest shard",
+        description="Input files read and chunked together as one ingest shard (a task of its own, cached in "
+        "the run folder on its files' contents): added or edited files re-read only their own shards, a "
+        "stopped ingest resumes at the first unfinished one, and shards fan out over Dask workers with "
+        "runner: dask. Results do not depend on it. 0: one piece.",
+    )
 
 
 class ChunkingConfig(Section):

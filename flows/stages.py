@@ -19,6 +19,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from distiller import stages
 from distiller.config import DistillConfig
 from distiller.errors import StageError
+from distiller.ingest.shards import IngestDone, IngestShard
 from distiller.retrieval.shards import ShardDone
 from distiller.stages.plan import Step
 from distiller.store import StageResult
@@ -27,6 +28,7 @@ from tasks.stages import (
     evaluate_task,
     export_task,
     generate_task,
+    ingest_shard_task,
     ingest_task,
     mine_task_for,
     report_task,
@@ -72,9 +74,10 @@ def on_runner(task_: Task[..., Any], config: DistillConfig, *args: Any) -> Stage
 
 def run_step(step: Step, config: DistillConfig, command: str | None = None) -> StageResult:
     """One step of `stage_plan(config)` as its task on the flow's task runner (training: `train_step`);
-    `command` is recorded by export. Mine and evaluate first encode their missing shards (`encode_shards`)."""
-    if step.stage in ("mine", "evaluate"):
-        encode_shards(step, config)
+    `command` is recorded by export. Ingest, mine and evaluate first run their missing shards as tasks
+    (`run_shards`)."""
+    if step.stage in ("ingest", "mine", "evaluate"):
+        run_shards(step, config)
     if step.stage == "train":
         return train_step(config, *step.args)
     if step.stage == "export":
@@ -82,11 +85,12 @@ def run_step(step: Step, config: DistillConfig, command: str | None = None) -> S
     return on_runner(task_for(step, config), config, *step.args)
 
 
-def encode_shards(step: Step, config: DistillConfig) -> list[ShardDone]:
-    """The step's missing encoding shards, each an `encode-shard` task: mapped over the workers with
-    Dask (one shard per worker process at a time), one after another in this process with threads
-    (torch already uses every core, and one model serves them all). A shard already on disk is not
-    planned, so a stopped run resumes at the first unfinished shard."""
+def run_shards(step: Step, config: DistillConfig) -> list[ShardDone] | list[IngestDone]:
+    """The step's missing shards, each a task (`ingest-shard`: a group of input files; `encode-shard`:
+    one model's embeddings of a group of passages or queries): mapped over the workers with Dask (one
+    shard per worker process at a time), one after another in this process with threads (torch already
+    uses every core, and one model serves them all). A shard already in the run folder is not planned,
+    so a stopped run resumes at the first unfinished shard."""
     specs = stages.shard_plan(step, stages.open_store(config), config)
     if not specs:
         return []
@@ -94,22 +98,25 @@ def encode_shards(step: Step, config: DistillConfig) -> list[ShardDone]:
     name = step.stage + (f"_iter{step.iteration}" if step.iteration else "")
     ctx = FlowRunContext.get()
     on_dask = ctx is not None and type(ctx.task_runner).__name__ == "DaskTaskRunner"
+    reading = isinstance(specs[0], IngestShard)
+    what = "reading" if reading else "encoding"
     logger.info(
-        "%s: encoding %d shards on %s", name, len(specs), "Dask workers" if on_dask else "this process"
+        "%s: %s %d shards on %s", name, what, len(specs), "Dask workers" if on_dask else "this process"
     )
-    if on_dask:
-        results = [f.result() for f in encode_shard_task.map(specs)]
-    else:
-        results = [encode_shard_task(s) for s in specs]
-    # The task returns a State (so that a shard found on disk shows as Cached): its data is the ShardDone.
+    task_: Task[..., Any] = ingest_shard_task if reading else encode_shard_task
+    results = [f.result() for f in task_.map(specs)] if on_dask else [task_(s) for s in specs]
+    # The task returns a State (so that a shard found on disk shows as Cached): its data is the result.
     done = [r.result() if isinstance(r, State) else r for r in results]
-    logger.info(
-        "%s: %d shards encoded (%d rows, %.0f s of encoding)",
-        name,
-        len(done),
-        sum(d.rows for d in done),
-        sum(d.seconds for d in done),
-    )
+    if reading:
+        logger.info("%s: %d shards read (%d files)", name, len(done), sum(d.files for d in done))
+    else:
+        logger.info(
+            "%s: %d shards encoded (%d rows, %.0f s of encoding)",
+            name,
+            len(done),
+            sum(d.rows for d in done),
+            sum(d.seconds for d in done),
+        )
     return done
 
 

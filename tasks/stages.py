@@ -21,6 +21,7 @@ from prefect.states import Completed, State
 from distiller import stages
 from distiller.config import DistillConfig
 from distiller.generation.progress import ProgressEvent, Throttled, progress_sink
+from distiller.ingest.shards import IngestShard, ingest_shard
 from distiller.naming import default_run_name
 from distiller.retrieval.shards import EncodeShard, encode_shard
 from distiller.stages.plan import StageName, Step
@@ -162,6 +163,22 @@ def encode_shard_task(spec: EncodeShard) -> State:
     if done.cached:
         return Completed(name="Cached", data=done, message=f"{done.rows} rows already encoded")
     return Completed(data=done, message=f"{done.rows} rows in {done.seconds:.1f}s ({done.encoder})")
+
+
+@task(
+    name="ingest-shard",
+    cache_policy=NO_CACHE,
+    tags=["distiller"],
+    task_run_name="ingest-shard-{spec.index}",
+)
+def ingest_shard_task(spec: IngestShard) -> State:
+    """One group of input files read and chunked into its own part folder in the run folder."""
+    done = ingest_shard(spec)
+    if done.cached:
+        return Completed(name="Cached", data=done, message=f"{done.files} files already read")
+    return Completed(
+        data=done, message=f"{done.files} files, {done.documents} documents in {done.seconds:.1f}s"
+    )
 
 
 @task(name="train", cache_policy=NO_CACHE, tags=["distiller", "gpu"], task_run_name="train-iter{iteration}")

@@ -2,7 +2,8 @@
 remove near-duplicate queries, and judge a sample. Small modules, plain Python, no Prefect:
 
 - `context`: what every prompt of a run shares (domain and language templates, teacher, seed).
-- `plan`: stable ids and quota plans (complexity, type, length, strategy of every row before it is asked).
+- `plan`: stable ids and label plans (complexity, type, length, strategy of every row before it is asked,
+  each a function of the row's own id).
 - `progress`: progress events (rows, cost so far, budget left) for the CLI and Prefect.
 - `runner`: one stage's batches through `LLMClient`, with progress, failures and budget notes collected.
 - `bootstrap`, `queries`, `qa`, `documents`, `dedup`, `validation`: the tasks themselves.

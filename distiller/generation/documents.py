@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from distiller.generation.context import GenContext
-from distiller.generation.plan import quota, rotation
+from distiller.generation.plan import deal, rotation, row_start
 from distiller.llm import LLMRequest
 from distiller.prompts import quoted
 from distiller.prompts.documents import (
@@ -69,10 +69,14 @@ def strategies_in_use(ctx: GenContext) -> list[str]:
     return list(gen.negative_strategies or STRATEGIES)
 
 
-def _plan_strategies(ctx: GenContext, i: int) -> list[str]:
+def _plan_strategies(ctx: GenContext, query_id: str) -> list[str]:
+    # n strategies in turn from a start hashed from the query's id: over many queries each strategy is
+    # used about equally, and a query's plan does not move when other queries come or go.
     n = ctx.cfg.generation.negatives_per_query
     used = strategies_in_use(ctx)
-    return rotation(used, i * n, n) if ctx.cfg.generation.contrastive else [RELATED] * n
+    if not ctx.cfg.generation.contrastive:
+        return [RELATED] * n
+    return rotation(used, row_start(len(used), ctx.seed, "negatives:strategy", query_id), n)
 
 
 def _max_tokens(ctx: GenContext, n_docs: int, max_words: int) -> int:
@@ -87,11 +91,11 @@ def document_requests(
 ) -> tuple[list[LLMRequest], dict[str, DocPlan]]:
     """`about`: concept_id -> its term (or relationship), shown to the model as the query's subject."""
     gen = ctx.cfg.generation
-    lengths = quota(ctx.domain.length_mix, len(queries), ctx.seed, "documents:length")
     requests, plans = [], {}
-    for i, (q, length) in enumerate(zip(queries, lengths, strict=True)):
+    for q in queries:
+        length = deal(ctx.domain.length_mix, 1, ctx.seed, "documents:length", q.query_id)[0]
         lo, hi = ctx.domain.length_words[length]
-        plan = DocPlan(length, f"{lo}-{hi}", _plan_strategies(ctx, i))
+        plan = DocPlan(length, f"{lo}-{hi}", _plan_strategies(ctx, q.query_id))
         plans[q.query_id] = plan
         requests.append(
             DOCUMENTS.request(
@@ -232,13 +236,13 @@ def negative_requests(
 ) -> tuple[list[LLMRequest], dict[str, DocPlan]]:
     """Document mode: negatives for each query, as long as its chunk (see the module doc of the prompt)."""
     requests, plans = [], {}
-    for i, q in enumerate(queries):
+    for q in queries:
         passage = passages.get(q.positive_ids[0]) if q.positive_ids else None
         if passage is None:
             continue
         n_words = len(passage.text.split())
         words = f"{max(20, int(n_words * 0.8))}-{max(30, int(n_words * 1.2))}"
-        plan = DocPlan("chunk", words, _plan_strategies(ctx, i))
+        plan = DocPlan("chunk", words, _plan_strategies(ctx, q.query_id))
         plans[q.query_id] = plan
         requests.append(
             NEGATIVES.request(

@@ -1,13 +1,19 @@
 """Planning rows before they are asked for: stable ids, and labels (complexity, query type, length,
-strategy) dealt out by quota so the data set's mix is the configured one, not the model's habit.
+strategy) dealt out from the configured mix, so the data set's mix is the configured one, not the
+model's habit.
 
-Everything is a pure function of the seed and the rows' ids: the same run plans the same prompts, so a
-re-run is answered from the call cache."""
+A row's labels are a pure function of the seed and *that row's* id (`deal`, `row_start`), never of the
+other rows or of their number: documents added to a corpus leave every old row's prompt as it was, so
+a rerun (or another run on the same documents) is answered from the call cache and pays only for the
+new rows. Dealing labels by quota over the whole corpus made the mix exact but moved every row's labels
+whenever one row came or went, and a corpus that grew by ten documents paid for all of its rows again.
+Within a row the labels follow the mix to within one (a systematic sample); over many rows each label's
+share is its weight.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 from collections.abc import Mapping, Sequence
 
@@ -16,20 +22,36 @@ def stable_id(*parts: str, n: int = 16) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:n]
 
 
-def quota(mix: Mapping[str, float], n: int, seed: int, salt: str) -> list[str]:
-    """n labels whose counts follow the mix as closely as integers allow (largest remainder: every count
-    is within 1 of n x share), in an order shuffled by (seed, salt)."""
-    if n <= 0 or not mix:
+def _unit(*parts: object) -> float:
+    """A uniform number in [0, 1) from the parts' hash."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def deal(mix: Mapping[str, float], k: int, seed: int, salt: str, row: str) -> list[str]:
+    """k labels for one row: k points spaced 1/k apart from a start hashed from (seed, salt, row), each
+    taking the label whose share of the mix it falls in. Each label comes k x share times, to within
+    one; the row's labels depend on nothing but its id."""
+    if k <= 0 or not mix:
         return []
     total = sum(mix.values())
-    exact = {k: n * w / total for k, w in mix.items()}
-    counts = {k: math.floor(v) for k, v in exact.items()}
-    rest = n - sum(counts.values())
-    for k in sorted(exact, key=lambda k: (counts[k] - exact[k], k))[:rest]:
-        counts[k] += 1
-    labels = [k for k in mix for _ in range(counts[k])]
-    random.Random(f"{seed}:{salt}").shuffle(labels)
-    return labels
+    bounds, acc = [], 0.0
+    for label, w in mix.items():
+        acc += w / total
+        bounds.append((acc, label))
+    u0 = _unit(seed, salt, row)
+    out = []
+    for j in range(k):
+        u = (u0 + j / k) % 1.0
+        out.append(next((label for b, label in bounds if u < b), bounds[-1][1]))
+    # the points run in mix order from the start; the row's own order of them is hashed too
+    random.Random(f"{seed}:{salt}:{row}").shuffle(out)
+    return out
+
+
+def row_start(n_options: int, seed: int, salt: str, row: str) -> int:
+    """Where a row starts in a rotation of n options (`rotation`): hashed from its id."""
+    return int(_unit(seed, salt, row) * n_options) if n_options else 0
 
 
 def chunked(seq: Sequence[str], size: int) -> list[list[str]]:
@@ -44,4 +66,4 @@ def rotation(options: Sequence[str], start: int, k: int) -> list[str]:
     return [options[(start + j) % len(options)] for j in range(k)]
 
 
-__all__ = ["chunked", "quota", "rotation", "stable_id"]
+__all__ = ["chunked", "deal", "rotation", "row_start", "stable_id"]

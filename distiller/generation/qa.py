@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from distiller.generation.context import GenContext
-from distiller.generation.plan import quota
+from distiller.generation.plan import deal
 from distiller.generation.queries import chunk_fields, slot_requests
 from distiller.llm import LLMRequest
 from distiller.prompts.qa import QA, QABatch
@@ -14,8 +14,8 @@ from distiller.records import Chunk, QAPair, Split
 
 
 def plan_difficulty(chunks: Sequence[Chunk], per: int, ctx: GenContext) -> dict[str, list[str]]:
-    labels = quota(ctx.domain.complexity_mix, len(chunks) * per, ctx.seed, "qa:difficulty")
-    return {c.chunk_id: labels[k * per : (k + 1) * per] for k, c in enumerate(chunks)}
+    mix = ctx.domain.complexity_mix
+    return {c.chunk_id: deal(mix, per, ctx.seed, "qa:difficulty", c.chunk_id) for c in chunks}
 
 
 def qa_requests(chunks: Sequence[Chunk], ctx: GenContext) -> tuple[list[LLMRequest], dict[str, list[str]]]:

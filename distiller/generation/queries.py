@@ -1,7 +1,8 @@
 """Search queries from concepts (bootstrap mode) or from chunks (document mode).
 
 Each source row gets one request for all its queries; every query's complexity and type are planned
-beforehand by quota (`plan`), so the data set's mix is the configured one. A query remembers where it came
+beforehand from the configured mix and the row's own id (`plan.deal`), so the data set's mix is the
+configured one and a row's prompt does not move when other rows come or go. A query remembers where it came
 from (`concept_id` or `chunk_id`) and the split group it belongs to (`doc_id`)."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from distiller.generation.context import GenContext
-from distiller.generation.plan import quota
+from distiller.generation.plan import deal
 from distiller.llm import LLMRequest
 from distiller.prompts import Prompt, numbered, quoted
 from distiller.prompts.queries import FROM_CHUNK, FROM_CONCEPT, QueryBatch
@@ -50,13 +51,13 @@ def plan_slots(
     salt: str,
     types: Mapping[str, float] | None = None,
 ) -> dict[str, list[Slot]]:
-    n = len(item_ids) * per_item
-    complexities = quota(ctx.domain.complexity_mix, n, ctx.seed, f"{salt}:complexity")
-    qtypes = quota(types or ctx.domain.query_types, n, ctx.seed, f"{salt}:type")
-    return {
-        item: [Slot(complexities[k * per_item + j], qtypes[k * per_item + j]) for j in range(per_item)]
-        for k, item in enumerate(item_ids)
-    }
+    # Each row's slots from its own id (plan.deal): adding rows leaves the old rows' prompts as they were.
+    out = {}
+    for item in item_ids:
+        complexities = deal(ctx.domain.complexity_mix, per_item, ctx.seed, f"{salt}:complexity", item)
+        qtypes = deal(types or ctx.domain.query_types, per_item, ctx.seed, f"{salt}:type", item)
+        out[item] = [Slot(c, t) for c, t in zip(complexities, qtypes, strict=True)]
+    return out
 
 
 def slot_requests(

@@ -83,9 +83,11 @@ def evaluate_model(
     corpus: EncodedCorpus | None = None,
     query_set: QuerySet = "unknown",
     unit_of: dict[str, str] | None = None,
+    query_embeddings: Any = None,
 ) -> list[MetricRow]:
     """Encode the corpus once (or reuse `corpus`, encoded by this same model), retrieve top-max(ks)
-    for each held-out query, score with ir-measures.
+    for each held-out query (or search `query_embeddings`, one row per query, by this same model),
+    score with ir-measures.
 
     `unit_of` (passage id -> document id): score documents, not passages, as BEIR does for a corpus of
     whole documents: a document ranks where its best passage ranks, and the queries' positive_ids are
@@ -99,7 +101,9 @@ def evaluate_model(
     with scratch_dir() as work:
         if corpus is None:
             corpus = encode_corpus(model, [p.text for p in passages], ENCODE_BATCH, workdir=work)
-        for off, _, idx, _ in search_batches(model, corpus, [q.text for q in queries], k, ENCODE_BATCH):
+        for off, _, idx, _ in search_batches(
+            model, corpus, [q.text for q in queries], k, ENCODE_BATCH, query_embeddings=query_embeddings
+        ):
             for row, ids in enumerate(idx):
                 run[queries[off + row].query_id] = [passages[i].passage_id for i in ids if i >= 0]
     if unit_of is not None:

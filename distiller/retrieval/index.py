@@ -34,6 +34,10 @@ _ENCODING: dict[str, str] = {"query": "encoding queries", "document": "encoding 
 QUERY_BATCH = 1024
 """Queries searched at once: their scores against one corpus block are QUERY_BATCH x CORPUS_BLOCK floats."""
 CORPUS_BLOCK = 65_536
+TIE_DECIMALS = 5
+"""Exact search ranks scores equal to this many decimals by corpus row (see `_break_ties`)."""
+TIE_MARGIN = 16
+"""Extra neighbours fetched so that ties at the k-th place are all seen before they are broken."""
 """Corpus rows read from the memmap per search step (100 MB at 384 dimensions)."""
 
 
@@ -182,23 +186,38 @@ def _search_dense(corpus: EncodedCorpus, q: np.ndarray, k: int) -> tuple[np.ndar
     if corpus.ann is not None:
         return corpus.ann.search(q, k)
     emb = corpus.embeddings
+    want, k = k, min(k + TIE_MARGIN, max(len(emb), 1))
     heap = faiss.ResultHeap(len(q), k, keep_max=True)
     # A sharded corpus is searched shard by shard; the heap merges the blocks' top-k exactly.
     blocks = (
         emb.blocks(CORPUS_BLOCK)
         if hasattr(emb, "blocks")
-        else ((s, emb[s : s + CORPUS_BLOCK]) for s in range(0, len(emb), CORPUS_BLOCK))
+        else (
+            (np.arange(s, min(s + CORPUS_BLOCK, len(emb)), dtype=np.int64), emb[s : s + CORPUS_BLOCK])
+            for s in range(0, len(emb), CORPUS_BLOCK)
+        )
     )
-    for start, rows in blocks:
+    for ids, rows in blocks:
         block = np.ascontiguousarray(rows)
         d, i = faiss.knn(q, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
+        i = np.where(i >= 0, ids[i], -1)  # block positions -> corpus rows
         if d.shape[1] < k:  # a last block smaller than k: pad so the heap sees (nq, k)
             pad = k - d.shape[1]
             d = np.hstack([d, np.full((len(q), pad), -np.inf, dtype=np.float32)])
-            i = np.hstack([i, np.full((len(q), pad), -1 - start, dtype=np.int64)])
-        heap.add_result(d, i + start)
+            i = np.hstack([i, np.full((len(q), pad), -1, dtype=np.int64)])
+        heap.add_result(d, i)
     heap.finalize()
-    return heap.D, heap.I
+    return _break_ties(heap.D, heap.I, want)
+
+
+def _break_ties(d: np.ndarray, i: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top k of each row, scores equal to TIE_DECIMALS ranked by corpus row. Which of two tied
+    passages (duplicates, or texts whose embeddings differ only by float noise: the same text encoded in
+    another batch) comes first otherwise depends on the order the corpus is stored and searched in (shards,
+    workers); this way the neighbours are the same however the corpus was cut."""
+    rounded = np.where(i >= 0, np.round(d, TIE_DECIMALS), -np.inf)
+    order = np.lexsort((np.where(i >= 0, i, np.iinfo(np.int64).max), -rounded))[:, :k]
+    return np.take_along_axis(d, order, axis=1), np.take_along_axis(i, order, axis=1)
 
 
 def _search_sparse(corpus: EncodedCorpus, q: Any, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,19 +1,23 @@
 """Sharded encoding: a corpus (or query set) cut into shards, each encoded on its own and cached as one
 `.npy` file, then searched as one matrix.
 
-- Shard boundaries are content-defined (as in content-defined chunking of backup tools): past half the
-  shard size, a shard ends after a row whose id hashes to 0 modulo half the shard size (or at 4x the
-  shard size). Adding documents
-  changes only the shards the new rows fall into; every other shard keeps its rows, so its key, so
-  its cached embeddings.
+- In a run, which shard a row belongs to is kept (`ShardGroups`, a Parquet file in the shards folder):
+  a row keeps its group across reruns, and rows seen for the first time top up the newest group, then
+  fill new ones. Documents added to a finished run (wherever their names sort) therefore land in new
+  shards, and every other shard keeps its rows, so its key, so its cached embeddings. A shard's rows
+  are stored in group order; `ShardedEmbeddings` maps them back to the caller's row order.
+- Without a run (`plan_shards`), boundaries are content-defined instead, as in the content-defined
+  chunking of backup tools: past half the shard size, a shard ends after a row whose id hashes to 0
+  modulo half the shard size (or at 4x the shard size).
 - A shard's key is the hash of what decides its embeddings: the model, the role (query or document),
   the sequence length, the backend and the texts. Its file is written under a temporary name and
   renamed, so a killed encoding leaves no half shard: a rerun finds the finished shards and encodes the
   rest.
-- `ShardedEmbeddings` opens the shard files as memory maps and reads like one (n, dim) matrix: slices
-  and row gathers for the false-negative guard, and `blocks()` for search, which merges each block's
-  top-k in one FAISS result heap. For exact search that is the same neighbours as one index over the
-  whole corpus.
+- `ShardedEmbeddings` opens the shard files as memory maps and reads like one (n, dim) matrix of the
+  rows the caller asks for (all, or a subset such as the training passages, in the caller's order):
+  slices and row gathers for the false-negative guard, and `blocks()` for search, which merges each
+  block's top-k in one FAISS result heap. For exact search that is the same neighbours as one index
+  over the whole corpus.
 
 Shards are plain data (`EncodeShard`), so any executor can encode them: a loop here, Prefect tasks
 mapped over a Dask cluster in the flow (`flows.stages`), or `distributed.Client.map` in a benchmark.
@@ -63,6 +67,66 @@ def plan_shards(ids: Sequence[str], size: int) -> list[tuple[int, int]]:
     return out
 
 
+class ShardGroups:
+    """Which shard group each row id belongs to, kept in a Parquet file (id, group) across reruns.
+
+    `assign` keeps every known id in its group; ids seen for the first time top up the newest group to
+    `size` rows, then fill new groups of `size`, in the order given. So rows added to a finished run
+    change at most one old shard (the newest, when it was not full), wherever they sort among the old
+    rows. A file that cannot be read is started afresh: the groups only decide which shards can be
+    reused, never an embedding.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def _load(self) -> dict[str, int]:
+        if not self.path.is_file():
+            return {}
+        import pyarrow.parquet as pq
+
+        try:
+            t = pq.read_table(self.path, columns=["id", "group"])
+        except Exception:  # a torn or foreign file: regroup (cost: shards encoded again, nothing lost)
+            return {}
+        return dict(zip(t.column("id").to_pylist(), t.column("group").to_pylist(), strict=True))
+
+    def _save(self, known: dict[str, int]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.part-{os.getpid()}")
+        table = pa.table(
+            {"id": pa.array(list(known), pa.string()), "group": pa.array(list(known.values()), pa.int32())}
+        )
+        pq.write_table(table, tmp)
+        os.replace(tmp, self.path)
+
+    def assign(self, ids: Sequence[str], size: int) -> list[list[int]]:
+        """The positions in `ids` of each group's rows, groups in order (empty ones left out); new ids
+        are given groups and saved."""
+        size = max(1, size)
+        known = self._load()
+        fresh = [i for i in dict.fromkeys(ids) if i not in known]
+        if fresh:
+            counts: dict[int, int] = {}
+            for g in known.values():
+                counts[g] = counts.get(g, 0) + 1
+            group = max(counts, default=0)
+            room = size - counts.get(group, 0)
+            for rid in fresh:
+                if room <= 0:
+                    group, room = group + 1, size
+                known[rid] = group
+                room -= 1
+            self._save(known)
+        by_group: dict[int, list[int]] = {}
+        for pos, rid in enumerate(ids):
+            by_group.setdefault(known[rid], []).append(pos)
+        return [by_group[g] for g in sorted(by_group)]
+
+
 class EncodeShard(BaseModel):
     """One shard to encode: everything a worker process needs, nothing it must look up."""
 
@@ -75,6 +139,8 @@ class EncodeShard(BaseModel):
     """What the shard is for (e.g. mine_iter1, evaluate-base): the task run's name, not the key."""
     out: str
     texts: list[str]
+    ids: list[str] = []
+    """The rows' ids, in the shard's order (not in the key: the texts decide the embeddings)."""
     model_path: str
     kind: Literal["dense", "splade"] = "dense"
     max_seq_length: int | None = None
@@ -113,15 +179,20 @@ def shard_specs(
     quantize: bool = False,
     batch_size: int = 64,
     label: str = "",
+    groups: Sequence[Sequence[int]] | None = None,
 ) -> list[EncodeShard]:
-    """The shards of `texts` (row ids `ids`), each with its cache file under `folder`."""
+    """The shards of `texts` (row ids `ids`), each with its cache file under `folder`: the rows at the
+    positions of each of `groups` (`ShardGroups.assign`), or content-defined ranges (`plan_shards`)."""
     if len(texts) != len(ids):
         raise ValueError(f"{len(texts)} texts for {len(ids)} ids")
     head = f"{model_id}|{role}|{kind}|{max_seq_length}|{backend}|{quantize}"
+    if groups is None:
+        groups = [range(a, b) for a, b in plan_shards(ids, size)]
     specs = []
-    for n, (a, b) in enumerate(plan_shards(ids, size)):
+    for n, rows in enumerate(groups):
+        shard_texts = [texts[i] for i in rows]
         h = hashlib.sha256(head.encode())
-        for t in texts[a:b]:
+        for t in shard_texts:
             h.update(b"\x00" + t.encode("utf-8"))
         key = h.hexdigest()[:24]
         specs.append(
@@ -131,7 +202,8 @@ def shard_specs(
                 key=key,
                 label=label,
                 out=str(folder / f"{role}-{key}.npy"),
-                texts=list(texts[a:b]),
+                texts=shard_texts,
+                ids=[ids[i] for i in rows],
                 model_path=model_path,
                 kind=kind,
                 max_seq_length=max_seq_length,
@@ -201,9 +273,10 @@ def serial_map(fn: Callable[[EncodeShard], ShardDone], specs: list[EncodeShard])
 
 
 def encode_shards(
-    specs: list[EncodeShard], mapper: Mapper | None = None
+    specs: list[EncodeShard], mapper: Mapper | None = None, select: Sequence[str] | None = None
 ) -> tuple[ShardedEmbeddings, list[ShardDone]]:
-    """Encode the shards not on disk yet (with `mapper`, a loop by default) and open them all."""
+    """Encode the shards not on disk yet (with `mapper`, a loop by default) and open them all: as the
+    rows with ids `select` in that order (the specs must carry their ids), or all rows in shard order."""
     todo = [s for s in specs if not s.done]
     done = (mapper or serial_map)(encode_shard, todo) if todo else []
     missing = [s.out for s in specs if not s.done]
@@ -214,13 +287,24 @@ def encode_shards(
         for torn in folder.glob("*.part-*.npy"):
             with contextlib.suppress(FileNotFoundError):
                 torn.unlink()
-    return ShardedEmbeddings([Path(s.out) for s in specs]), done
+    rows = None
+    if select is not None:
+        where = {rid: n for n, rid in enumerate(r for s in specs for r in s.ids)}
+        lost = [rid for rid in select if rid not in where]
+        if lost:
+            raise KeyError(f"{len(lost)} rows are in no shard, e.g. {lost[0]!r}")
+        rows = np.fromiter((where[rid] for rid in select), dtype=np.int64, count=len(select))
+    return ShardedEmbeddings([Path(s.out) for s in specs], rows), done
 
 
 class ShardedEmbeddings:
-    """Shard files read as one (n, dim) float32 matrix, without loading them into memory."""
+    """Shard files read as one (n, dim) float32 matrix, without loading them into memory.
 
-    def __init__(self, paths: Sequence[Path]) -> None:
+    `rows` (optional): the stored position (shard files concatenated) of each row the matrix shows, in
+    the order it shows them, e.g. the training passages only, in the caller's passage order. Without
+    it, the matrix is every stored row in stored order."""
+
+    def __init__(self, paths: Sequence[Path], rows: np.ndarray | None = None) -> None:
         self.parts: list[np.ndarray] = [np.load(p, mmap_mode="r") for p in paths]
         sizes = [len(p) for p in self.parts]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -229,24 +313,51 @@ class ShardedEmbeddings:
             raise ValueError(f"shards of different dimensions: {sorted(dims)}")
         self.dim = dims.pop() if dims else 0
         self.dtype = np.dtype(np.float32)
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        if (
+            self.rows is not None
+            and self.rows.size
+            and (self.rows.min() < 0 or self.rows.max() >= self.offsets[-1])
+        ):
+            raise IndexError(f"stored row out of range for {int(self.offsets[-1])} rows")
 
     @property
     def shape(self) -> tuple[int, int]:
-        return (int(self.offsets[-1]), self.dim)
+        return (len(self), self.dim)
 
     def __len__(self) -> int:
-        return int(self.offsets[-1])
+        return int(self.offsets[-1]) if self.rows is None else len(self.rows)
 
-    def blocks(self, block: int) -> Iterator[tuple[int, np.ndarray]]:
-        """(row offset, rows) per shard, in pieces of at most `block` rows."""
-        for off, part in zip(self.offsets[:-1], self.parts, strict=True):
-            for s in range(0, len(part), block):
-                yield int(off) + s, part[s : s + block]
+    def blocks(self, block: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(row numbers, rows) per shard, in pieces of at most `block` rows: each shard is read once,
+        in stored order, and only the rows this matrix shows."""
+        if self.rows is None:
+            for off, part in zip(self.offsets[:-1], self.parts, strict=True):
+                for s in range(0, len(part), block):
+                    n = min(block, len(part) - s)
+                    yield np.arange(int(off) + s, int(off) + s + n, dtype=np.int64), part[s : s + block]
+            return
+        order = np.argsort(self.rows, kind="stable")
+        stored = self.rows[order]
+        bounds = np.searchsorted(stored, self.offsets)
+        for n, part in enumerate(self.parts):
+            a, b = int(bounds[n]), int(bounds[n + 1])
+            for s in range(a, b, block):
+                e = min(s + block, b)
+                yield order[s:e], part[stored[s:e] - self.offsets[n]]
+
+    def _gather(self, stored: np.ndarray) -> np.ndarray:
+        which = np.searchsorted(self.offsets, stored, side="right") - 1
+        out = np.empty((len(stored), self.dim), dtype=np.float32)
+        for s in np.unique(which):
+            mask = which == s
+            out[mask] = self.parts[s][stored[mask] - self.offsets[s]]
+        return out
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if isinstance(key, slice):
             start, stop, step = key.indices(len(self))
-            if step != 1:
+            if step != 1 or self.rows is not None:
                 return self[np.arange(start, stop, step)]
             pieces = []
             for off, part in zip(self.offsets[:-1], self.parts, strict=True):
@@ -260,12 +371,7 @@ class ShardedEmbeddings:
         if rows.size and (rows.min() < -len(self) or rows.max() >= len(self)):
             raise IndexError(f"row out of range for {len(self)} rows")
         rows = np.where(rows < 0, rows + len(self), rows)
-        which = np.searchsorted(self.offsets, rows, side="right") - 1
-        out = np.empty((len(rows), self.dim), dtype=np.float32)
-        for s in np.unique(which):
-            mask = which == s
-            out[mask] = self.parts[s][rows[mask] - self.offsets[s]]
-        return out
+        return self._gather(rows if self.rows is None else self.rows[rows])
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         arr = self[0 : len(self)]
@@ -276,6 +382,7 @@ __all__ = [
     "EncodeShard",
     "Mapper",
     "ShardDone",
+    "ShardGroups",
     "ShardedEmbeddings",
     "encode_shard",
     "encode_shards",

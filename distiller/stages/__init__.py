@@ -10,10 +10,12 @@ in-process; Prefect tasks in `tasks/` are thin wrappers around the same function
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from distiller.config import DistillConfig
 from distiller.retrieval.shards import EncodeShard
 from distiller.stages import evaluate as _evaluate
+from distiller.stages import ingest as _ingest
 from distiller.stages import mine as _mine
 from distiller.stages.bootstrap import bootstrap_stage
 from distiller.stages.common import Progress, budget_cause, lock_run, model_ref, open_store, plan_llm_budget
@@ -28,6 +30,9 @@ from distiller.stages.report import report_stage
 from distiller.stages.train import train_stage, training_settings
 from distiller.stages.validate import validate_stage
 from distiller.store import RunStore, StageResult
+
+if TYPE_CHECKING:
+    from distiller.ingest.shards import IngestShard
 
 STAGE_FUNCTIONS: dict[StageName, Callable[..., StageResult]] = {
     "ingest": ingest_stage,
@@ -61,9 +66,12 @@ def run_step(
     return STAGE_FUNCTIONS[step.stage](store, cfg, *step.args)
 
 
-def shard_plan(step: Step, store: RunStore, cfg: DistillConfig) -> list[EncodeShard]:
-    """The encoding shards `step` still needs (mine and evaluate, dense students, not cached): what a
-    flow fans out before running the step, which then finds them on disk."""
+def shard_plan(step: Step, store: RunStore, cfg: DistillConfig) -> list[EncodeShard] | list[IngestShard]:
+    """The shards `step` still needs (ingest's file groups; mine's and evaluate's encodings of a dense
+    student), none when the step is cached: what a flow fans out before running the step, which then
+    finds them in the run folder."""
+    if step.stage == "ingest":
+        return _ingest.shard_plan(store, cfg)
     if step.stage == "mine":
         return _mine.shard_plan(store, cfg, *step.args)
     if step.stage == "evaluate":

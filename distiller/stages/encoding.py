@@ -1,20 +1,31 @@
 """Sharded encoding for the stages that encode a corpus with a model (mine, evaluate): where a model's
 shards live in the run folder, which shards a stage needs, and encoding the missing ones.
 
-A stage run alone encodes its missing shards in a loop; the flow encodes them first as mapped Prefect
-tasks (on Dask: one shard per worker at a time), so the stage finds them all on disk.
+A model's shards cover a whole row set (every passage, every query) in the run's kept shard groups
+(`ShardGroups`, `shards/groups-<role>.parquet`), so mining (training rows) and evaluation (all rows) of
+the same model share them, and rows added to a finished run land in new shards. A stage run alone
+encodes its missing shards in a loop; the flow encodes them first as mapped Prefect tasks (on Dask: one
+shard per worker at a time), so the stage finds them all on disk.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from distiller.config import DistillConfig
 from distiller.retrieval.index import EncodedCorpus
-from distiller.retrieval.shards import EncodeShard, Mapper, Role, encode_shards, shard_specs
+from distiller.retrieval.shards import (
+    EncodeShard,
+    Mapper,
+    Role,
+    ShardGroups,
+    encode_shards,
+    shard_specs,
+)
 from distiller.store import RunStore, sha256_path
 
 SHARDS_DIR = "shards"
@@ -69,7 +80,10 @@ def specs_for(
     role: Role,
     label: str = "",
 ) -> list[EncodeShard]:
+    """The shards of one model's encoding of `texts` (ids `ids`: the whole row set, so that every stage
+    encoding with that model reads the same shards), in the run's shard groups."""
     ident = _identity(model_id)
+    groups = ShardGroups(store.path(SHARDS_DIR) / f"groups-{role}.parquet")
     return shard_specs(
         texts,
         ids,
@@ -84,15 +98,16 @@ def specs_for(
         quantize=cfg.encoding.quantize,
         batch_size=cfg.mining.encode_batch_size,
         label=label,
+        groups=groups.assign(ids, cfg.encoding.shard_size),
     )
 
 
 def encode_all(
-    specs: list[EncodeShard], mapper: Mapper | None = None
+    specs: list[EncodeShard], select: Sequence[str], mapper: Mapper | None = None
 ) -> tuple[EncodedCorpus, dict[str, Any]]:
-    """Encode the shards not on disk (resume: the finished ones are kept) and open them as one matrix;
-    with what was done, for the stage's details."""
-    emb, done = encode_shards(specs, mapper)
+    """Encode the shards not on disk (resume: the finished ones are kept) and open them as one matrix of
+    the rows `select` (ids, in the stage's order); with what was done, for the stage's details."""
+    emb, done = encode_shards(specs, mapper, select)
     encoders = sorted({d.encoder for d in done if d.encoder})
     details: dict[str, Any] = {
         "shards": len(specs),
@@ -102,6 +117,23 @@ def encode_all(
     if encoders:
         details["encoder"] = encoders[0] if len(encoders) == 1 else encoders
     return EncodedCorpus(emb, sparse=False), details
+
+
+def prune_shards(store: RunStore, keep: Iterable[EncodeShard]) -> int:
+    """Remove the shard folders of models other than those of `keep` (the models of this run: the base
+    and each iteration), i.e. of iterations an earlier training of this run folder wrote and a retraining
+    replaced: at 4 bytes x 384 dimensions a model's shards of 10M passages are 15 GB. Returns how many."""
+    import shutil
+
+    root = store.path(SHARDS_DIR)
+    live = {Path(s.out).parent.resolve() for s in keep}
+    gone = 0
+    for folder in root.iterdir() if root.is_dir() else []:
+        is_model = re.fullmatch(r"[0-9a-f]{16}", folder.name) is not None  # not shards/ingest
+        if is_model and folder.is_dir() and folder.resolve() not in live:
+            shutil.rmtree(folder, ignore_errors=True)
+            gone += 1
+    return gone
 
 
 def merge_details(*parts: dict[str, Any]) -> dict[str, Any]:
@@ -120,6 +152,7 @@ __all__ = [
     "load_encoder_for",
     "merge_details",
     "model_folder",
+    "prune_shards",
     "sharded",
     "specs_for",
 ]

@@ -27,6 +27,7 @@ from distiller.stages.encoding import (
     encode_all,
     load_encoder_for,
     merge_details,
+    prune_shards,
     sharded,
     specs_for,
 )
@@ -72,11 +73,17 @@ def _shards(
     cfg: DistillConfig,
     models: list[tuple[str, int, str, Path | str]],
     passages: list[Passage],
-) -> dict[str, list[EncodeShard]]:
-    """Each model's shards of the whole corpus (held-out passages included: evaluation ranks them)."""
+    queries: list[Query],
+) -> dict[str, tuple[list[EncodeShard], list[EncodeShard]]]:
+    """Each model's (corpus, query) shards: every passage and query, as mining plans them, so the
+    models mining used (the base, each iteration but the last) are read from mining's shards."""
     texts, ids = [p.text for p in passages], [p.passage_id for p in passages]
+    qtexts, qids = [q.text for q in queries], [q.query_id for q in queries]
     return {
-        name: specs_for(store, cfg, path, ident, texts, ids, "document", f"evaluate-{name}")
+        name: (
+            specs_for(store, cfg, path, ident, texts, ids, "document", f"evaluate-{name}"),
+            specs_for(store, cfg, path, ident, qtexts, qids, "query", f"evaluate-{name}"),
+        )
         for name, _, path, ident in models
     }
 
@@ -89,7 +96,13 @@ def shard_plan(store: RunStore, cfg: DistillConfig) -> list[EncodeShard]:
     if store.cache.lookup("evaluate", _key(store, cfg, models), OUTPUTS) is not None:
         return []
     passages = read_parquet(store.path("passages.parquet"), Passage)
-    return [s for specs in _shards(store, cfg, models, passages).values() for s in specs if not s.done]
+    queries = read_parquet(store.path("queries.parquet"), Query)
+    return [
+        s
+        for docs, qs in _shards(store, cfg, models, passages, queries).values()
+        for s in docs + qs
+        if not s.done
+    ]
 
 
 OUTPUTS = ["metrics.parquet", "models/best"]
@@ -108,7 +121,8 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig, mapper: Mapper | None = 
 
     def run() -> dict[str, Any]:
         passages = read_parquet(passages_p, Passage)
-        queries = [q for q in read_parquet(queries_p, Query) if q.split == "test"]
+        every_query = read_parquet(queries_p, Query)
+        queries = [q for q in every_query if q.split == "test"]
         if not queries:
             raise StageError(
                 "no held-out (test) queries to evaluate on: the corpus needs more documents"
@@ -121,22 +135,28 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig, mapper: Mapper | None = 
         rows += evaluate_bm25(passages, queries, ks, query_set=own_set)
         if real:
             rows += evaluate_bm25(real.corpus, real.queries, ks, query_set="eval-file", unit_of=real.unit_of)
-        shards = _shards(store, cfg, models, passages) if sharded(cfg) else {}
+        shards = _shards(store, cfg, models, passages, every_query) if sharded(cfg) else {}
         encoded: list[dict[str, Any]] = []
         encoders: set[str] = set()
         for name, k, path, _ in models:
-            corpus = None
+            corpus = qemb = None
             if name in shards:
-                corpus, done = encode_all(shards[name], mapper)
-                encoded.append(done)
+                docs, qs = shards[name]
+                corpus, done = encode_all(docs, [p.passage_id for p in passages], mapper)
+                held_out, qdone = encode_all(qs, [q.query_id for q in queries], mapper)
+                qemb = held_out.embeddings
+                encoded += [done, qdone]
             model, how = load_encoder_for(cfg, path)
             encoders.add(how)
-            rows += evaluate_model(model, passages, queries, ks, name, k, query_set=own_set, corpus=corpus)
+            rows += evaluate_model(
+                model, passages, queries, ks, name, k, query_set=own_set, corpus=corpus, query_embeddings=qemb
+            )
             if real:
                 rows += evaluate_model(
                     model, real.corpus, real.queries, ks, name, k, query_set="eval-file", unit_of=real.unit_of
                 )
         write_parquet(store.path("metrics.parquet"), rows, MetricRow)
+        pruned = prune_shards(store, (s for d, q in shards.values() for s in d + q)) if shards else 0
         metric = cfg.evaluation.metric
         best, chosen = select_best(rows, metric)
         best_dir = store.path("models/best")
@@ -172,6 +192,7 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig, mapper: Mapper | None = 
                 "eval_notes": real.notes if real else [],
                 "warning": warning,
                 **(merge_details(*encoded) if encoded else {}),
+                **({"shard_folders_pruned": pruned} if shards else {}),
                 "encoder": sorted(encoders)[0] if len(encoders) == 1 else sorted(encoders),
             },
         }

@@ -12,16 +12,6 @@ from distiller.config import DistillConfig
 from distiller.store import stage_key
 
 
-def input_file_hashes(cfg: DistillConfig) -> list[str]:
-    """The contents' hashes of the input files (`input.paths`), sorted."""
-    from distiller.ingest.readers import expand_inputs
-    from distiller.store import sha256_file
-
-    files, _ = expand_inputs(cfg.input.paths)
-    # Contents only, sorted: moving or renaming the corpus keeps the key.
-    return sorted(sha256_file(f) for f in files)
-
-
 def config_hash(cfg: DistillConfig, *sections: str, exclude: dict[str, set[str]] | None = None) -> str:
     """A stable hash of the named config sections (less the `exclude`d fields of each) and the seed: the
     part of the config a stage depends on."""
@@ -35,4 +25,4 @@ def config_hash(cfg: DistillConfig, *sections: str, exclude: dict[str, set[str]]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-__all__ = ["config_hash", "input_file_hashes", "stage_key"]
+__all__ = ["config_hash", "stage_key"]

@@ -71,24 +71,26 @@ class _Plan:
         self.out_name = f"triplets_iter{iteration}.parquet"
         self.stage = f"mine_iter{iteration}"
 
-    def inputs(self) -> tuple[list[Passage], list[Query]]:
+    def inputs(self) -> tuple[list[Passage], list[Passage], list[Query]]:
+        """(every passage, the training passages mining searches, the queries)."""
         passages = read_parquet(self.passages_p, Passage)
         queries = read_parquet(self.queries_p, Query)
         # Mine among training documents only: a held-out passage must never be seen in training,
         # not even as a negative.
         train_docs = {q.doc_id for q in queries if q.split == "train"}
-        return [p for p in passages if p.doc_id in train_docs], queries
+        return passages, [p for p in passages if p.doc_id in train_docs], queries
 
     def shards(
         self, store: RunStore, cfg: DistillConfig, passages: list[Passage], queries: list[Query]
     ) -> list[EncodeShard]:
-        train = [q for q in queries if q.split == "train"]
+        # Every passage and query, held-out ones included: evaluation of the same model reads these
+        # shards too, so the base model's corpus is encoded once per run, not once per stage.
         return specs_for(
             store, cfg, self.model_path, self.model_id, [p.text for p in passages],
             [p.passage_id for p in passages], "document", self.stage,
         ) + specs_for(
-            store, cfg, self.model_path, self.model_id, [q.text for q in train],
-            [q.query_id for q in train], "query", self.stage,
+            store, cfg, self.model_path, self.model_id, [q.text for q in queries],
+            [q.query_id for q in queries], "query", self.stage,
         )  # fmt: skip
 
 
@@ -100,7 +102,8 @@ def shard_plan(store: RunStore, cfg: DistillConfig, iteration: int) -> list[Enco
     plan = _Plan(store, cfg, iteration)
     if store.cache.lookup(plan.stage, plan.key, [plan.out_name]) is not None:
         return []
-    return [s for s in plan.shards(store, cfg, *plan.inputs()) if not s.done]
+    every, _, queries = plan.inputs()
+    return [s for s in plan.shards(store, cfg, every, queries) if not s.done]
 
 
 def mine_stage(
@@ -111,7 +114,7 @@ def mine_stage(
     plan = _Plan(store, cfg, iteration)
 
     def run() -> dict[str, Any]:
-        passages, queries = plan.inputs()
+        every, passages, queries = plan.inputs()
         previous = read_parquet(plan.prev_triplets, Triplet) if plan.prev_triplets is not None else []
         if plan.use_generated:
             live = {q.query_id for q in queries if q.split == "train"}  # validation may have removed some
@@ -119,10 +122,11 @@ def mine_stage(
         encoded: dict[str, Any] = {}
         corpus = qemb = None
         if sharded(cfg):
-            specs = plan.shards(store, cfg, passages, queries)
+            specs = plan.shards(store, cfg, every, queries)
             n_docs = sum(s.role == "document" for s in specs)
-            corpus, encoded = encode_all(specs[:n_docs], mapper)
-            queries_enc, qdetails = encode_all(specs[n_docs:], mapper)
+            train_ids = [q.query_id for q in queries if q.split == "train"]
+            corpus, encoded = encode_all(specs[:n_docs], [p.passage_id for p in passages], mapper)
+            queries_enc, qdetails = encode_all(specs[n_docs:], train_ids, mapper)
             qemb, encoded = queries_enc.embeddings, merge_details(encoded, qdetails)
             if (
                 cfg.mining.exact_index_max_corpus is not None

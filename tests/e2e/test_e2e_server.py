@@ -148,15 +148,19 @@ def test_deploy_and_run_twice_through_the_server(stack: svc.Stack, tiny_corpus: 
 
     states1 = _task_states(first["id"], env)
     # A stage with nothing to do here (validation without an LLM judge) finishes `Skipped`.
-    ran = {k for k, v in states1.items() if v == "Completed" and not k.startswith("encode-")}
+    shards1 = {k for k in states1 if k.startswith(("encode-", "ingest-shard-"))}
+    ran = {k for k, v in states1.items() if v == "Completed" and k not in shards1}
     assert {"ingest", "generate", "mine-iter1", "evaluate", "export", "report"} <= ran, json.dumps(states1)
-    # mine's and evaluate's encoding shards ran as tasks of their own before them
-    shards1 = {k for k in states1 if k.startswith("encode-")}
+    # ingest's file groups, and mine's and evaluate's encoding shards, ran as tasks of their own before
+    # them (evaluate encodes iteration 1 only: the base model's shards are mining's)
     assert {
+        "ingest-shard-0",
         "encode-mine_iter1-document-0",
         "encode-mine_iter1-query-0",
         "encode-evaluate-iter1-document-0",
+        "encode-evaluate-iter1-query-0",
     } <= shards1, json.dumps(states1)
+    assert not any(k.startswith("encode-evaluate-base") for k in shards1), json.dumps(states1)
     assert set(states1.values()) <= {"Completed", "Skipped"}, json.dumps(states1)
     train1 = _train_subflow(first["id"], env)
     assert train1["pool"] == "distill-gpu" and train1["state"] == "COMPLETED", train1

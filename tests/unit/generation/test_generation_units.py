@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from distiller.generation.dedup import dedup_queries, duplicate_of
-from distiller.generation.plan import quota, rotation
+from distiller.generation.plan import deal, rotation, row_start
 from distiller.generation.progress import ProgressEvent, Throttled, emit, progress_sink
 from distiller.generation.validation import JudgeItem, decide, sample_sizes, systematic_sample
 from distiller.prompts import fingerprint
@@ -19,17 +19,32 @@ from distiller.prompts.judge import JUDGE_QA, JUDGE_QUERY, Verdict
 from distiller.records import Query
 
 
-@pytest.mark.parametrize("n", [1, 7, 10, 101])
-def test_quota_follows_the_mix_within_one(n: int) -> None:
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 12])
+def test_deal_follows_the_mix_within_one_per_row_and_over_many_rows(k: int) -> None:
     mix = {"simple": 0.3, "intermediate": 0.45, "complex": 0.25}
-    labels = quota(mix, n, seed=13, salt="x")
-    assert len(labels) == n
-    counts = Counter(labels)
-    for k, share in mix.items():
-        assert abs(counts[k] - n * share) < 1
-    assert labels == quota(mix, n, seed=13, salt="x")  # deterministic
-    if n > 10:
-        assert labels != quota(mix, n, seed=14, salt="x")  # the seed shuffles
+    rows = [f"chunk-{i}" for i in range(2000)]
+    dealt = {r: deal(mix, k, seed=13, salt="x", row=r) for r in rows}
+    for labels in dealt.values():
+        assert len(labels) == k
+        counts = Counter(labels)
+        assert all(abs(counts[m] - k * share) < 1 for m, share in mix.items())
+    total = Counter(label for labels in dealt.values() for label in labels)
+    for m, share in mix.items():  # 2,000 rows: each share within 3 points of its weight
+        assert abs(total[m] / (k * len(rows)) - share) < 0.03, (m, total)
+    assert deal(mix, k, seed=13, salt="x", row="chunk-1") == dealt["chunk-1"]  # deterministic
+    assert [deal(mix, k, 14, "x", r) for r in rows[:50]] != [dealt[r] for r in rows[:50]]  # the seed counts
+
+
+def test_a_rows_labels_depend_on_its_own_id_only() -> None:
+    """So adding documents keeps every old row's prompt, and its answer comes from the call cache."""
+    mix = {"a": 0.5, "b": 0.25, "c": 0.25}
+    names = list(STRATEGIES)
+    before = {r: (deal(mix, 3, 13, "t", r), row_start(6, 13, "s", r)) for r in ("x1", "x2", "x3")}
+    for r in ("x0", "x1a", "x9"):  # others come, in any order
+        deal(mix, 3, 13, "t", r)
+    assert before == {r: (deal(mix, 3, 13, "t", r), row_start(6, 13, "s", r)) for r in before}
+    starts = Counter(row_start(len(names), 13, "s", f"q{i}") for i in range(3000))
+    assert set(starts) == set(range(6)) and max(starts.values()) < 1.2 * 3000 / 6
 
 
 def test_rotation_uses_every_strategy_equally() -> None:

