@@ -71,7 +71,7 @@ def _coherence(ctx: FusionContext, rows: Rows) -> tuple[list[Judgment], dict[str
         _judgment,
         judge_endpoint,
         judge_request,
-        systematic_sample,
+        stable_sample,
     )
 
     endpoint = judge_endpoint(ctx.fused_cfg)
@@ -100,7 +100,7 @@ def _coherence(ctx: FusionContext, rows: Rows) -> tuple[list[Judgment], dict[str
                     level="integrated",
                 )
             )
-    sample = systematic_sample(items, n, ctx.seed)
+    sample = stable_sample(items, n, ctx.seed)
     gctx = GenContext.from_config(ctx.fused_cfg)
     judge = f"{endpoint.provider}:{endpoint.model}"
     with StageLLM(ctx.fused_cfg, ctx.run_dir, "validate", endpoint) as llm:

@@ -32,7 +32,7 @@ from distiller.generation.validation import (
     qa_items,
     query_items,
     sample_sizes,
-    systematic_sample,
+    stable_sample,
 )
 from distiller.llm import CallCache, LLMRequest
 from distiller.llm.estimate import estimate_cost
@@ -203,7 +203,7 @@ def _plan_judge(
         pools["query"] = query_items(queries, by_id, skip={qa.qa_id for qa in qa_pairs})
     sizes = sample_sizes({k: len(v) for k, v in pools.items()}, cfg.validation.sample_rate, None)
     for kind, pool in pools.items():
-        sample = systematic_sample(pool, sizes[kind], cfg.seed)
+        sample = stable_sample(pool, sizes[kind], cfg.seed)
         step = "judge Q&A pairs" if kind == "qa" else "judge queries"
         plan.add("validate", step, [judge_request(it, ctx) for it in sample], judge_endpoint(cfg))
     plan.notes.append(

@@ -4,10 +4,12 @@ What is judged: every Q&A pair against its source (the chunk, or in bootstrap mo
 document), and in document mode also each retrieval query against its chunk (`validation.judge_queries`).
 
 The sample: `ceil(sample_rate x n)` rows of each kind, capped by what the validation budget can pay for
-at the worst-case cost of a judge call, and drawn by systematic sampling over the rows ordered by
-difficulty, then by source (in a seeded order), then seeded within. That is implicit stratification:
-every row has the same chance n/N, so the approval rate is an honest estimate of the whole set's, while
-the sample spreads over difficulty levels in proportion and over as many sources as its size allows.
+at the worst-case cost of a judge call, shared over the difficulty levels in proportion; within a level,
+the rows whose seeded hashes come first, a source's first row before any source's second. Every row has
+the same chance n/N, so the approval rate is an honest estimate of the whole set's, the sample spreads
+over as many sources as its size allows, and, as a row's place depends on its own id only, the sample of
+a set that grew keeps the rows judged before (their verdicts come from the call cache): a rerun after
+new documents pays the judge for new rows, not for a reshuffled sample of old ones.
 
 The outcome:
 - `judgments.parquet`: one row per sampled item — verdict, the four checks, problems, the judge's
@@ -23,7 +25,6 @@ The outcome:
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,8 +110,9 @@ def query_items(queries: Sequence[Query], passages: Mapping[str, Passage], skip:
     return out
 
 
-def systematic_sample(items: Sequence[JudgeItem], n: int, seed: int) -> list[JudgeItem]:
-    """n items, each with chance n/N, spread over difficulty levels and sources (see the module doc)."""
+def stable_sample(items: Sequence[JudgeItem], n: int, seed: int) -> list[JudgeItem]:
+    """n items, spread over difficulty levels in proportion and over sources, chosen by hashes of the
+    items' own ids (see the module doc): the sample of a grown set keeps the old sample's rows."""
     if n >= len(items):
         return list(items)
     if n <= 0:
@@ -119,20 +121,27 @@ def systematic_sample(items: Sequence[JudgeItem], n: int, seed: int) -> list[Jud
     def rank(*parts: str) -> str:
         return stable_id(str(seed), *parts)
 
-    # Sources in one seeded order; each level walks it from a different starting point, so the picks of
-    # different levels (which fall at the same offsets) land on different sources.
-    groups = sorted({it.group for it in items}, key=rank)
-    pos = {g: i for i, g in enumerate(groups)}
-    levels = sorted({it.level for it in items})
-    shift = max(1, len(groups) // len(levels))
-
-    def key(it: JudgeItem) -> tuple[str, int, str]:
-        return (it.level, (pos[it.group] + levels.index(it.level) * shift) % len(groups), rank(it.item_id))
-
-    ordered = sorted(items, key=key)
-    step = len(ordered) / n
-    start = random.Random(f"{seed}:sample").random() * step
-    return [ordered[int(start + k * step)] for k in range(n)]
+    by_level: dict[str, list[JudgeItem]] = {}
+    for it in items:
+        by_level.setdefault(it.level, []).append(it)
+    # n shared over the levels in proportion to their rows (largest remainder)
+    exact = {lv: n * len(v) / len(items) for lv, v in by_level.items()}
+    take = {lv: math.floor(x) for lv, x in exact.items()}
+    for lv in sorted(exact, key=lambda lv: (take[lv] - exact[lv], lv))[: n - sum(take.values())]:
+        take[lv] += 1
+    chosen: set[str] = set()
+    for lv, rows in by_level.items():
+        # A source's first row (in hash order) before any source's second: the sample spreads over as
+        # many sources as its size allows; each level orders the sources by its own hash, so the levels
+        # tend to pick different ones.
+        nth: dict[str, int] = {}
+        keyed = []
+        for it in sorted(rows, key=lambda it: rank(it.item_id)):
+            k = nth.get(it.group, 0)
+            nth[it.group] = k + 1
+            keyed.append(((k, rank(lv, it.group), rank(it.item_id)), it.item_id))
+        chosen |= {item_id for _, item_id in sorted(keyed)[: take[lv]]}
+    return [it for it in items if it.item_id in chosen]
 
 
 def judge_request(item: JudgeItem, ctx: GenContext) -> LLMRequest:
@@ -261,7 +270,7 @@ def validate(
             )
         judgments: list[Judgment] = []
         for kind, pool in pools.items():
-            sample = systematic_sample(pool, sizes[kind], cfg.seed)
+            sample = stable_sample(pool, sizes[kind], cfg.seed)
             results = llm.run(f"judge {LABEL[kind]}", [requests[kind][it.item_id] for it in sample])
             judgments += [_judgment(it, res, judge) for it, res in zip(sample, results, strict=True)]
         notes += llm.notes
@@ -328,6 +337,6 @@ __all__ = [
     "qa_items",
     "query_items",
     "sample_sizes",
-    "systematic_sample",
+    "stable_sample",
     "validate",
 ]

@@ -96,13 +96,15 @@ def encode_dense(
     return out
 
 
-def encode_sparse(model: Any, texts: Sequence[str], role: Role, batch_size: int) -> Any:
+def encode_sparse(
+    model: Any, texts: Sequence[str], role: Role, batch_size: int, progress: bool = True
+) -> Any:
     """Encode with a SparseEncoder into a scipy CSR matrix, one batch at a time."""
     import scipy.sparse as sp
 
     parts = []
     step = batch_size * 16
-    counter = Counter(_ENCODING[role], len(texts), "texts")
+    counter = Counter(_ENCODING[role], len(texts), "texts") if progress else None
     for start in range(0, len(texts), step):
         emb = _encode_batch(
             model, texts[start : start + step], role, batch_size, convert_to_sparse_tensor=True
@@ -114,7 +116,8 @@ def encode_sparse(model: Any, texts: Sequence[str], role: Role, batch_size: int)
                 (coo.values().float().numpy(), (idx[0], idx[1])), shape=tuple(coo.shape), dtype=np.float32
             )
         )
-        counter.update(min(len(texts), start + step))
+        if counter is not None:
+            counter.update(min(len(texts), start + step))
     if not parts:
         return sp.csr_matrix((0, 1), dtype=np.float32)
     return sp.vstack(parts).tocsr()
@@ -222,11 +225,10 @@ def _break_ties(d: np.ndarray, i: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
 
 def _search_sparse(corpus: EncodedCorpus, q: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
     scores = (q @ corpus.embeddings.T).toarray()
-    k = min(k, scores.shape[1])
+    want, k = min(k, scores.shape[1]), min(k + TIE_MARGIN, scores.shape[1])
     idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     part = np.take_along_axis(scores, idx, axis=1)
-    order = np.argsort(-part, axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1), np.take_along_axis(idx, order, axis=1)
+    return _break_ties(part, idx.astype(np.int64), want)
 
 
 def search_batches(
@@ -239,12 +241,16 @@ def search_batches(
     query_embeddings: Any = None,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray, Any]]:
     """Yield (offset, scores [b, k], corpus indices [b, k], query embeddings) for each query batch,
-    best first. Indices < 0 mean fewer than k passages exist. `query_embeddings` (dense, one row per
-    query, encoded by the same model): searched as they are instead of encoding `queries`."""
+    best first. Indices < 0 mean fewer than k passages exist. `query_embeddings` (one row per query,
+    encoded by the same model: dense rows, or a CSR matrix for a sparse corpus): searched as they are
+    instead of encoding `queries`."""
     k = min(k, len(corpus)) if len(corpus) else k
     for start in range(0, len(queries), query_batch):
         chunk = queries[start : start + query_batch]
-        if query_embeddings is not None and not corpus.sparse:
+        if query_embeddings is not None and corpus.sparse:
+            q = query_embeddings[start : start + len(chunk)]
+            d, i = _search_sparse(corpus, q, k)
+        elif query_embeddings is not None:
             q = np.asarray(query_embeddings[start : start + len(chunk)], dtype=np.float32)
             d, i = _search_dense(corpus, q, k)
         elif corpus.sparse:

@@ -126,8 +126,8 @@ def mine_triplets(
     }
     usable_rows = [i for i, q in enumerate(train) if any(pid in pid_index for pid in q.positive_ids)]
     usable = [train[i] for i in usable_rows]
-    if query_embeddings is not None and len(query_embeddings) != len(train):
-        raise ValueError(f"{len(query_embeddings)} query embeddings for {len(train)} training queries")
+    if query_embeddings is not None and query_embeddings.shape[0] != len(train):
+        raise ValueError(f"{query_embeddings.shape[0]} query embeddings for {len(train)} training queries")
     stats["n_missing_positive"] = len(train) - len(usable)
     if not usable or not passages:
         stats.update(n_hard=0, n_easy=0, easy_fallback=False, n_false_neg_dropped=0, n_duplicates_skipped=0)
@@ -157,10 +157,13 @@ def mine_triplets(
             )
         elif len(corpus) != len(passages):
             raise ValueError(f"encoded corpus has {len(corpus)} rows for {len(passages)} passages")
+        rows = np.asarray(usable_rows, dtype=np.int64)
         qgiven = (
-            np.asarray(query_embeddings[np.asarray(usable_rows, dtype=np.int64)], dtype=np.float32)
-            if query_embeddings is not None and not corpus.sparse
-            else None
+            None
+            if query_embeddings is None
+            else query_embeddings[rows]  # CSR rows
+            if corpus.sparse
+            else np.asarray(query_embeddings[rows], dtype=np.float32)
         )
         for off, scores, idx, qemb in search_batches(
             model, corpus, [q.text for q in usable], top_k, cfg.encode_batch_size, query_embeddings=qgiven

@@ -201,7 +201,8 @@ def shard_specs(
                 role=role,
                 key=key,
                 label=label,
-                out=str(folder / f"{role}-{key}.npy"),
+                # SPLADE's sparse rows are a scipy CSR matrix in .npz; dense rows a float32 .npy
+                out=str(folder / f"{role}-{key}.{'npz' if kind == 'splade' else 'npy'}"),
                 texts=shard_texts,
                 ids=[ids[i] for i in rows],
                 model_path=model_path,
@@ -237,13 +238,18 @@ def encode_shard(spec: EncodeShard) -> ShardDone:
     out = Path(spec.out)
     if out.is_file():
         return ShardDone(index=spec.index, out=spec.out, rows=len(spec.texts), cached=True, seconds=0.0)
-    from distiller.retrieval.index import encode_dense
+    from distiller.retrieval.index import encode_dense, encode_sparse
 
     model, used = _encoder(spec.model_path, spec.kind, spec.max_seq_length, spec.backend, spec.quantize)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.stem}.part-{os.getpid()}.npy")
+    tmp = out.with_name(f"{out.stem}.part-{os.getpid()}{out.suffix}")
     try:
-        encode_dense(model, spec.texts, spec.role, spec.batch_size, path=tmp, progress=False)
+        if spec.kind == "splade":
+            import scipy.sparse as sp
+
+            sp.save_npz(tmp, encode_sparse(model, spec.texts, spec.role, spec.batch_size, progress=False))
+        else:
+            encode_dense(model, spec.texts, spec.role, spec.batch_size, path=tmp, progress=False)
         os.replace(tmp, out)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -274,9 +280,10 @@ def serial_map(fn: Callable[[EncodeShard], ShardDone], specs: list[EncodeShard])
 
 def encode_shards(
     specs: list[EncodeShard], mapper: Mapper | None = None, select: Sequence[str] | None = None
-) -> tuple[ShardedEmbeddings, list[ShardDone]]:
+) -> tuple[Any, list[ShardDone]]:
     """Encode the shards not on disk yet (with `mapper`, a loop by default) and open them all: as the
-    rows with ids `select` in that order (the specs must carry their ids), or all rows in shard order."""
+    rows with ids `select` in that order (the specs must carry their ids), or all rows in shard order.
+    Dense shards open as a `ShardedEmbeddings` (memory maps); SPLADE's as one scipy CSR matrix."""
     todo = [s for s in specs if not s.done]
     done = (mapper or serial_map)(encode_shard, todo) if todo else []
     missing = [s.out for s in specs if not s.done]
@@ -284,7 +291,7 @@ def encode_shards(
         raise RuntimeError(f"{len(missing)} shard files missing after encoding, e.g. {missing[0]}")
     # Every shard is in place: a part file left is a kill's torn write, never read; remove it.
     for folder in {Path(s.out).parent for s in specs}:
-        for torn in folder.glob("*.part-*.npy"):
+        for torn in folder.glob("*.part-*.np[yz]"):
             with contextlib.suppress(FileNotFoundError):
                 torn.unlink()
     rows = None
@@ -294,6 +301,17 @@ def encode_shards(
         if lost:
             raise KeyError(f"{len(lost)} rows are in no shard, e.g. {lost[0]!r}")
         rows = np.fromiter((where[rid] for rid in select), dtype=np.int64, count=len(select))
+    if specs and specs[0].kind == "splade":
+        import scipy.sparse as sp
+
+        parts = [sp.load_npz(s.out) for s in specs]
+        dim = max(p.shape[1] for p in parts)
+        # rows of another vocabulary width cannot come from one model; pad only for safety of vstack
+        matrix = sp.vstack(
+            [p if p.shape[1] == dim else sp.csr_matrix(p, shape=(p.shape[0], dim)) for p in parts]
+        )
+        matrix = matrix.tocsr()
+        return (matrix if rows is None else matrix[rows]), done
     return ShardedEmbeddings([Path(s.out) for s in specs], rows), done
 
 

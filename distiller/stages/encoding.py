@@ -32,8 +32,8 @@ SHARDS_DIR = "shards"
 
 
 def sharded(cfg: DistillConfig) -> bool:
-    """Dense students encode in shards (SPLADE's sparse matrices are encoded in one piece)."""
-    return cfg.encoding.shard_size > 0 and cfg.training.kind == "dense"
+    """Whether mining and evaluation encode in shards (dense or SPLADE students alike)."""
+    return cfg.encoding.shard_size > 0
 
 
 def backend_tag(cfg: DistillConfig) -> str:
@@ -108,6 +108,7 @@ def encode_all(
     """Encode the shards not on disk (resume: the finished ones are kept) and open them as one matrix of
     the rows `select` (ids, in the stage's order); with what was done, for the stage's details."""
     emb, done = encode_shards(specs, mapper, select)
+    sparse = hasattr(emb, "multiply")  # a SPLADE student's CSR matrix
     encoders = sorted({d.encoder for d in done if d.encoder})
     details: dict[str, Any] = {
         "shards": len(specs),
@@ -116,7 +117,7 @@ def encode_all(
     }
     if encoders:
         details["encoder"] = encoders[0] if len(encoders) == 1 else encoders
-    return EncodedCorpus(emb, sparse=False), details
+    return EncodedCorpus(emb, sparse=sparse), details
 
 
 def prune_shards(store: RunStore, keep: Iterable[EncodeShard]) -> int:

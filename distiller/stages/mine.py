@@ -129,7 +129,8 @@ def mine_stage(
             queries_enc, qdetails = encode_all(specs[n_docs:], train_ids, mapper)
             qemb, encoded = queries_enc.embeddings, merge_details(encoded, qdetails)
             if (
-                cfg.mining.exact_index_max_corpus is not None
+                not corpus.sparse
+                and cfg.mining.exact_index_max_corpus is not None
                 and len(corpus) > cfg.mining.exact_index_max_corpus
             ):
                 corpus.ann = build_ann(corpus.embeddings, cfg.seed)

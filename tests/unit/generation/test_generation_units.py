@@ -12,7 +12,7 @@ import pytest
 from distiller.generation.dedup import dedup_queries, duplicate_of
 from distiller.generation.plan import deal, rotation, row_start
 from distiller.generation.progress import ProgressEvent, Throttled, emit, progress_sink
-from distiller.generation.validation import JudgeItem, decide, sample_sizes, systematic_sample
+from distiller.generation.validation import JudgeItem, decide, sample_sizes, stable_sample
 from distiller.prompts import fingerprint
 from distiller.prompts.documents import STRATEGIES
 from distiller.prompts.judge import JUDGE_QA, JUDGE_QUERY, Verdict
@@ -145,22 +145,40 @@ def _items(n_groups: int, per_group: int) -> list[JudgeItem]:
     ]
 
 
-def test_systematic_sample_spreads_over_levels_and_sources() -> None:
+def test_stable_sample_spreads_over_levels_and_sources() -> None:
     items = _items(20, 3)  # 60 rows, 20 per level
-    sample = systematic_sample(items, 12, seed=13)
+    sample = stable_sample(items, 12, seed=13)
     assert len(sample) == 12 == len({s.item_id for s in sample})
     assert all(abs(n - 4) <= 1 for n in Counter(s.level for s in sample).values())
-    assert len({s.group for s in sample}) >= 10  # spread over sources, not 4 rows of 3 sources
-    assert systematic_sample(items, 12, seed=13) == sample
-    assert systematic_sample(items, 100, seed=1) == items and systematic_sample(items, 0, seed=1) == []
+    assert len({s.group for s in sample}) >= 9  # spread over sources, not 4 rows of 3 sources
+    # within a level, a source's second row only after every source of the level has one
+    one_source = [it for it in _items(3, 6) if it.level == "simple"]  # 3 sources x 2 rows
+    assert len({s.group for s in stable_sample(one_source, 3, seed=13)}) == 3
+    assert stable_sample(items, 12, seed=13) == sample
+    assert stable_sample(items, 100, seed=1) == items and stable_sample(items, 0, seed=1) == []
 
 
-def test_systematic_sample_gives_every_row_the_same_chance() -> None:
+def test_stable_sample_gives_every_row_the_same_chance() -> None:
     items = _items(10, 3)
-    hits = Counter(s.item_id for seed in range(600) for s in systematic_sample(items, 6, seed))
+    hits = Counter(s.item_id for seed in range(600) for s in stable_sample(items, 6, seed))
     # 6 of 30: each row in 20% of the draws (600 draws: 120 +- sampling noise)
     assert set(hits) == {i.item_id for i in items}
     assert all(80 <= h <= 160 for h in hits.values()), hits
+
+
+def test_the_sample_of_a_grown_set_keeps_the_old_sample() -> None:
+    """A rerun after new documents judges the new rows it samples; the old sample's verdicts are in the
+    call cache, and a reshuffled sample would pay the judge again for old rows."""
+    old = _items(200, 3)
+    added = [
+        it.model_copy(update={"item_id": f"new-{it.item_id}", "group": f"new-{it.group}"})
+        for it in _items(20, 3)
+    ]  # 20 new sources (chunks of new documents)
+    before = {s.item_id for s in stable_sample(old, 60, seed=13)}
+    after = {s.item_id for s in stable_sample(old + added, 66, seed=13)}  # the same rate, 10% more rows
+    old_rows_added = {i for i in after if not i.startswith("new-")} - before
+    # (drawn afresh, about 54 of the 60 would change)
+    assert len(before - after) <= 6 and len(old_rows_added) <= 6, (before - after, old_rows_added)
 
 
 def test_sample_sizes_follow_the_rate_and_share_a_budget_cap() -> None:

@@ -121,3 +121,36 @@ def test_student_splade_runs_the_pipeline_end_to_end(
     assert {"base", "bm25", "iter1"} <= set(metrics.model)
     assert is_sparse_folder(store.path("models") / "iter1")
     assert (store.path("models") / "best").is_dir()
+
+
+def test_splade_shards_give_the_unsharded_runs_triplets_and_metrics(
+    tiny_bert: str, tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """A SPLADE student's corpus and queries encode in shards (CSR .npz files), like a dense one's."""
+    import pandas as pd
+    from helpers.corpus import tiny_overrides
+
+    from distiller.config import load_config
+    from distiller.pipeline import run_pipeline
+
+    def run(name: str, shard_size: int):
+        overrides = tiny_overrides(
+            tiny_corpus,
+            tmp_path / name,
+            training={"student": f"splade:{tiny_bert}"},
+            mining={"false_negative_guard": "none"},
+            encoding={"shard_size": shard_size},
+        )
+        return run_pipeline(load_config(overrides=overrides))
+
+    plain, sharded = run("plain", 0), run("sharded", 8)
+    details = sharded.stage_results()["mine_iter1"].details
+    assert details["shards"] > 4 and details["shards_encoded"] == details["shards"]
+    assert sharded.stage_results()["evaluate"].details["shards_reused"] > 0  # the base model's, mining's
+    assert list(sharded.path("shards").rglob("*.npz")) and not list(sharded.path("shards").rglob("*.npy"))
+    assert "shards" not in plain.stage_results()["mine_iter1"].details
+    keys = ["query_id", "positive_id", "negative_id"]
+    a, b = (pd.read_parquet(s.path("triplets_iter1.parquet"))[keys] for s in (plain, sharded))
+    pd.testing.assert_frame_equal(a, b)
+    m1, m2 = (pd.read_parquet(s.path("metrics.parquet")) for s in (plain, sharded))
+    assert (m1.value - m2.value).abs().max() < 1e-6
