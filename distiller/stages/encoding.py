@@ -120,6 +120,27 @@ def encode_all(
     return EncodedCorpus(emb, sparse=sparse), details
 
 
+def base_query_encoder(store: RunStore, cfg: DistillConfig, ids: Sequence[str], texts: Sequence[str]) -> Any:
+    """Generation's near-duplicate check, encoding with the base student in the run's query shards: a
+    rerun after new documents encodes the new queries' shards only. An `Encoder` (texts -> embeddings)
+    that looks each text up among `texts`; None for a SPLADE run (its check encodes dense, in one go)."""
+    if not sharded(cfg) or cfg.training.kind != "dense":
+        return None
+    import numpy as np
+
+    from distiller.stages.common import model_ref
+
+    path, ident = model_ref(store, cfg, 1)
+    specs = specs_for(store, cfg, path, ident, texts, ids, "query", "generate-dedup")
+    emb, _ = encode_shards(specs, select=ids)
+    row = {t: n for n, t in enumerate(texts)}
+
+    def encode(batch: list[str]) -> Any:
+        return np.asarray(emb[np.array([row[t] for t in batch], dtype=np.int64)], dtype=np.float32)
+
+    return encode
+
+
 def prune_shards(store: RunStore, keep: Iterable[EncodeShard]) -> int:
     """Remove the shard folders of models other than those of `keep` (the models of this run: the base
     and each iteration), i.e. of iterations an earlier training of this run folder wrote and a retraining
@@ -149,6 +170,7 @@ def merge_details(*parts: dict[str, Any]) -> dict[str, Any]:
 
 __all__ = [
     "backend_tag",
+    "base_query_encoder",
     "encode_all",
     "load_encoder_for",
     "merge_details",

@@ -254,12 +254,14 @@ def test_added_documents_are_the_only_rows_asked_for_again(
         tmp_path / "runs",
         input={"paths": [str(corpus)]},
         generation={"queries_per_chunk": 3, "questions_per_chunk": 2, "document_negatives": True},
+        encoding={"shard_size": 6},
     )
     store = open_store(cfg)
     ingest_stage(store, cfg)
     generate_stage(store, cfg)
     old_chunks = {c.chunk_id for c in _read(store, "chunks.parquet", Chunk)}
     sent_first = len(llm_server.requests)
+    shard_files = set(store.path("shards").rglob("query-*.npy"))  # the near-duplicate check's encodings
     # a document whose name sorts before the others
     (corpus / "aaa-eviction.md").write_text(
         "# Eviction\n\n" + "An eviction needs a court order. The tenant may appeal within two weeks. " * 4,
@@ -277,6 +279,10 @@ def test_added_documents_are_the_only_rows_asked_for_again(
     assert by_schema["NegativeSet"] == len(new_queries), by_schema
     assert all(any(c[:40] in r.first_user for c in _texts(store, new_chunks)) for r in asked)
     assert res.status == "completed"
+    # the near-duplicate check encoded the new queries' shards (6 queries each) and at most one old one
+    # (the newest, topped up), not every query again
+    encoded = set(store.path("shards").rglob("query-*.npy")) - shard_files
+    assert len(shard_files) >= 3 and 0 < len(encoded) <= -(-3 * len(new_chunks) // 6) + 1
 
 
 def _texts(store, ids: set[str]) -> list[str]:
