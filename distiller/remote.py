@@ -129,13 +129,16 @@ class RemoteStorage:
         atomic_write_text(self.run_dir / SYNC_STATE, json.dumps(state, indent=1, sort_keys=True))
 
     # -- pull ---------------------------------------------------------------------------------------
-    def pull_run(self) -> None:
+    def pull_run(self, only: str | None = None) -> None:
         """Make the local run folder the mirror's: fetch the files missing here and those the mirror has
         rewritten since they were last synced (validate rewrites qa_pairs.parquet in place, a changed
-        config rewrites a stage's outputs), and always the manifest. Files only this machine wrote stay."""
+        config rewrites a stage's outputs), and always the manifest. Files only this machine wrote stay.
+        `only`: just the files under this folder of the run (e.g. "models/iter1/"), manifest left out."""
         state, adopted = self._state(), False
         todo: list[tuple[str, str]] = []
         for rel, info in self._listing(self.remote_run).items():
+            if only is not None and not rel.startswith(only):
+                continue
             local, rec, version = self.run_dir / rel, state.get(rel), _version(info)
             if rel == RunStore.MANIFEST or not local.is_file():
                 todo.append((rel, version))

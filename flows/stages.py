@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import Flow, Task, flow
+from prefect import Flow, Task, flow, unmapped
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 from prefect.states import State
@@ -104,7 +104,10 @@ def run_shards(step: Step, config: DistillConfig) -> list[ShardDone] | list[Inge
         "%s: %s %d shards on %s", name, what, len(specs), "Dask workers" if on_dask else "this process"
     )
     task_: Task[..., Any] = ingest_shard_task if reading else encode_shard_task
-    results = [f.result() for f in task_.map(specs)] if on_dask else [task_(s) for s in specs]
+    if on_dask:
+        results = [f.result() for f in task_.map(specs, config=unmapped(config))]
+    else:
+        results = [task_(s, config) for s in specs]
     # The task returns a State (so that a shard found on disk shows as Cached): its data is the result.
     done = [r.result() if isinstance(r, State) else r for r in results]
     if reading:

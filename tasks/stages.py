@@ -21,10 +21,11 @@ from prefect.states import Completed, State
 from distiller import stages
 from distiller.config import DistillConfig
 from distiller.generation.progress import ProgressEvent, Throttled, progress_sink
-from distiller.ingest.shards import IngestShard, ingest_shard
+from distiller.ingest.shards import IngestDone, IngestShard
 from distiller.naming import default_run_name
-from distiller.retrieval.shards import EncodeShard, encode_shard
+from distiller.retrieval.shards import EncodeShard, ShardDone
 from distiller.stages.plan import StageName, Step
+from distiller.stages.shard_work import run_shard
 from distiller.store import StageResult
 
 LLM_TAG = "llm"
@@ -157,9 +158,10 @@ def mine_task_for(config: DistillConfig) -> Task[..., State]:
     tags=["distiller"],
     task_run_name="encode-{spec.label}-{spec.role}-{spec.index}",
 )
-def encode_shard_task(spec: EncodeShard) -> State:
+def encode_shard_task(spec: EncodeShard, config: DistillConfig) -> State:
     """One encoding shard of mine or evaluate: its embeddings into its own file in the run folder."""
-    done = encode_shard(spec)
+    done = run_shard(spec, config)
+    assert isinstance(done, ShardDone)
     if done.cached:
         return Completed(name="Cached", data=done, message=f"{done.rows} rows already encoded")
     return Completed(data=done, message=f"{done.rows} rows in {done.seconds:.1f}s ({done.encoder})")
@@ -171,9 +173,10 @@ def encode_shard_task(spec: EncodeShard) -> State:
     tags=["distiller"],
     task_run_name="ingest-shard-{spec.index}",
 )
-def ingest_shard_task(spec: IngestShard) -> State:
+def ingest_shard_task(spec: IngestShard, config: DistillConfig) -> State:
     """One group of input files read and chunked into its own part folder in the run folder."""
-    done = ingest_shard(spec)
+    done = run_shard(spec, config)
+    assert isinstance(done, IngestDone)
     if done.cached:
         return Completed(name="Cached", data=done, message=f"{done.files} files already read")
     return Completed(

