@@ -56,11 +56,11 @@ def run(corpus: Path, root: Path, name: str, args: argparse.Namespace) -> tuple[
     cfg = load_config(
         None,
         {
-            "input": {"paths": [str(corpus)]},
             "runs_dir": str(root / "runs"),
             "cache_dir": str(root / "cache"),
             "run_name": name,
             "encoding": {"shard_size": args.shard_size},
+            "input": {"paths": [str(corpus)], "files_per_shard": args.files_per_shard},
             "training": {"max_seq_length": args.max_seq_length},
             "export": {"formats": ["jsonl"]},
         },
@@ -73,7 +73,8 @@ def run(corpus: Path, root: Path, name: str, args: argparse.Namespace) -> tuple[
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--docs", type=int, default=120)
-    p.add_argument("--shard-size", type=int, default=512)
+    p.add_argument("--shard-size", type=int, default=128)
+    p.add_argument("--files-per-shard", type=int, default=16)
     p.add_argument("--max-seq-length", type=int, default=64)
     args = p.parse_args()
     import pandas as pd
@@ -99,7 +100,10 @@ def main() -> int:
             det = r[stage].details if stage in r else {}
             return f"{det['shards_encoded']} / {det['shards']}" if "shards" in det else "–"
 
-        print(f"\n{args.docs} documents, then +{extra}; shard size {args.shard_size}\n")
+        print(
+            f"\n{args.docs} documents, then +{extra}; shard size {args.shard_size}, "
+            f"{args.files_per_shard} files per ingest shard\n"
+        )
         print("| stage | cold, N docs (s) | rerun after +10% (s) | cold, N+10% docs (s) |")
         print("|---|---|---|---|")
         for stage in full:
@@ -113,6 +117,10 @@ def main() -> int:
         for stage in ("mine_iter1", "mine_iter2", "evaluate"):
             if stage in full:
                 print(f"  {stage}: rerun {shards(inc, stage)}, cold {shards(full, stage)}")
+        det = inc["ingest"].details
+        if "shards" in det:
+            read = f"{det['shards_read']} / {det['shards']}"
+            print(f"  ingest (file groups of {args.files_per_shard}): rerun {read}")
         # Per model (a folder of shards): the base model's shards are reusable from run to run; a
         # retrained iteration is a new model, so all of its shards are new.
         print("\nshard files of the rerun, per model folder (new / all):")
