@@ -19,8 +19,8 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from distiller import stages
 from distiller.config import DistillConfig
 from distiller.errors import StageError
-from distiller.ingest.shards import IngestDone, IngestShard
-from distiller.retrieval.shards import ShardDone
+from distiller.ingest.shards import IngestShard
+from distiller.retrieval.shards import SearchShard
 from distiller.stages.plan import Step
 from distiller.store import StageResult
 from tasks.stages import (
@@ -32,6 +32,7 @@ from tasks.stages import (
     ingest_task,
     mine_task_for,
     report_task,
+    search_shard_task,
     task_for,
     train_task,
 )
@@ -85,41 +86,45 @@ def run_step(step: Step, config: DistillConfig, command: str | None = None) -> S
     return on_runner(task_for(step, config), config, *step.args)
 
 
-def run_shards(step: Step, config: DistillConfig) -> list[ShardDone] | list[IngestDone]:
+def run_shards(step: Step, config: DistillConfig) -> list[Any]:
     """The step's missing shards, each a task (`ingest-shard`: a group of input files; `encode-shard`:
-    one model's embeddings of a group of passages or queries): mapped over the workers with Dask (one
-    shard per worker process at a time), one after another in this process with threads (torch already
-    uses every core, and one model serves them all). A shard already in the run folder is not planned,
-    so a stopped run resumes at the first unfinished shard."""
-    specs = stages.shard_plan(step, stages.open_store(config), config)
+    one model's embeddings of a group of passages or queries; then, for mining, `search-shard`: one
+    query shard's exact search over the corpus shards): mapped over the workers with Dask (one shard per
+    worker process at a time), one after another in this process with threads (torch already uses every
+    core, and one model serves them all). A shard already in the run folder is not planned, so a stopped
+    run resumes at the first unfinished shard."""
+    done = _map_shards(step, config, list(stages.shard_plan(step, stages.open_store(config), config)))
+    if step.stage == "mine":
+        done += _map_shards(step, config, list(stages.search_plan(step, stages.open_store(config), config)))
+    return done
+
+
+def _map_shards(step: Step, config: DistillConfig, specs: list[Any]) -> list[Any]:
     if not specs:
         return []
     logger = get_run_logger()
     name = step.stage + (f"_iter{step.iteration}" if step.iteration else "")
     ctx = FlowRunContext.get()
     on_dask = ctx is not None and type(ctx.task_runner).__name__ == "DaskTaskRunner"
-    reading = isinstance(specs[0], IngestShard)
-    what = "reading" if reading else "encoding"
+    task_: Task[..., Any]
+    if isinstance(specs[0], IngestShard):
+        what, task_ = "reading", ingest_shard_task
+    elif isinstance(specs[0], SearchShard):
+        what, task_ = "searching", search_shard_task
+    else:
+        what, task_ = "encoding", encode_shard_task
     logger.info(
         "%s: %s %d shards on %s", name, what, len(specs), "Dask workers" if on_dask else "this process"
     )
-    task_: Task[..., Any] = ingest_shard_task if reading else encode_shard_task
     if on_dask:
         results = [f.result() for f in task_.map(specs, config=unmapped(config))]
     else:
         results = [task_(s, config) for s in specs]
     # The task returns a State (so that a shard found on disk shows as Cached): its data is the result.
     done = [r.result() if isinstance(r, State) else r for r in results]
-    if reading:
-        logger.info("%s: %d shards read (%d files)", name, len(done), sum(d.files for d in done))
-    else:
-        logger.info(
-            "%s: %d shards encoded (%d rows, %.0f s of encoding)",
-            name,
-            len(done),
-            sum(d.rows for d in done),
-            sum(d.seconds for d in done),
-        )
+    logger.info(
+        "%s: %d shards done (%.0f s of work)", name, len(done), sum(getattr(d, "seconds", 0.0) for d in done)
+    )
     return done
 
 

@@ -23,7 +23,7 @@ from distiller.config import DistillConfig
 from distiller.generation.progress import ProgressEvent, Throttled, progress_sink
 from distiller.ingest.shards import IngestDone, IngestShard
 from distiller.naming import default_run_name
-from distiller.retrieval.shards import EncodeShard, ShardDone
+from distiller.retrieval.shards import EncodeShard, SearchDone, SearchShard, ShardDone
 from distiller.stages.plan import StageName, Step
 from distiller.stages.shard_work import run_shard
 from distiller.store import StageResult
@@ -165,6 +165,21 @@ def encode_shard_task(spec: EncodeShard, config: DistillConfig) -> State:
     if done.cached:
         return Completed(name="Cached", data=done, message=f"{done.rows} rows already encoded")
     return Completed(data=done, message=f"{done.rows} rows in {done.seconds:.1f}s ({done.encoder})")
+
+
+@task(
+    name="search-shard",
+    cache_policy=NO_CACHE,
+    tags=["distiller"],
+    task_run_name="search-{spec.label}-{spec.index}",
+)
+def search_shard_task(spec: SearchShard, config: DistillConfig) -> State:
+    """One query shard of mining searched over the corpus shards: its neighbours into its own file."""
+    done = run_shard(spec, config)
+    assert isinstance(done, SearchDone)
+    if done.cached:
+        return Completed(name="Cached", data=done, message=f"{done.rows} queries already searched")
+    return Completed(data=done, message=f"{done.rows} queries in {done.seconds:.1f}s")
 
 
 @task(

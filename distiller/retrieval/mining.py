@@ -18,7 +18,7 @@ The caller accumulates iterations; `previous` only serves to skip triplets alrea
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,14 @@ import numpy as np
 
 from distiller.config import MiningConfig
 from distiller.records import Passage, Query, Triplet
-from distiller.retrieval.index import EncodedCorpus, encode_corpus, row_cosine, scratch_dir, search_batches
+from distiller.retrieval.index import (
+    QUERY_BATCH,
+    EncodedCorpus,
+    encode_corpus,
+    row_cosine,
+    scratch_dir,
+    search_batches,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +105,16 @@ def _rank_summary(ranks: Sequence[int], top_k: int) -> dict[str, float | int]:
     }
 
 
+def _given(
+    neighbours: tuple[np.ndarray, np.ndarray], rows: np.ndarray, qemb: Any, k: int
+) -> Iterator[tuple[int, np.ndarray, np.ndarray, Any]]:
+    """search_batches' batches from neighbours searched beforehand (rows: the usable training queries)."""
+    scores, idx = neighbours
+    for start in range(0, len(rows), QUERY_BATCH):
+        sel = rows[start : start + QUERY_BATCH]
+        yield start, scores[sel, :k], idx[sel, :k], qemb[start : start + len(sel)]
+
+
 def mine_triplets(
     model: Any,
     passages: list[Passage],
@@ -109,13 +126,16 @@ def mine_triplets(
     *,
     corpus: EncodedCorpus | None = None,
     query_embeddings: Any = None,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> MiningResult:
     """Mine this iteration's new triplets from the training queries (split == "train").
 
     `corpus`: the passages already encoded by this same model (`distiller.retrieval.index.encode_corpus`,
     or shards: `distiller.retrieval.shards`), to reuse one encoding; encoded here otherwise.
     `query_embeddings`: the training queries' dense embeddings by the same model, one row per training
-    query in order; encoded here otherwise."""
+    query in order; encoded here otherwise. `neighbours`: (scores, corpus rows) of each training query's
+    top k (at least `cfg.top_k` columns, best first, searched over `corpus` by the same model: the search
+    shards of `distiller.retrieval.shards`), used instead of searching here; needs `query_embeddings`."""
     train = [q for q in queries if q.split == "train"]
     pid_index = {p.passage_id: i for i, p in enumerate(passages)}
     seen = {(t.query_id, t.positive_id, t.negative_id) for t in previous or []}
@@ -165,9 +185,16 @@ def mine_triplets(
             if corpus.sparse
             else np.asarray(query_embeddings[rows], dtype=np.float32)
         )
-        for off, scores, idx, qemb in search_batches(
-            model, corpus, [q.text for q in usable], top_k, cfg.encode_batch_size, query_embeddings=qgiven
-        ):
+        if neighbours is not None and qgiven is None:
+            raise ValueError("neighbours need the query embeddings they were searched with")
+        batches = (
+            _given(neighbours, rows, qgiven, top_k)
+            if neighbours is not None
+            else search_batches(
+                model, corpus, [q.text for q in usable], top_k, cfg.encode_batch_size, query_embeddings=qgiven
+            )
+        )
+        for off, scores, idx, qemb in batches:
             if hasattr(qemb, "multiply"):
                 qsparse.append(qemb)
             else:

@@ -216,6 +216,19 @@ def shard_specs(
     return specs
 
 
+@contextlib.contextmanager
+def _atomic(out: Path) -> Iterator[Path]:
+    """A temporary name next to `out` to write to, renamed to `out` when the block ends well (a kill
+    leaves a `.part-<pid>` file, which is never read and is removed once every shard is in place)."""
+    tmp = out.with_name(f"{out.stem}.part-{os.getpid()}{out.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
 @lru_cache(maxsize=2)
 def _encoder(
     model_path: str, kind: str, max_seq_length: int | None, backend: str, quantize: bool
@@ -242,18 +255,13 @@ def encode_shard(spec: EncodeShard) -> ShardDone:
 
     model, used = _encoder(spec.model_path, spec.kind, spec.max_seq_length, spec.backend, spec.quantize)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.stem}.part-{os.getpid()}{out.suffix}")
-    try:
+    with _atomic(out) as tmp:
         if spec.kind == "splade":
             import scipy.sparse as sp
 
             sp.save_npz(tmp, encode_sparse(model, spec.texts, spec.role, spec.batch_size, progress=False))
         else:
             encode_dense(model, spec.texts, spec.role, spec.batch_size, path=tmp, progress=False)
-        os.replace(tmp, out)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
     return ShardDone(
         index=spec.index,
         out=spec.out,
@@ -262,6 +270,130 @@ def encode_shard(spec: EncodeShard) -> ShardDone:
         seconds=round(time.perf_counter() - t0, 3),
         encoder=used,
     )
+
+
+class SearchShard(BaseModel):
+    """One query shard searched over a sharded corpus: the top k of each of its `rows` (positions in the
+    query shard file; their ids `ids`) among the corpus rows at the stored positions in `select`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    key: str
+    label: str = ""
+    out: str
+    corpus: list[str]
+    select: str
+    """An .npy of stored corpus positions: the rows searched (e.g. the training passages), in order."""
+    queries: str
+    rows: list[int]
+    ids: list[str]
+    k: int
+
+    @property
+    def done(self) -> bool:
+        return Path(self.out).is_file()
+
+
+def search_shards(
+    corpus: list[EncodeShard],
+    select_ids: Sequence[str],
+    queries: list[EncodeShard],
+    query_ids: Sequence[str],
+    k: int,
+    folder: Path,
+    label: str = "",
+) -> list[SearchShard]:
+    """The searches of the queries with ids `query_ids` (each in its query shard) over the corpus rows
+    with ids `select_ids`: one per query shard holding any. The selection is written to `folder` here
+    (small: 8 bytes a row), so a worker reads it instead of receiving it with every shard."""
+    where = {rid: n for n, rid in enumerate(r for s in corpus for r in s.ids)}
+    select = np.fromiter((where[rid] for rid in select_ids), dtype=np.int64, count=len(select_ids))
+    h = hashlib.sha256(select.tobytes())
+    for s in corpus:
+        h.update(s.key.encode())
+    sel_key = h.hexdigest()[:24]
+    sel_path = folder / f"select-{sel_key}.npy"
+    if not sel_path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        with _atomic(sel_path) as tmp:
+            np.save(tmp, select)
+    wanted = set(query_ids)
+    # the search's own settings: k and how ties are broken (index.TIE_DECIMALS)
+    from distiller.retrieval.index import TIE_DECIMALS
+
+    out: list[SearchShard] = []
+    for qs in queries:
+        rows = [n for n, rid in enumerate(qs.ids) if rid in wanted]
+        if not rows:
+            continue
+        key = hashlib.sha256(f"{sel_key}|{qs.key}|{rows}|{k}|{TIE_DECIMALS}".encode()).hexdigest()[:24]
+        out.append(
+            SearchShard(
+                index=len(out),
+                key=key,
+                label=label,
+                out=str(folder / f"search-{key}.npz"),
+                corpus=[s.out for s in corpus],
+                select=str(sel_path),
+                queries=qs.out,
+                rows=rows,
+                ids=[qs.ids[n] for n in rows],
+                k=k,
+            )
+        )
+    return out
+
+
+class SearchDone(BaseModel):
+    index: int
+    out: str
+    rows: int
+    cached: bool
+    seconds: float
+
+
+def search_shard(spec: SearchShard) -> SearchDone:
+    """Search one query shard over the corpus shards into its .npz (scores, corpus rows), atomically."""
+    t0 = time.perf_counter()
+    out = Path(spec.out)
+    if out.is_file():
+        return SearchDone(index=spec.index, out=spec.out, rows=len(spec.rows), cached=True, seconds=0.0)
+    from distiller.retrieval.index import QUERY_BATCH, EncodedCorpus, _search_dense
+
+    corpus = EncodedCorpus(
+        ShardedEmbeddings([Path(p) for p in spec.corpus], np.load(spec.select)), sparse=False
+    )
+    q = np.asarray(np.load(spec.queries, mmap_mode="r")[np.asarray(spec.rows, dtype=np.int64)], np.float32)
+    k = min(spec.k, len(corpus))
+    parts = [_search_dense(corpus, q[s : s + QUERY_BATCH], k) for s in range(0, len(q), QUERY_BATCH)]
+    with _atomic(out) as tmp, open(tmp, "wb") as f:
+        np.savez(f, scores=np.concatenate([d for d, _ in parts]), rows=np.concatenate([i for _, i in parts]))
+    return SearchDone(
+        index=spec.index,
+        out=spec.out,
+        rows=len(spec.rows),
+        cached=False,
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+
+
+def gather_searches(specs: list[SearchShard], ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The searches' (scores, corpus rows), one row per id of `ids`, in that order."""
+    at: dict[str, tuple[int, int]] = {}
+    parts = []
+    for n, s in enumerate(specs):
+        with np.load(s.out) as z:
+            parts.append((z["scores"], z["rows"]))
+        at.update({rid: (n, r) for r, rid in enumerate(s.ids)})
+    k = max((p[0].shape[1] for p in parts), default=0)
+    scores = np.full((len(ids), k), -np.inf, dtype=np.float32)
+    rows = np.full((len(ids), k), -1, dtype=np.int64)
+    for j, rid in enumerate(ids):
+        n, r = at[rid]
+        d, i = parts[n]
+        scores[j, : d.shape[1]], rows[j, : i.shape[1]] = d[r], i[r]
+    return scores, rows
 
 
 Mapper = Callable[[Callable[[EncodeShard], ShardDone], list[EncodeShard]], list[ShardDone]]
@@ -399,12 +531,17 @@ class ShardedEmbeddings:
 __all__ = [
     "EncodeShard",
     "Mapper",
+    "SearchDone",
+    "SearchShard",
     "ShardDone",
     "ShardGroups",
     "ShardedEmbeddings",
     "encode_shard",
     "encode_shards",
+    "gather_searches",
     "plan_shards",
+    "search_shard",
+    "search_shards",
     "serial_map",
     "shard_specs",
 ]

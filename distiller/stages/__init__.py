@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from distiller.config import DistillConfig
-from distiller.retrieval.shards import EncodeShard
+from distiller.retrieval.shards import EncodeShard, SearchShard
 from distiller.stages import evaluate as _evaluate
 from distiller.stages import ingest as _ingest
 from distiller.stages import mine as _mine
@@ -79,6 +79,11 @@ def shard_plan(step: Step, store: RunStore, cfg: DistillConfig) -> list[EncodeSh
     return []
 
 
+def search_plan(step: Step, store: RunStore, cfg: DistillConfig) -> list[SearchShard]:
+    """The searches `step` still needs once its encoding shards are done (mine: one per query shard)."""
+    return _mine.search_plan(store, cfg, *step.args) if step.stage == "mine" else []
+
+
 __all__ = [
     "DATA_STAGES",
     "STAGE_FUNCTIONS",
@@ -100,6 +105,7 @@ __all__ = [
     "plan_llm_budget",
     "report_stage",
     "run_step",
+    "search_plan",
     "shard_plan",
     "stage_plan",
     "train_stage",

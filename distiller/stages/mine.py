@@ -9,7 +9,14 @@ from distiller.config import DistillConfig
 from distiller.errors import StageError
 from distiller.records import Passage, Query, Triplet, read_parquet, write_parquet
 from distiller.retrieval.index import build_ann
-from distiller.retrieval.shards import EncodeShard, Mapper
+from distiller.retrieval.shards import (
+    EncodeShard,
+    Mapper,
+    SearchShard,
+    gather_searches,
+    search_shard,
+    search_shards,
+)
 from distiller.stages.common import budget_cause, model_ref
 from distiller.stages.encoding import (
     backend_tag,
@@ -93,6 +100,43 @@ class _Plan:
             [q.query_id for q in queries], "query", self.stage,
         )  # fmt: skip
 
+    def searches(
+        self,
+        cfg: DistillConfig,
+        specs: list[EncodeShard],
+        passages: list[Passage],
+        queries: list[Query],
+    ) -> list[SearchShard]:
+        """The exact searches of the training queries over the training passages, one per query shard
+        (none for a SPLADE student, or past `exact_index_max_corpus`, where an approximate index is
+        built instead)."""
+        exact_max = cfg.mining.exact_index_max_corpus
+        if cfg.training.kind != "dense" or (exact_max is not None and len(passages) > exact_max):
+            return []
+        n_docs = sum(s.role == "document" for s in specs)
+        train = [q.query_id for q in queries if q.split == "train"]
+        return search_shards(
+            specs[:n_docs],
+            [p.passage_id for p in passages],
+            specs[n_docs:],
+            train,
+            min(cfg.mining.top_k, len(passages)),
+            Path(specs[0].out).parent,
+            self.stage,
+        )
+
+
+def search_plan(store: RunStore, cfg: DistillConfig, iteration: int) -> list[SearchShard]:
+    """The searches mining iteration k still needs, after its encoding shards (none when cached)."""
+    if not sharded(cfg):
+        return []
+    plan = _Plan(store, cfg, iteration)
+    if store.cache.lookup(plan.stage, plan.key, [plan.out_name]) is not None:
+        return []
+    every, passages, queries = plan.inputs()
+    specs = plan.shards(store, cfg, every, queries)
+    return [s for s in plan.searches(cfg, specs, passages, queries) if not s.done] if specs else []
+
 
 def shard_plan(store: RunStore, cfg: DistillConfig, iteration: int) -> list[EncodeShard]:
     """The encoding shards mining iteration k still needs (none when the stage is cached or not sharded):
@@ -121,6 +165,7 @@ def mine_stage(
             previous += [t for t in read_parquet(plan.generated, Triplet) if t.query_id in live]
         encoded: dict[str, Any] = {}
         corpus = qemb = None
+        neighbours = None
         if sharded(cfg):
             specs = plan.shards(store, cfg, every, queries)
             n_docs = sum(s.role == "document" for s in specs)
@@ -128,6 +173,11 @@ def mine_stage(
             corpus, encoded = encode_all(specs[:n_docs], [p.passage_id for p in passages], mapper)
             queries_enc, qdetails = encode_all(specs[n_docs:], train_ids, mapper)
             qemb, encoded = queries_enc.embeddings, merge_details(encoded, qdetails)
+            searches = plan.searches(cfg, specs, passages, queries)
+            if searches:  # searched per query shard (by the flow's tasks, or here for the missing ones)
+                ran = [search_shard(s) for s in searches if not s.done]
+                neighbours = gather_searches(searches, train_ids)
+                encoded |= {"searches": len(searches), "searches_run": len(ran)}
             if (
                 not corpus.sparse
                 and cfg.mining.exact_index_max_corpus is not None
@@ -141,7 +191,7 @@ def mine_stage(
                 encoded["encoder"] = how
         result = mine_triplets(
             model, passages, queries, cfg.mining, iteration, cfg.seed, previous=previous,
-            corpus=corpus, query_embeddings=qemb,
+            corpus=corpus, query_embeddings=qemb, neighbours=neighbours,
         )  # fmt: skip
         extra: dict[str, Any] = {}
         note, cost = "", 0.0

@@ -15,7 +15,14 @@ from typing import Any
 
 from distiller.config import DistillConfig
 from distiller.ingest.shards import IngestDone, IngestShard, ingest_shard
-from distiller.retrieval.shards import EncodeShard, ShardDone, encode_shard
+from distiller.retrieval.shards import (
+    EncodeShard,
+    SearchDone,
+    SearchShard,
+    ShardDone,
+    encode_shard,
+    search_shard,
+)
 
 RUN_DEPTH = 2
 """A shard's output sits at <run>/shards/<model or "ingest">/<name>: the run folder is its parents[2]."""
@@ -24,27 +31,45 @@ RUN_DEPTH = 2
 def _here(spec: Any, run_dir: Path, mirror: Any) -> Any:
     """The spec with its paths in this machine's copy of the run folder."""
     planned = Path(spec.out).parents[RUN_DEPTH]
-    update: dict[str, str] = {}
+    update: dict[str, Any] = {}
     if planned != run_dir:
         update["out"] = str(run_dir / Path(spec.out).relative_to(planned))
+
+    def here(p: str) -> Path:
+        return run_dir / Path(p).relative_to(planned)
+
+    if isinstance(spec, SearchShard):
+        # the corpus and query shards it searches: this machine's copies, fetched from the mirror
+        needed = [here(p) for p in (*spec.corpus, spec.select, spec.queries)]
+        if not all(p.is_file() for p in needed):
+            mirror.pull_run(only=Path(spec.out).parent.relative_to(planned).as_posix() + "/")
+        update |= {"corpus": [str(p) for p in needed[:-2]], "select": str(needed[-2])}
+        update["queries"] = str(needed[-1])
     if isinstance(spec, EncodeShard) and Path(spec.model_path).is_relative_to(planned):
         # a model this run trained (models/iterK): its files come from the mirror
-        rel = Path(spec.model_path).relative_to(planned)
-        local = run_dir / rel
-        if not (local / "config.json").is_file() and not (local / "modules.json").is_file():
-            mirror.pull_run(only=rel.as_posix().rstrip("/") + "/")
-        update["model_path"] = str(local)
+        model = here(spec.model_path)
+        if not (model / "config.json").is_file() and not (model / "modules.json").is_file():
+            mirror.pull_run(only=model.relative_to(run_dir).as_posix() + "/")
+        update["model_path"] = str(model)
     return spec.model_copy(update=update) if update else spec
 
 
-def run_shard(spec: EncodeShard | IngestShard, cfg: DistillConfig) -> ShardDone | IngestDone:
+def run_shard(
+    spec: EncodeShard | IngestShard | SearchShard, cfg: DistillConfig
+) -> ShardDone | IngestDone | SearchDone:
     """Do one shard here; with `storage_url`, in this machine's copy of the run and pushed when done."""
     from distiller.remote import remote_for
 
     mirror = remote_for(cfg)
     if mirror is not None:
         spec = _here(spec, mirror.run_dir, mirror)
-    done = encode_shard(spec) if isinstance(spec, EncodeShard) else ingest_shard(spec)
+    done: ShardDone | IngestDone | SearchDone
+    if isinstance(spec, EncodeShard):
+        done = encode_shard(spec)
+    elif isinstance(spec, SearchShard):
+        done = search_shard(spec)
+    else:
+        done = ingest_shard(spec)
     if mirror is not None and not done.cached:
         mirror.push([Path(spec.out)])
     return done

@@ -71,7 +71,11 @@ def test_sharded_flow_on_two_dask_workers_equals_the_unsharded_run(tiny_corpus: 
     evaluate = open_store(sharded).stage_results()["evaluate"].details
     assert mine["shards"] > 2 and mine["shards_encoded"] == 0 and mine["shards_reused"] == mine["shards"]
     assert evaluate["shards"] > 2 and evaluate["shards_encoded"] == 0
-    assert len(list((b / "shards").rglob("*.npy"))) == len(shard_runs)
+    encoded = [p for p in (b / "shards").rglob("*.npy") if p.name.startswith(("document-", "query-"))]
+    assert len(encoded) == len(shard_runs)
+    # then each query shard of mining was searched as a task of its own
+    search_runs = [e for e in stream.data if e["key"].startswith("search_shard_task")]
+    assert len(search_runs) == mine["searches"] > 1 and mine["searches_run"] == 0
     assert "shards" not in open_store(plain).stage_results()["mine_iter1"].details
 
 
@@ -127,7 +131,7 @@ def test_evaluation_reads_minings_shards_and_a_retraining_prunes_the_old_models(
     # Evaluation encodes only iteration 1's shards: the base model's are mining's, read as they are.
     assert first["shards_reused"] == mine["shards"] and first["shards_encoded"] == mine["shards"]
     assert first["shards"] == 2 * mine["shards"] and first["shard_folders_pruned"] == 0
-    assert len([p for p in store.path("shards").iterdir() if p.is_dir()]) == 2  # base, iter1
+    assert len(_model_folders(store)) == 2  # base, iter1
     # A retraining (another learning rate) makes a new iteration 1: its old shards go, the base's stay.
     lr = 2 * (cfg.training.offline_learning_rate or cfg.training.learning_rate)
     again = _config(
@@ -138,4 +142,8 @@ def test_evaluation_reads_minings_shards_and_a_retraining_prunes_the_old_models(
     assert results["mine_iter1"].status == "cached" and results["train_iter1"].status == "completed"
     second = results["evaluate"].details
     assert second["shard_folders_pruned"] == 1 and second["shards_encoded"] == mine["shards"]
-    assert len([p for p in store.path("shards").iterdir() if p.is_dir()]) == 2
+    assert len(_model_folders(store)) == 2
+
+
+def _model_folders(store: Any) -> list[Path]:
+    return [p for p in store.path("shards").iterdir() if p.is_dir() and p.name != "ingest"]

@@ -286,3 +286,59 @@ def test_encode_shard_is_atomic_and_reports_cached(tmp_path: Path) -> None:
     assert not first.cached and first.rows == 2 and Path(spec.out).is_file()
     assert encode_shard(spec).cached
     assert not list(tmp_path.glob("*.part-*"))
+
+
+def test_mining_on_searched_query_shards_gives_the_same_triplets(tmp_path: Path) -> None:
+    """Search per query shard (the flow's search-shard tasks), gathered, mines what one search mines."""
+    from distiller.retrieval.shards import gather_searches, search_shard, search_shards
+
+    n, nq = 500, 90
+    x = _random_corpus(n, seed=11)
+    rng = np.random.default_rng(12)
+    pos = rng.choice(n, size=nq, replace=False)
+    qv = x[pos] + 0.9 * _random_corpus(nq, seed=13)
+    qv = (qv / np.linalg.norm(qv, axis=1, keepdims=True)).astype(np.float32)
+    pids, qids = [f"p{i}" for i in range(n)], [f"q{j}" for j in range(nq)]
+
+    def files(matrix: np.ndarray, ids: list[str], role: str, cuts: list[int]) -> list[EncodeShard]:
+        out = []
+        for k, (a, b) in enumerate(zip([0, *cuts], [*cuts, len(ids)], strict=True)):
+            path = tmp_path / f"{role}-{k}.npy"
+            np.save(path, matrix[a:b])
+            out.append(
+                EncodeShard(
+                    index=k,
+                    role=role,
+                    key=f"{role}{k}",
+                    out=str(path),
+                    texts=[""] * (b - a),
+                    ids=ids[a:b],
+                    model_path="m",
+                )
+            )
+        return out
+
+    corpus_specs = files(x, pids, "document", [120, 121, 400])
+    query_specs = files(qv, qids, "query", [30, 31])
+    keep = [i for i in range(n) if i % 5 != 0 or i in set(pos.tolist())]  # the training passages
+    passages = [Passage(passage_id=pids[i], doc_id=f"d{i}", text=f"passage {i}") for i in keep]
+    queries = [
+        Query(query_id=qids[j], text=f"query {j}", positive_ids=[f"p{p}"], doc_id=f"d{p}", teacher="t")
+        for j, p in enumerate(pos)
+    ]
+    cfg = MiningConfig(top_k=40)
+    one = mine_triplets(
+        None, passages, queries, cfg, 1, 0, corpus=EncodedCorpus(x[keep], sparse=False), query_embeddings=qv
+    )
+    searches = search_shards(corpus_specs, [p.passage_id for p in passages], query_specs, qids, 40, tmp_path)
+    assert len(searches) == 3 and all(not search_shard(s).cached for s in searches)
+    assert all(search_shard(s).cached for s in searches)  # a rerun finds them
+    neighbours = gather_searches(searches, qids)
+    emb, _ = encode_shards(corpus_specs, select=[p.passage_id for p in passages])
+    qemb, _ = encode_shards(query_specs, select=qids)
+    two = mine_triplets(
+        None, passages, queries, cfg, 1, 0, corpus=EncodedCorpus(emb, sparse=False), query_embeddings=qemb,
+        neighbours=neighbours,
+    )  # fmt: skip
+    assert one.triplets and one.stats["n_hard"] > 0
+    assert [t.model_dump() for t in two.triplets] == [t.model_dump() for t in one.triplets]
