@@ -79,6 +79,8 @@ class ShardGroups:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.saved = False
+        """Whether the last `assign` gave new ids groups (and wrote the file)."""
 
     def _load(self) -> dict[str, int]:
         if not self.path.is_file():
@@ -121,6 +123,7 @@ class ShardGroups:
                 known[rid] = group
                 room -= 1
             self._save(known)
+        self.saved = bool(fresh)
         by_group: dict[int, list[int]] = {}
         for pos, rid in enumerate(ids):
             by_group.setdefault(known[rid], []).append(pos)

@@ -66,6 +66,16 @@ def model_folder(store: RunStore, model_id: Path | str) -> Path:
     return _folder(store, _identity(model_id))
 
 
+def assign_groups(store: RunStore, kind: str, ids: Sequence[str], size: int) -> list[list[int]]:
+    """The run's shard groups of `ids` (`ShardGroups`, `shards/groups-<kind>.parquet`); new ones are
+    pushed to the `storage_url` mirror at once, so a stage on another machine plans the same shards."""
+    groups = ShardGroups(store.path(SHARDS_DIR) / f"groups-{kind}.parquet")
+    out = groups.assign(ids, size)
+    if groups.saved and store.mirror is not None:
+        store.mirror.push([groups.path])
+    return out
+
+
 def _folder(store: RunStore, ident: str) -> Path:
     return store.path(SHARDS_DIR) / hashlib.sha256(ident.encode()).hexdigest()[:16]
 
@@ -83,7 +93,6 @@ def specs_for(
     """The shards of one model's encoding of `texts` (ids `ids`: the whole row set, so that every stage
     encoding with that model reads the same shards), in the run's shard groups."""
     ident = _identity(model_id)
-    groups = ShardGroups(store.path(SHARDS_DIR) / f"groups-{role}.parquet")
     return shard_specs(
         texts,
         ids,
@@ -98,7 +107,7 @@ def specs_for(
         quantize=cfg.encoding.quantize,
         batch_size=cfg.mining.encode_batch_size,
         label=label,
-        groups=groups.assign(ids, cfg.encoding.shard_size),
+        groups=assign_groups(store, role, ids, cfg.encoding.shard_size),
     )
 
 
@@ -169,6 +178,7 @@ def merge_details(*parts: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
+    "assign_groups",
     "backend_tag",
     "base_query_encoder",
     "encode_all",

@@ -46,12 +46,10 @@ class _Plan:
 
     def shards(self, store: RunStore, cfg: DistillConfig) -> list[IngestShard]:
         from distiller.ingest.shards import IngestShard, part_key
-        from distiller.retrieval.shards import ShardGroups
+        from distiller.stages.encoding import assign_groups
 
         names = [str(p) for p in self.paths]
-        groups = ShardGroups(store.path("shards") / "groups-file.parquet").assign(
-            names, cfg.input.files_per_shard
-        )
+        groups = assign_groups(store, "file", names, cfg.input.files_per_shard)
         specs = []
         for n, rows in enumerate(groups):
             paths = [names[i] for i in rows]

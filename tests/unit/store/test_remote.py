@@ -325,6 +325,9 @@ def test_shards_made_on_another_machine_reach_the_stage_through_the_mirror(
     assert not any(spec.done for spec in plan)  # not on A yet: on B and on the mirror
     mined = mine_stage(open_store(a), a, 1)  # opening the run pulls the mirror
     assert mined.details["shards_encoded"] == 0 and mined.details["shards_reused"] == len(plan)
+    # the run's shard groups went to the mirror when A made them: B plans the same shards
+    groups = [open_store(x).path("shards/groups-document.parquet").read_bytes() for x in (a, b)]
+    assert groups[0] == groups[1]
 
     # A model this run trained is fetched from the mirror before B encodes with it.
     model_a = open_store(a).path("models/iter1")
