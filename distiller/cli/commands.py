@@ -129,7 +129,7 @@ def run(
     ] = None,
     runner: Annotated[
         str | None,
-        typer.Option(help="thread (default) or dask: stage and encode-shard tasks on a Dask cluster."),
+        typer.Option(help="thread (default) or dask: stage and shard tasks on a Dask cluster."),
     ] = None,
     dask_workers: Annotated[
         int | None, typer.Option(help="Worker processes of the local Dask cluster \\[default: one per core].")
@@ -138,6 +138,12 @@ def run(
         int | None,
         typer.Option(
             help="Passages per encoding shard, each cached on its own \\[default: 4096]; 0: no shards."
+        ),
+    ] = None,
+    files_per_shard: Annotated[
+        int | None,
+        typer.Option(
+            help="Input files per ingest shard, each cached on its own \\[default: 256]; 0: no shards."
         ),
     ] = None,
     quantize: Annotated[

@@ -118,6 +118,7 @@ FLAGS = checked_table(
         "runner": "runner",
         "dask_workers": "dask_workers",
         "shard_size": "encoding.shard_size",
+        "files_per_shard": "input.files_per_shard",
         "quantize": "encoding.quantize",
     },
 )
