@@ -89,6 +89,7 @@ def specs_for(
     ids: Sequence[str],
     role: Role,
     label: str = "",
+    groups: str | None = None,
 ) -> list[EncodeShard]:
     """The shards of one model's encoding of `texts` (ids `ids`: the whole row set, so that every stage
     encoding with that model reads the same shards), in the run's shard groups."""
@@ -107,7 +108,7 @@ def specs_for(
         quantize=cfg.encoding.quantize,
         batch_size=cfg.mining.encode_batch_size,
         label=label,
-        groups=assign_groups(store, role, ids, cfg.encoding.shard_size),
+        groups=assign_groups(store, groups or role, ids, cfg.encoding.shard_size),
     )
 
 
@@ -129,10 +130,11 @@ def encode_all(
     return EncodedCorpus(emb, sparse=sparse), details
 
 
-def base_query_encoder(store: RunStore, cfg: DistillConfig, ids: Sequence[str], texts: Sequence[str]) -> Any:
-    """Generation's near-duplicate check, encoding with the base student in the run's query shards: a
-    rerun after new documents encodes the new queries' shards only. An `Encoder` (texts -> embeddings)
-    that looks each text up among `texts`; None for a SPLADE run (its check encodes dense, in one go)."""
+def dedup_encoder(store: RunStore, cfg: DistillConfig) -> Any:
+    """Generation's near-duplicate check's `Encoder` (texts -> embeddings) by the base student, in the
+    run's shards (rows named by their text's hash, grouped apart from the queries in `groups-dedup`): a
+    rerun after new documents encodes only the new queries. None for a SPLADE run or with shards off
+    (the check then encodes dense, in one go)."""
     if not sharded(cfg) or cfg.training.kind != "dense":
         return None
     import numpy as np
@@ -140,12 +142,14 @@ def base_query_encoder(store: RunStore, cfg: DistillConfig, ids: Sequence[str], 
     from distiller.stages.common import model_ref
 
     path, ident = model_ref(store, cfg, 1)
-    specs = specs_for(store, cfg, path, ident, texts, ids, "query", "generate-dedup")
-    emb, _ = encode_shards(specs, select=ids)
-    row = {t: n for n, t in enumerate(texts)}
 
-    def encode(batch: list[str]) -> Any:
-        return np.asarray(emb[np.array([row[t] for t in batch], dtype=np.int64)], dtype=np.float32)
+    def encode(texts: list[str]) -> Any:
+        unique = list(dict.fromkeys(texts))
+        ids = [hashlib.sha256(t.encode()).hexdigest()[:20] for t in unique]
+        specs = specs_for(store, cfg, path, ident, unique, ids, "query", "generate-dedup", groups="dedup")
+        emb, _ = encode_shards(specs, select=ids)
+        row = {t: n for n, t in enumerate(unique)}
+        return np.asarray(emb[np.array([row[t] for t in texts], dtype=np.int64)], dtype=np.float32)
 
     return encode
 
@@ -180,7 +184,7 @@ def merge_details(*parts: dict[str, Any]) -> dict[str, Any]:
 __all__ = [
     "assign_groups",
     "backend_tag",
-    "base_query_encoder",
+    "dedup_encoder",
     "encode_all",
     "load_encoder_for",
     "merge_details",

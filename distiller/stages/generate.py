@@ -11,7 +11,7 @@ from distiller.config import DistillConfig
 from distiller.errors import StageError
 from distiller.records import Chunk, Concept, Document, Passage, QAPair, Query, read_parquet, write_parquet
 from distiller.stages.common import plan_llm_budget
-from distiller.stages.encoding import backend_tag
+from distiller.stages.encoding import backend_tag, dedup_encoder
 from distiller.stages.keys import config_hash
 from distiller.store import RunStore, StageResult, stage_key
 
@@ -65,7 +65,8 @@ def generate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
         if bootstrap:
             from distiller.generation.teachers.llm import generate_from_concepts
 
-            out = generate_from_concepts(read_parquet(chunks_path, Concept), cfg, store)
+            concepts = read_parquet(chunks_path, Concept)
+            out = generate_from_concepts(concepts, cfg, store, encoder=dedup_encoder(store, cfg))
         elif cfg.teacher.offline:
             from distiller.generation.teachers.offline import inverse_cloze
 
@@ -83,7 +84,8 @@ def generate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
         else:
             from distiller.generation.teachers.llm import generate_with_llm
 
-            out = generate_with_llm(chunks, cfg, store)
+            # the near-duplicate check encodes in the run's shards: a rerun encodes the new queries only
+            out = generate_with_llm(chunks, cfg, store, encoder=dedup_encoder(store, cfg))
         for note in out.notes:
             log.warning(note)
         write_parquet(store.path("passages.parquet"), out.passages, Passage)

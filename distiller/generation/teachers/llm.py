@@ -42,16 +42,10 @@ LLM_OUTPUTS = ("documents.parquet", "triplets_generated.parquet")
 
 
 def _dedup(
-    queries: list[Query], cfg: DistillConfig, encoder: Encoder | None, store: RunStore
+    queries: list[Query], cfg: DistillConfig, encoder: Encoder | None
 ) -> tuple[list[Query], list[Removed]]:
     if len(queries) < 2:
         return queries, []
-    if encoder is None:
-        from distiller.stages.encoding import base_query_encoder
-
-        # the run's query shards: a rerun encodes only the new queries
-        ids, texts = [q.query_id for q in queries], [q.text for q in queries]
-        encoder = base_query_encoder(store, cfg, ids, texts)
     return dedup_queries(queries, encoder or student_encoder(cfg), cfg.generation.dedup_threshold)
 
 
@@ -103,7 +97,7 @@ def generate_with_llm(
         queries = to_queries(sources, answers, slots, splits, ctx)
         qa_reqs, plan = qa_requests(chunks, ctx)
         qa_pairs = to_qa_pairs(chunks, llm.answers(llm.run("Q&A pairs", qa_reqs), QABatch), plan, splits, ctx)
-        queries, removed = _dedup(queries, cfg, encoder, store)
+        queries, removed = _dedup(queries, cfg, encoder)
         docs = DocumentsOut()
         if gen.document_negatives and gen.negatives_per_query > 0:
             by_id = {p.passage_id: p for p in passages}
@@ -140,7 +134,7 @@ def generate_from_concepts(
     with StageLLM(cfg, store.dir, STAGE) as llm:
         q_reqs, sources, slots = concept_requests(concepts, ctx)
         answers = llm.answers(llm.run("queries", q_reqs), QueryBatch)
-        queries, removed = _dedup(to_queries(sources, answers, slots, splits, ctx), cfg, encoder, store)
+        queries, removed = _dedup(to_queries(sources, answers, slots, splits, ctx), cfg, encoder)
         d_reqs, plans = document_requests(queries, about, ctx)
         docs = to_documents(queries, llm.answers(llm.run("documents", d_reqs), DocumentSet), plans, ctx)
     _write_extras(store, docs)
