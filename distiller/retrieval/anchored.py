@@ -22,11 +22,19 @@ a query sharing an answer with i, `answer_units`) is left out of i's softmax. Th
 computed once before training (`reference_embeddings`), so the anchor costs no extra forward pass.
 With anchor_weight 0 and no shared answers in a batch the loss equals sentence-transformers'
 MultipleNegativesRankingLoss (scale 20, cosine).
+
+The batch's own texts only hold the domain the batch comes from: a batch of medical rows moves the
+science texts' embeddings freely. With a `Pool` (learning-without-forgetting style), each step also
+encodes `Pool.sample` reference texts drawn evenly from every domain's training texts (one extra forward
+over that handful) and adds them to the anchor term, counted as the batch's own texts are:
+
+    + anchor_weight * (sum over the sampled texts of ||e(text) - e_ref(text)||^2) / batch size
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import random
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,23 +106,62 @@ def label_rows(
 
 
 @dataclass
+class Pool:
+    """Reference texts sampled into every step's anchor term: `texts` per domain (with their reference
+    embeddings in `reference`), `sample` texts a step, drawn evenly from the domains (seeded)."""
+
+    texts: dict[str, list[str]]
+    reference: Mapping[str, np.ndarray]
+    sample: int
+    seed: int = 0
+
+    def draws(self) -> Iterator[list[str]]:
+        """The texts of each step, one list per step: `sample` split evenly over the non-empty domains
+        (the first domains get one more when it does not divide), each domain's texts without
+        replacement until they run out, then reshuffled."""
+        rng = random.Random(self.seed)
+        names = [n for n in self.texts if self.texts[n]]
+        orders: dict[str, list[str]] = {n: [] for n in names}
+        while names:
+            out: list[str] = []
+            for i, n in enumerate(names):
+                want = self.sample // len(names) + (i < self.sample % len(names))
+                for _ in range(want):
+                    if not orders[n]:
+                        orders[n] = list(self.texts[n])
+                        rng.shuffle(orders[n])
+                    out.append(orders[n].pop())
+            yield out
+
+    def fingerprint(self) -> str:
+        return f"pool:{self.sample}:{self.seed}:" + ",".join(f"{k}={len(v)}" for k, v in self.texts.items())
+
+
+@dataclass
 class Anchor:
     """What the fused student's loss needs besides the triplets: answer units (`answer_units`), the
-    reference embeddings (`reference_embeddings`, None: no anchor term) and the anchor term's weight."""
+    reference embeddings (`reference_embeddings`, None: no anchor term), the anchor term's weight and an
+    optional `Pool` of other texts anchored at every step."""
 
     units: dict[str, int]
     reference: dict[str, np.ndarray] | None = None
     weight: float = 0.0
+    pool: Pool | None = None
 
     def labels(self, rows: Sequence[Triplet]) -> list[list[float]]:
         return label_rows(rows, self.units, self.reference if self.weight > 0 else None)
 
     def fingerprint(self) -> str:
-        return f"anchor:{self.weight}:{len(self.units)}:{len(self.reference or {})}"
+        out = f"anchor:{self.weight}:{len(self.units)}:{len(self.reference or {})}"
+        return out + (f":{self.pool.fingerprint()}" if self.pool is not None else "")
+
+    def loss(self, model: Any) -> Any:
+        return make_loss(model, self.weight, pool=self.pool if self.weight > 0 else None)
 
 
-def make_loss(model: Any, anchor_weight: float, scale: float = SCALE) -> Any:
-    """The loss module for sentence-transformers' trainer (labels from `label_rows`)."""
+def make_loss(model: Any, anchor_weight: float, scale: float = SCALE, pool: Pool | None = None) -> Any:
+    """The loss module for sentence-transformers' trainer (labels from `label_rows`); with `pool` (and a
+    weight), each forward also anchors that step's `Pool.draws` texts."""
     import torch
     from sentence_transformers.base.losses.merged_forward import embed_columns
     from sentence_transformers.util import cos_sim
@@ -126,14 +173,32 @@ def make_loss(model: Any, anchor_weight: float, scale: float = SCALE) -> Any:
             self.model = model
             self.anchor_weight = anchor_weight
             self.scale = scale
+            self.draws = pool.draws() if pool is not None and pool.sample > 0 else None
 
         def forward(self, sentence_features: Iterable[dict[str, Any]], labels: Any) -> Any:
             emb = embed_columns(self.model, sentence_features)
-            return ranking_loss(emb, labels, self.anchor_weight, self.scale)
+            loss = ranking_loss(emb, labels, self.anchor_weight, self.scale)
+            if self.draws is not None and self.anchor_weight > 0 and pool is not None:
+                texts = next(self.draws, [])
+                if texts:
+                    loss = loss + self.anchor_weight * self.pool_term(texts, labels.size(0))
+            return loss
+
+        def pool_term(self, texts: list[str], b: int) -> Any:
+            assert pool is not None
+            features = self.model.preprocess(texts)
+            device = emb_device(self.model)
+            features = {k: v.to(device) if hasattr(v, "to") else v for k, v in features.items()}
+            cur = self.model(features)["sentence_embedding"]
+            ref = torch.as_tensor(np.stack([pool.reference[t] for t in texts]), device=cur.device)
+            return ((cur - ref) ** 2).sum(-1).sum() / b
 
         @property
         def citation(self) -> str:
             return ""
+
+    def emb_device(m: Any) -> Any:
+        return getattr(m, "device", None) or next(m.parameters()).device
 
     def ranking_loss(emb: list[Any], labels: Any, weight: float, s: float) -> Any:
         q, docs = emb[0], torch.cat(emb[1:], dim=0)
@@ -157,4 +222,4 @@ def make_loss(model: Any, anchor_weight: float, scale: float = SCALE) -> Any:
     return _Loss()
 
 
-__all__ = ["SCALE", "Anchor", "answer_units", "label_rows", "make_loss", "reference_embeddings"]
+__all__ = ["SCALE", "Anchor", "Pool", "answer_units", "label_rows", "make_loss", "reference_embeddings"]

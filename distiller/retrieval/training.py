@@ -31,7 +31,7 @@ from typing import Any
 from distiller.checkpoints import CheckpointStore
 from distiller.config import DEFAULT_STUDENT, TrainingConfig
 from distiller.records import Triplet
-from distiller.retrieval.anchored import Anchor, make_loss
+from distiller.retrieval.anchored import Anchor
 from distiller.retrieval.models import load_student, resolve_device, resolve_student
 
 logger = logging.getLogger(__name__)
@@ -241,7 +241,7 @@ def train_student(
         model=model,
         args=_args(cfg, checkpoints.staging, seed, device, len(data)),
         train_dataset=data,
-        loss=_loss(model, cfg) if anchor is None else make_loss(model, anchor.weight),
+        loss=_loss(model, cfg) if anchor is None else anchor.loss(model),
         callbacks=[
             *checkpoints.callbacks(cfg.save_minutes),
             TrainProgressCallback(f"training {Path(output_dir).name}"),

@@ -589,9 +589,10 @@ def test_each_strategy_trains_on_a_tiny_two_domain_corpus(tmp_path: Path, strate
         order=["law", "med"],
         replay_share=0.5,
         sampler="round_robin",
-        # what `distill fuse` passes by default: the anchored loss in every phase
+        # what `distill fuse` passes by default: the anchored loss in every phase, with a pool
         positives={q.query_id: q.positive_ids for d in (med, law) for q in d.queries},
         anchor_weight=10.0,
+        anchor_sample=4,
     )
     model = load_student(str(res.model_dir), max_seq_length=32)
     assert model.encode(["a test"]).shape == (1, 384)
@@ -606,6 +607,40 @@ def test_each_strategy_trains_on_a_tiny_two_domain_corpus(tmp_path: Path, strate
         assert [p["phase"] for p in res.phases] == ["per-domain", "cross-domain"]
         assert res.phases[1]["rows"] == 4 and res.phases[1]["replayed"] == 2
     assert not (tmp_path / "work").exists()
+
+
+def test_the_anchor_pool_holds_every_domains_training_texts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """make_anchor: the pool (anchor_sample > 0) is each domain's training texts, fusion rows left out,
+    with the base's reference embeddings; none without a sample or without an anchor weight."""
+    import numpy as np
+
+    from distiller.config import TrainingConfig
+    from distiller.fusion import strategies
+
+    med, law = _domain("med", MED), _domain("law", LAW)
+    by_domain = {"med": _triplets(med, 4), "law": _triplets(law, 3), "empty": []}
+    fusion = _triplets(_domain("cross", {**MED, **LAW}), 2)
+    tcfg = TrainingConfig(max_seq_length=32)
+    rows = [t for v in by_domain.values() for t in v] + fusion
+    texts = {x for t in rows for x in (t.query, t.positive, t.negative)}
+    # the base's embeddings already known: no model is loaded
+    monkeypatch.setattr(
+        strategies, "_REFERENCE", {("base", 32): {x: np.zeros(3, dtype=np.float32) for x in texts}}
+    )
+    anchor = strategies.make_anchor("base", by_domain, fusion, tcfg, {}, 10.0, anchor_sample=6, seed=5)
+    assert anchor is not None and anchor.pool is not None
+    assert set(anchor.pool.texts) == {"med", "law"}
+    for name in ("med", "law"):
+        assert set(anchor.pool.texts[name]) == {
+            x for t in by_domain[name] for x in (t.query, t.positive, t.negative)
+        }
+    assert anchor.pool.sample == 6 and anchor.pool.seed == 5
+    assert all(x in anchor.pool.reference for v in anchor.pool.texts.values() for x in v)
+    assert "pool:6:5" in anchor.fingerprint()
+    none = strategies.make_anchor("base", by_domain, fusion, tcfg, {}, 10.0)
+    assert none is not None and none.pool is None
+    unanchored = strategies.make_anchor("base", by_domain, fusion, tcfg, {}, 0.0, anchor_sample=6)
+    assert unanchored is not None and unanchored.pool is None
 
 
 @pytest.mark.slow

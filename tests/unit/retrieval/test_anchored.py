@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from distiller.records import Triplet
-from distiller.retrieval.anchored import Anchor, answer_units, label_rows, make_loss
+from distiller.retrieval.anchored import Anchor, Pool, answer_units, label_rows, make_loss
 
 
 def _t(q: str, pos: str, neg: str) -> Triplet:
@@ -122,3 +122,63 @@ def test_the_anchor_term_is_zero_at_the_reference_and_grows_with_the_distance() 
     moved = [u + (torch.stack([q[i], p[i], n[i]]) * 0.5).flatten().tolist() for i, u in enumerate(units)]
     # each embedding is unit length, the reference half of it: squared distance 0.25 per text
     assert _loss(2.0, q, p, n, moved) == pytest.approx(base + 2.0 * 0.25, rel=1e-4)
+
+
+def test_pool_draws_evenly_from_every_domain_without_replacement_seeded() -> None:
+    texts = {"med": [f"m{i}" for i in range(5)], "sci": [f"s{i}" for i in range(3)], "empty": []}
+    pool = Pool(texts, {}, sample=5, seed=7)
+    draws = pool.draws()
+    steps = [next(draws) for _ in range(6)]
+    # 5 a step over the two non-empty domains: 3 medical (the first gets the remainder), 2 science
+    assert all(len(s) == 5 for s in steps)
+    assert all(sum(t.startswith("m") for t in s) == 3 for s in steps)
+    # each domain's texts all come round before any comes again
+    med = [t for s in steps for t in s if t.startswith("m")]
+    assert sorted(med[:5]) == texts["med"] and sorted(med[5:10]) == texts["med"]
+    sci = [t for s in steps for t in s if t.startswith("s")]
+    assert sorted(sci[:3]) == texts["sci"]
+    again = Pool(texts, {}, sample=5, seed=7).draws()
+    assert [next(again) for _ in range(6)] == steps
+    other = Pool(texts, {}, sample=5, seed=8).draws()
+    assert [next(other) for _ in range(6)] != steps
+    assert next(Pool({"med": []}, {}, sample=4).draws(), None) is None
+
+
+class _Lookup(_Identity):
+    """A stand-in model that also 'tokenizes' pool texts into their current embeddings."""
+
+    device = "cpu"
+
+    def __init__(self, current: dict[str, Any]) -> None:
+        self.current = current
+        self.calls: list[list[str]] = []
+
+    def preprocess(self, texts: list[str]) -> dict[str, Any]:
+        torch = pytest.importorskip("torch")
+        self.calls.append(list(texts))
+        return {"emb": torch.stack([self.current[t] for t in texts])}
+
+
+def test_the_pool_adds_its_sampled_texts_distance_to_the_anchor_term() -> None:
+    torch = pytest.importorskip("torch")
+    q, p, n = _batch(4)
+    units = [[i, i, -1 - i] for i in range(4)]
+    at_ref = [u + torch.stack([q[i], p[i], n[i]]).flatten().tolist() for i, u in enumerate(units)]
+    labels = torch.tensor(at_ref, dtype=torch.float32)
+    g = torch.Generator().manual_seed(9)
+    current = {t: torch.nn.functional.normalize(torch.randn(8, generator=g), dim=-1) for t in ("a", "b", "c")}
+    # the references are half the current embeddings: squared distance 0.25 per text
+    ref = {t: (e * 0.5).numpy() for t, e in current.items()}
+    model = _Lookup(current)
+    pool = Pool({"med": ["a", "b"], "sci": ["c"]}, ref, sample=2, seed=0)
+    plain = float(make_loss(model, 3.0)([{"emb": q}, {"emb": p}, {"emb": n}], labels))
+    with_pool = make_loss(model, 3.0, pool=pool)
+    got = float(with_pool([{"emb": q}, {"emb": p}, {"emb": n}], labels))
+    # two sampled texts (one per domain), summed and divided by the batch size (4), times the weight
+    assert got == pytest.approx(plain + 3.0 * 2 * 0.25 / 4, rel=1e-4)
+    (drawn,) = model.calls
+    assert "c" in drawn and len(set(drawn) & {"a", "b"}) == 1
+    # weight 0: no anchor term at all, and no extra forward
+    model.calls.clear()
+    Anchor({}, None, 0.0, pool).loss(model)([{"emb": q}, {"emb": p}, {"emb": n}], labels[:, :3])
+    assert model.calls == []
