@@ -23,7 +23,7 @@ from distiller.config import DistillConfig
 from distiller.generation.progress import ProgressEvent, Throttled, progress_sink
 from distiller.ingest.shards import IngestDone, IngestShard
 from distiller.naming import default_run_name
-from distiller.retrieval.shards import EncodeShard, SearchDone, SearchShard, ShardDone
+from distiller.retrieval.shards import EncodeShard, SearchShard, ShardDone
 from distiller.stages.plan import StageName, Step
 from distiller.stages.shard_work import run_shard
 from distiller.store import StageResult
@@ -176,7 +176,7 @@ def encode_shard_task(spec: EncodeShard, config: DistillConfig) -> State:
 def search_shard_task(spec: SearchShard, config: DistillConfig) -> State:
     """One query shard of mining searched over the corpus shards: its neighbours into its own file."""
     done = run_shard(spec, config)
-    assert isinstance(done, SearchDone)
+    assert isinstance(done, ShardDone)
     if done.cached:
         return Completed(name="Cached", data=done, message=f"{done.rows} queries already searched")
     return Completed(data=done, message=f"{done.rows} queries in {done.seconds:.1f}s")

@@ -157,7 +157,8 @@ class EncodeShard(BaseModel):
 
 
 class ShardDone(BaseModel):
-    """What encoding one shard did (a Prefect task's result: small, no embeddings)."""
+    """What encoding or searching one shard did (a Prefect task's result: small, no embeddings or
+    neighbours); `encoder` is what an encoding ran on."""
 
     index: int
     out: str
@@ -348,20 +349,12 @@ def search_shards(
     return out
 
 
-class SearchDone(BaseModel):
-    index: int
-    out: str
-    rows: int
-    cached: bool
-    seconds: float
-
-
-def search_shard(spec: SearchShard) -> SearchDone:
+def search_shard(spec: SearchShard) -> ShardDone:
     """Search one query shard over the corpus shards into its .npz (scores, corpus rows), atomically."""
     t0 = time.perf_counter()
     out = Path(spec.out)
     if out.is_file():
-        return SearchDone(index=spec.index, out=spec.out, rows=len(spec.rows), cached=True, seconds=0.0)
+        return ShardDone(index=spec.index, out=spec.out, rows=len(spec.rows), cached=True, seconds=0.0)
     from distiller.retrieval.index import QUERY_BATCH, EncodedCorpus, _search_dense
 
     corpus = EncodedCorpus(
@@ -372,7 +365,7 @@ def search_shard(spec: SearchShard) -> SearchDone:
     parts = [_search_dense(corpus, q[s : s + QUERY_BATCH], k) for s in range(0, len(q), QUERY_BATCH)]
     with _atomic(out) as tmp, open(tmp, "wb") as f:
         np.savez(f, scores=np.concatenate([d for d, _ in parts]), rows=np.concatenate([i for _, i in parts]))
-    return SearchDone(
+    return ShardDone(
         index=spec.index,
         out=spec.out,
         rows=len(spec.rows),
@@ -534,7 +527,6 @@ class ShardedEmbeddings:
 __all__ = [
     "EncodeShard",
     "Mapper",
-    "SearchDone",
     "SearchShard",
     "ShardDone",
     "ShardGroups",

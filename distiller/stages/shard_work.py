@@ -17,7 +17,6 @@ from distiller.config import DistillConfig
 from distiller.ingest.shards import IngestDone, IngestShard, ingest_shard
 from distiller.retrieval.shards import (
     EncodeShard,
-    SearchDone,
     SearchShard,
     ShardDone,
     encode_shard,
@@ -54,16 +53,14 @@ def _here(spec: Any, run_dir: Path, mirror: Any) -> Any:
     return spec.model_copy(update=update) if update else spec
 
 
-def run_shard(
-    spec: EncodeShard | IngestShard | SearchShard, cfg: DistillConfig
-) -> ShardDone | IngestDone | SearchDone:
+def run_shard(spec: EncodeShard | IngestShard | SearchShard, cfg: DistillConfig) -> ShardDone | IngestDone:
     """Do one shard here; with `storage_url`, in this machine's copy of the run and pushed when done."""
     from distiller.remote import remote_for
 
     mirror = remote_for(cfg)
     if mirror is not None:
         spec = _here(spec, mirror.run_dir, mirror)
-    done: ShardDone | IngestDone | SearchDone
+    done: ShardDone | IngestDone
     if isinstance(spec, EncodeShard):
         done = encode_shard(spec)
     elif isinstance(spec, SearchShard):
