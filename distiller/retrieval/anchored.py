@@ -163,8 +163,16 @@ def make_loss(model: Any, anchor_weight: float, scale: float = SCALE, pool: Pool
     """The loss module for sentence-transformers' trainer (labels from `label_rows`); with `pool` (and a
     weight), each forward also anchors that step's `Pool.draws` texts."""
     import torch
-    from sentence_transformers.base.losses.merged_forward import embed_columns
     from sentence_transformers.util import cos_sim
+
+    try:  # sentence-transformers 6: one merged forward over like-width columns
+        from sentence_transformers.base.losses.merged_forward import embed_columns
+    except ImportError:  # 5.x (what the [onnx] / [openvino] extras resolve to): a forward per column
+
+        def embed_columns(  # type: ignore[misc]
+            model: Any, features_list: Iterable[dict[str, Any]], separate_first: bool = True
+        ) -> list[Any]:
+            return [model(f)["sentence_embedding"] for f in features_list]
     from torch import nn
 
     class _Loss(nn.Module):
