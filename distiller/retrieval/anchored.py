@@ -173,6 +173,7 @@ def make_loss(model: Any, anchor_weight: float, scale: float = SCALE, pool: Pool
             model: Any, features_list: Iterable[dict[str, Any]], separate_first: bool = True
         ) -> list[Any]:
             return [model(f)["sentence_embedding"] for f in features_list]
+
     from torch import nn
 
     class _Loss(nn.Module):
