@@ -151,10 +151,12 @@ def run_one(args: argparse.Namespace) -> dict:
                 max_seq_length=args.max_seq_length, batch_size=args.batch_size,
             )  # fmt: skip
 
+        from flows.stages import local_cluster
+
+        # as `runner: dask` starts its local cluster (or as Dask would, with --dask-malloc-trim)
+        start = LocalCluster if args.dask_malloc_trim else local_cluster
         with (
-            LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-            ) as cluster,
+            start(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
             Client(cluster) as client,
         ):
             # Workers import torch and load the model before the clock starts, as the unsharded process
@@ -200,6 +202,8 @@ def sub(args: argparse.Namespace, way: str, **over: object) -> dict:
     for k in ("passages", "queries", "max_seq_length", "batch_size", "shard_size", "model"):
         if opts.get(k) is not None:
             cmd += [f"--{k.replace('_', '-')}", str(opts[k])]
+    if opts.get("dask_malloc_trim"):
+        cmd.append("--dask-malloc-trim")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         sys.exit(f"{way} failed:\n{proc.stderr[-3000:]}")
@@ -271,6 +275,12 @@ def main() -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 40_000, 160_000])
     p.add_argument(
         "--curve", action=argparse.BooleanOptionalAction, default=None, help="only / never the curve"
+    )
+    p.add_argument(
+        "--dask-malloc-trim",
+        action="store_true",
+        help="start the workers with Dask's MALLOC_TRIM_THRESHOLD_=65536 (before 2026-12-03; the product "
+        "now starts them without it)",
     )
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--one", help=argparse.SUPPRESS)

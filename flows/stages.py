@@ -50,8 +50,26 @@ def task_runner_for(config: DistillConfig) -> TaskRunner:
         kwargs: dict[str, Any] = {"processes": True, "threads_per_worker": 1}
         if config.dask_workers:
             kwargs["n_workers"] = config.dask_workers
-        return DaskTaskRunner(cluster_kwargs=kwargs)
+        return DaskTaskRunner(cluster_class=local_cluster, cluster_kwargs=kwargs)
     return ThreadPoolTaskRunner()
+
+
+def local_cluster(**kwargs: Any) -> Any:
+    """A `distributed.LocalCluster` whose workers start without the MALLOC_TRIM_THRESHOLD_=65536 that
+    Dask's nanny sets (`distributed.nanny.pre-spawn-environ`, to hand freed memory back to the OS at once).
+    Torch frees and allocates its activation buffers every batch, so in a worker with it CPU encoding ran
+    1.22x slower (6,000 sentences, MiniLM, one thread: 56.5 s vs 46.2 s; 63.2 s vs 44.3 s in a plain
+    process), and setting it at all turns off glibc's adaptive thresholds. The thread caps it sets stay.
+    The setting is changed only while the workers start (they read it then), not for the process."""
+    import dask
+    from distributed import LocalCluster
+
+    key = "distributed.nanny.pre-spawn-environ"
+    environ = {
+        k: v for k, v in (dask.config.get(key, default={}) or {}).items() if k != "MALLOC_TRIM_THRESHOLD_"
+    }
+    with dask.config.set({key: environ}):
+        return LocalCluster(**kwargs)
 
 
 def with_runner(flow_: Flow[..., Any], config: DistillConfig) -> Flow[..., Any]:

@@ -162,6 +162,27 @@ def test_task_runner_for_follows_the_config() -> None:
     assert isinstance(remote, DaskTaskRunner) and remote.address == "tcp://10.0.0.5:8786"
 
 
+def test_local_cluster_workers_start_without_dasks_malloc_trim() -> None:
+    import dask
+    from distributed import Client
+
+    from distiller.config import DistillConfig
+    from flows.stages import local_cluster, task_runner_for
+
+    assert task_runner_for(DistillConfig(runner="dask")).cluster_class is local_cluster
+    key = "distributed.nanny.pre-spawn-environ"
+    before = dict(dask.config.get(key))
+    assert "MALLOC_TRIM_THRESHOLD_" in before  # Dask's own default, which our workers must not get
+    with (
+        local_cluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        env = next(iter(client.run(lambda: dict(os.environ)).values()))
+    assert "MALLOC_TRIM_THRESHOLD_" not in env
+    assert env["OMP_NUM_THREADS"] == "1"  # the thread caps stay
+    assert dict(dask.config.get(key)) == before  # changed only while the worker started
+
+
 @pytest.mark.slow
 def test_stages_run_on_a_two_worker_dask_cluster(tiny_corpus: Path, tmp_path: Path) -> None:
     """ingest and generate of the tiny config, submitted by `on_runner` to a local cluster of two worker
