@@ -8,6 +8,7 @@ stage flow given the config of an earlier end-to-end run continues that run.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prefect import Flow, Task, flow, unmapped
@@ -60,16 +61,26 @@ def local_cluster(**kwargs: Any) -> Any:
     Torch frees and allocates its activation buffers every batch, so in a worker with it CPU encoding ran
     1.22x slower (6,000 sentences, MiniLM, one thread: 56.5 s vs 46.2 s; 63.2 s vs 44.3 s in a plain
     process), and setting it at all turns off glibc's adaptive thresholds. The thread caps it sets stay.
-    The setting is changed only while the workers start (they read it then), not for the process."""
+
+    Changed only while the workers start. The nanny writes its pre-spawn variables into this process's
+    own environment, so a cluster started earlier with Dask's defaults leaves the variable here for every
+    later child to inherit: when it holds exactly Dask's value it is left out of the workers too."""
     import dask
     from distributed import LocalCluster
 
-    key = "distributed.nanny.pre-spawn-environ"
-    environ = {
-        k: v for k, v in (dask.config.get(key, default={}) or {}).items() if k != "MALLOC_TRIM_THRESHOLD_"
-    }
-    with dask.config.set({key: environ}):
-        return LocalCluster(**kwargs)
+    name, key = "MALLOC_TRIM_THRESHOLD_", "distributed.nanny.pre-spawn-environ"
+    environ = dict(dask.config.get(key, default={}) or {})
+    dasks = environ.pop(name, None)
+    inherited = os.environ.get(name)
+    leaked = dasks is not None and inherited == str(dasks)
+    if leaked:
+        del os.environ[name]
+    try:
+        with dask.config.set({key: environ}):
+            return LocalCluster(**kwargs)
+    finally:
+        if leaked and inherited is not None:
+            os.environ[name] = inherited
 
 
 def with_runner(flow_: Flow[..., Any], config: DistillConfig) -> Flow[..., Any]:

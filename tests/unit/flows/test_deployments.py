@@ -162,7 +162,7 @@ def test_task_runner_for_follows_the_config() -> None:
     assert isinstance(remote, DaskTaskRunner) and remote.address == "tcp://10.0.0.5:8786"
 
 
-def test_local_cluster_workers_start_without_dasks_malloc_trim() -> None:
+def test_local_cluster_workers_start_without_dasks_malloc_trim(monkeypatch: pytest.MonkeyPatch) -> None:
     import dask
     from distributed import Client
 
@@ -173,6 +173,8 @@ def test_local_cluster_workers_start_without_dasks_malloc_trim() -> None:
     key = "distributed.nanny.pre-spawn-environ"
     before = dict(dask.config.get(key))
     assert "MALLOC_TRIM_THRESHOLD_" in before  # Dask's own default, which our workers must not get
+    # as a cluster started earlier with Dask's defaults leaves it in this process's environment
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", str(before["MALLOC_TRIM_THRESHOLD_"]))
     with (
         local_cluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
         Client(cluster) as client,
@@ -181,6 +183,7 @@ def test_local_cluster_workers_start_without_dasks_malloc_trim() -> None:
     assert "MALLOC_TRIM_THRESHOLD_" not in env
     assert env["OMP_NUM_THREADS"] == "1"  # the thread caps stay
     assert dict(dask.config.get(key)) == before  # changed only while the worker started
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == str(before["MALLOC_TRIM_THRESHOLD_"])
 
 
 @pytest.mark.slow
