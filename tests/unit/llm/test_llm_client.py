@@ -55,13 +55,15 @@ def test_both_wire_formats_answer_in_schema(llm_server: LLMTestServer, provider:
 def test_transport_fault_is_retried_by_the_client(
     llm_server: LLMTestServer, provider: str, fault: str
 ) -> None:
-    llm_server.inject(Fault(fault, sleep_s=1.0))  # type: ignore[arg-type]
+    # The client's timeout must cut the slow answer and never the good retry, however busy the machine:
+    # 5 s against a 30 s stall (0.3 s cut a loopback retry on a loaded CI machine: 3 attempts).
+    llm_server.inject(Fault(fault, sleep_s=30.0))  # type: ignore[arg-type]
     ledger = Ledger(None)
     client = make_client(
         llm_server,
         provider,  # type: ignore[arg-type]
         ledger=ledger,
-        timeout_s=0.3,
+        timeout_s=5.0,
         input_price_per_mtok=1.0,
         output_price_per_mtok=2.0,
     )
