@@ -38,6 +38,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--first", type=int, default=13, help="documents of the first run")
     p.add_argument("--added", type=int, default=2, help="documents added for the rerun")
+    p.add_argument("--chunks-per-shard", type=int, default=25, help="generation.chunks_per_shard")
     args = p.parse_args()
     files = sorted(
         f for f in (ROOT / "examples" / "medquad-mini").iterdir() if f.suffix in (".md", ".txt", ".html")
@@ -55,15 +56,23 @@ def main() -> int:
             work / "runs",
             input={"paths": [str(docs)]},
             cache_dir=str(work / "cache"),
-            generation={"queries_per_chunk": 2, "questions_per_chunk": 1, "document_negatives": True},
+            generation={
+                "queries_per_chunk": 2,
+                "questions_per_chunk": 1,
+                "document_negatives": True,
+                "chunks_per_shard": args.chunks_per_shard,
+            },
             validation={"sample_rate": 0.3},
         )
         store = open_store(cfg)
+
+        shards: list[dict] = []
 
         def run() -> Counter[str]:
             sent = len(server.requests)
             for stage in (ingest_stage, generate_stage, validate_stage):
                 stage(store, cfg)
+            shards.append(store.stage_results()["generate"].details)
             return Counter(r.schema_name for r in server.requests[sent:])
 
         def judged() -> set[str]:
@@ -93,6 +102,11 @@ def main() -> int:
             new = rows.get(kind, len(newly_judged) if kind.startswith("Verdict") else "–")
             print(f"| {kind} | {one[kind]} | {two[kind]} | {new} |")
         print(f"| **all** | {sum(one.values())} | {sum(two.values())} | |")
+        for name, d in zip(("first run", "rerun"), shards, strict=True):
+            print(
+                f"generation shards, {name}: {d.get('shards', 0)}, generated {d.get('shards_generated', 0)}, "
+                f"reused {d.get('shards_reused', 0)}"
+            )
         old_judged_again = {i for i in newly_judged if not any(i.startswith(c) for c in new_chunks)}
         print(
             f"\njudge: {len(newly_judged)} rows newly in the sample, {len(old_judged_again)} of them old rows"

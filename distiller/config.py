@@ -231,6 +231,16 @@ class GenerationConfig(Section):
     questions_per_chunk: int = Field(
         default=2, ge=0, le=20, title="Q&A pairs per chunk", description="Question/answer pairs per chunk."
     )
+    chunks_per_shard: int = Field(
+        default=500,
+        ge=0,
+        title="Chunks per shard",
+        description="LLM teacher, document mode: chunks whose queries and Q&A pairs are written together as "
+        "one shard (a task of its own, its rows and its calls' ledger in the run folder): a stopped stage "
+        "resumes at the first unfinished shard, added documents are generated in new shards only, and "
+        "shards fan out over Dask workers with runner: dask, each under its grant of the budget. Results do "
+        "not depend on it. 0: one piece, in the stage.",
+    )
     min_query_words: int = Field(
         default=5, ge=1, title="Minimum query words", description="Offline teacher: shortest usable sentence."
     )

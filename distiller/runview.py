@@ -172,9 +172,9 @@ class RunView:
     @cached_property
     def ledger(self) -> pd.DataFrame | None:
         """The LLM ledger, from its journal when there is one (the Parquet file lags a killed run)."""
-        from distiller.llm.ledger import JOURNAL_FILENAME, read_ledger
+        from distiller.llm.ledger import has_journal, read_ledger
 
-        if not self.path(JOURNAL_FILENAME).is_file():
+        if not has_journal(self.dir):
             return self.frame("ledger.parquet")
         rows = read_ledger(self.dir)
         return pd.DataFrame([e.model_dump() for e in rows]) if rows else None

@@ -20,6 +20,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from distiller import stages
 from distiller.config import DistillConfig
 from distiller.errors import StageError
+from distiller.generation.shards import GenerateShard
 from distiller.ingest.shards import IngestShard
 from distiller.retrieval.shards import SearchShard
 from distiller.stages.plan import Step
@@ -28,9 +29,8 @@ from tasks.stages import (
     encode_shard_task,
     evaluate_task,
     export_task,
-    generate_task,
+    generate_shard_task,
     ingest_shard_task,
-    ingest_task,
     mine_task_for,
     report_task,
     search_shard_task,
@@ -106,7 +106,7 @@ def run_step(step: Step, config: DistillConfig, command: str | None = None) -> S
     """One step of `stage_plan(config)` as its task on the flow's task runner (training: `train_step`);
     `command` is recorded by export. Ingest, mine and evaluate first run their missing shards as tasks
     (`run_shards`)."""
-    if step.stage in ("ingest", "mine", "evaluate"):
+    if step.stage in ("ingest", "generate", "mine", "evaluate"):
         run_shards(step, config)
     if step.stage == "train":
         return train_step(config, *step.args)
@@ -116,7 +116,8 @@ def run_step(step: Step, config: DistillConfig, command: str | None = None) -> S
 
 
 def run_shards(step: Step, config: DistillConfig) -> list[Any]:
-    """The step's missing shards, each a task (`ingest-shard`: a group of input files; `encode-shard`:
+    """The step's missing shards, each a task (`ingest-shard`: a group of input files; `generate-shard`: a
+    group of chunks' queries and Q&A pairs, under its grant of the budget; `encode-shard`:
     one model's embeddings of a group of passages or queries; then, for mining and evaluation,
     `search-shard`: one query shard's exact search over the corpus shards): mapped over the workers
     with Dask (one shard per worker process at a time), one after another in this process with threads
@@ -138,6 +139,8 @@ def _map_shards(step: Step, config: DistillConfig, specs: list[Any]) -> list[Any
     task_: Task[..., Any]
     if isinstance(specs[0], IngestShard):
         what, task_ = "reading", ingest_shard_task
+    elif isinstance(specs[0], GenerateShard):
+        what, task_ = "generating", generate_shard_task
     elif isinstance(specs[0], SearchShard):
         what, task_ = "searching", search_shard_task
     else:
@@ -147,6 +150,12 @@ def _map_shards(step: Step, config: DistillConfig, specs: list[Any]) -> list[Any
     )
     if on_dask:
         results = [f.result() for f in task_.map(specs, config=unmapped(config))]
+    elif isinstance(specs[0], GenerateShard):
+        # One after another: each shard's grant is its share of what the ones before it left.
+        store, total = stages.open_store(config), sum(len(c.text) for s in specs for c in s.chunks)
+        results = [
+            task_(stages.next_grant(specs[i:], store, config, total), config) for i in range(len(specs))
+        ]
     else:
         results = [task_(s, config) for s in specs]
     # The task returns a State (so that a shard found on disk shows as Cached): its data is the result.
@@ -213,7 +222,7 @@ def ingest_flow(config: DistillConfig = DistillConfig()) -> dict[str, Any]:
     Args:
         config: Every setting of the run, with its default (see README, Configuration).
     """
-    return _done(config, on_runner(ingest_task, config))
+    return _done(config, run_step(Step("ingest"), config))
 
 
 @flow(name="distill-generate", log_prints=True)
@@ -223,7 +232,7 @@ def generate_flow(config: DistillConfig = DistillConfig()) -> dict[str, Any]:
     Args:
         config: Every setting of the run, with its default (see README, Configuration).
     """
-    return _done(config, on_runner(generate_task, config))
+    return _done(config, run_step(Step("generate"), config))
 
 
 @flow(name="distill-iteration", log_prints=True)

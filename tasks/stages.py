@@ -21,6 +21,7 @@ from prefect.states import Completed, State
 from distiller import stages
 from distiller.config import DistillConfig
 from distiller.generation.progress import ProgressEvent, Throttled, progress_sink
+from distiller.generation.shards import GenerateDone, GenerateShard
 from distiller.ingest.shards import IngestDone, IngestShard
 from distiller.naming import default_run_name
 from distiller.retrieval.shards import EncodeShard, SearchShard, ShardDone
@@ -196,6 +197,27 @@ def ingest_shard_task(spec: IngestShard, config: DistillConfig) -> State:
         return Completed(name="Cached", data=done, message=f"{done.files} files already read")
     return Completed(
         data=done, message=f"{done.files} files, {done.documents} documents in {done.seconds:.1f}s"
+    )
+
+
+@task(
+    name="generate-shard",
+    cache_policy=NO_CACHE,
+    tags=["distiller", LLM_TAG],
+    task_run_name="generate-shard-{spec.index}",
+)
+def generate_shard_task(spec: GenerateShard, config: DistillConfig) -> State:
+    """One group of chunks' queries and Q&A pairs, under its grant of the budget, into its own folder."""
+    with _llm_progress(config):
+        done = run_shard(spec, config)
+    assert isinstance(done, GenerateDone)
+    if done.cached:
+        return Completed(name="Cached", data=done, message=f"{done.chunks} chunks already generated")
+    stop = ", stopped by its grant" if done.stopped_by_budget else ""
+    return Completed(
+        data=done,
+        message=f"{done.chunks} chunks: {done.queries} queries, {done.qa_pairs} Q&A pairs, "
+        f"${done.cost_usd:.4f} in {done.seconds:.1f}s{stop}",
     )
 
 

@@ -8,12 +8,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from distiller.config import DistillConfig, LLMConfig
 from distiller.generation.progress import ProgressEvent, emit
 from distiller.llm import LLMClient, LLMRequest, LLMResult
+from distiller.llm.budget import Budget, stage_group
 from distiller.llm.estimate import estimate_cost
+from distiller.llm.ledger import Ledger
 from distiller.llm.plan import BudgetPlan
 
 M = TypeVar("M", bound=BaseModel)
@@ -29,14 +31,55 @@ class Failure(BaseModel):
     error: str
 
 
+class Grant(BaseModel):
+    """What one shard of a stage's LLM work may spend, and where it journals its calls
+    (`distiller.generation.shards`)."""
+
+    shard: str
+    ledger_path: str
+    usd: float | None = Field(description="What this shard may spend (None: no cap but the budget's).")
+    hard: bool = Field(
+        description="A hard cap, counted against the grant alone (shards running at the same time: the "
+        "flow gave them together no more than the budget left); else a soft share on top of the run's "
+        "own budget (shards one after another)."
+    )
+    plan: BudgetPlan | None = Field(
+        default=None, description="The shard's steps, their expected cost scaled to the shard (step shares)."
+    )
+
+    def budget(self, cfg: DistillConfig, run_dir: Path, stage: str) -> Budget:
+        if not self.hard:
+            return Budget.from_config(cfg.budget, Ledger.in_run(run_dir).spent_by_stage())
+        if self.usd is None:
+            return Budget.unlimited()
+        return Budget(None, {stage_group(stage): self.usd})
+
+
 class StageLLM:
     """Use as a context manager; `run(step, requests)` per batch. Nothing here raises for a bad answer:
     a row whose answer never parsed comes back `failed`, one the budget stopped comes back `budget`."""
 
-    def __init__(self, cfg: DistillConfig, run_dir: Path, stage: str, llm: LLMConfig | None = None) -> None:
+    def __init__(
+        self,
+        cfg: DistillConfig,
+        run_dir: Path,
+        stage: str,
+        llm: LLMConfig | None = None,
+        *,
+        grant: Grant | None = None,
+    ) -> None:
+        """`grant`: this is one shard of the stage's work, spending only what the grant holds, into its
+        own ledger (`distiller.generation.shards`); else the run's ledger, budget and plan."""
         self.stage = stage
-        self.client = LLMClient.for_run(cfg, run_dir, llm)
-        self.plan = load_plan(run_dir)
+        if grant is None:
+            self.client = LLMClient.for_run(cfg, run_dir, llm)
+            self.plan = load_plan(run_dir)
+        else:
+            ledger = Ledger(grant.ledger_path, shard=grant.shard)
+            budget = grant.budget(cfg, run_dir, stage)
+            self.client = LLMClient.for_run(cfg, run_dir, llm, budget=budget, ledger=ledger)
+            self.plan = grant.plan
+        self.share_cap = None if grant is None or grant.hard else grant.usd
         self.cost_usd = 0.0
         self.estimated_usd = 0.0
         self.failures: list[Failure] = []
@@ -54,10 +97,18 @@ class StageLLM:
     def model(self) -> str:
         return self.client.config.model
 
+    def _left(self) -> float | None:
+        """The budget left, or less: what a soft grant still holds."""
+        left = self.client.budget.remaining_usd(self.stage)
+        if self.share_cap is None:
+            return left
+        held = max(0.0, self.share_cap - self.cost_usd)
+        return held if left is None else min(left, held)
+
     def budget_left(self) -> float | None:
         """What this stage may still spend: the budget left, or this stage's share of it when the plan
         splits a budget too small for the whole run (llm/plan.py)."""
-        left = self.client.budget.remaining_usd(self.stage)
+        left = self._left()
         share = self.plan.stage_share_usd(self.stage, left) if self.plan else None
         return left if share is None else min(share, left or 0.0)
 
@@ -75,11 +126,7 @@ class StageLLM:
             return []
         spent_before = self.cost_usd
         cost, failed, not_sent = 0.0, 0, 0
-        share = (
-            self.plan.share_usd(self.stage, step, self.client.budget.remaining_usd(self.stage))
-            if self.plan
-            else None
-        )
+        share = self.plan.share_usd(self.stage, step, self._left()) if self.plan else None
         expected, to_send = self._estimate(reqs)
 
         def on_progress(done: int, total: int, res: LLMResult) -> None:
@@ -131,6 +178,19 @@ class StageLLM:
             not_sent=not_sent,
         )
 
+    def absorb(self, shards: dict[str, Any]) -> None:
+        """Count the calls of the stage's shards (their `meta.json`, written this pass) as this stage's."""
+        for meta in shards.get("metas", []):
+            self.cost_usd += meta.get("cost_usd", 0.0)
+            self.estimated_usd += meta.get("estimated_usd", 0.0)
+            self.budget_stopped |= bool(meta.get("stopped_by_budget"))
+            self.notes.extend(n for n in meta.get("budget_notes", []) if n not in self.notes)
+            self.failures.extend(Failure.model_validate(f) for f in meta.get("failures_all", []))
+            for step, counts in (meta.get("llm_steps") or {}).items():
+                mine = self.steps.setdefault(step, {})
+                for k, v in counts.items():
+                    mine[k] = round(mine.get(k, 0) + v, 6)
+
     @staticmethod
     def answers(results: Sequence[LLMResult], schema: type[M]) -> dict[str, M]:
         """item_id -> the parsed answer, for the rows that have one."""
@@ -159,4 +219,4 @@ def load_plan(run_dir: Path) -> BudgetPlan | None:
     return BudgetPlan.model_validate(raw) if raw else None
 
 
-__all__ = ["Failure", "StageLLM", "load_plan"]
+__all__ = ["Failure", "Grant", "StageLLM", "load_plan"]

@@ -11,6 +11,13 @@ as `unknown` and charged at its reservation (`estimated` is true), never at $0, 
 starts from everything that could have been billed. `entries` is that merged view (a pending row whose
 final row came is dropped). The Parquet file is rewritten atomically from it at the end of each batch and
 at most every `flush_every_s` seconds during one.
+
+A run's LLM work split into shards (generation's chunk shards, each a task that may run in another process
+or on another machine) journals in the shard's own folder, `shards/<stage>/<shard>/ledger.journal.jsonl`,
+under a grant the flow gave it: processes never append to one file, and a kill of a worker leaves its
+calls in its own journal. The run's ledger (`Ledger.in_run`, `read_ledger`) is the union of the run's
+journal and every shard journal, so the budget, the report and the resume see all of them; shard rows
+carry their shard's key, and are never copied into the run's journal.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from distiller.records import Record, read_parquet, write_parquet
 
 LEDGER_FILENAME = "ledger.parquet"
 JOURNAL_FILENAME = "ledger.journal.jsonl"
+SHARD_JOURNALS = f"shards/*/*/{JOURNAL_FILENAME}"
+"""Where the run's shards keep their journals, relative to the run folder."""
 
 LedgerStatus = Literal["ok", "parse_error", "failed", "unknown", "cached", "budget", "pending"]
 UNKNOWN_NOTE = (
@@ -66,27 +75,48 @@ class LedgerEntry(Record):
     estimated: bool = Field(
         default=False, description="cost_usd is the reserved worst case, not a bill (outcome unknown)."
     )
+    shard: str = Field(default="", description="The shard whose task sent the call ('' : the stage itself).")
 
 
 class Ledger:
-    def __init__(self, path: Path | str | None = None, *, flush_every_s: float = 10.0) -> None:
-        """`path=None`: kept in memory only (tests, estimates)."""
+    def __init__(
+        self,
+        path: Path | str | None = None,
+        *,
+        flush_every_s: float = 10.0,
+        shards: Path | str | None = None,
+        shard: str = "",
+    ) -> None:
+        """`path=None`: kept in memory only (tests, estimates). `shards`: the run folder whose shard
+        journals (`SHARD_JOURNALS`) are part of this ledger (read, never written); by default the folder
+        of a `ledger.parquet`. `shard`: this is a shard's own ledger; its rows carry the shard's key."""
         self.path = Path(path) if path is not None else None
         self.flush_every_s = flush_every_s
+        if shards is None and self.path is not None and self.path.name == LEDGER_FILENAME and not shard:
+            shards = self.path.parent  # a run's ledger: its shards' journals are part of it
+        self.shards = Path(shards) if shards is not None else None
+        self.shard = shard
         self._lock = threading.Lock()
         self._entries: list[LedgerEntry] = []
         self.journal = self.path.with_name(JOURNAL_FILENAME) if self.path is not None else None
         if self.journal is not None and self.journal.is_file():
             self._entries = _read_journal(self.journal)
         elif self.path is not None and self.path.is_file():
-            self._entries = read_parquet(self.path, LedgerEntry)
+            # The Parquet file is the union: the shards' rows stay in their own journals.
+            self._entries = [e for e in read_parquet(self.path, LedgerEntry) if not e.shard]
             self._append([*self._entries])
         self._dirty = bool(self._entries) and self.path is not None and not self.path.is_file()
         self._last_flush = time.monotonic()
 
     @classmethod
     def in_run(cls, run_dir: Path | str) -> Ledger:
-        return cls(Path(run_dir) / LEDGER_FILENAME)
+        """The run's ledger: its own journal and its shards' (see the module's doc)."""
+        return cls(Path(run_dir) / LEDGER_FILENAME, shards=run_dir)
+
+    def _shard_rows(self) -> list[LedgerEntry]:
+        if self.shards is None:
+            return []
+        return [e for j in sorted(self.shards.glob(SHARD_JOURNALS)) for e in _read_journal(j)]
 
     def _append(self, entries: list[LedgerEntry]) -> None:
         if self.journal is None or not entries:
@@ -102,6 +132,8 @@ class Ledger:
             f.write(lines.encode("utf-8"))
 
     def add(self, entry: LedgerEntry) -> None:
+        if self.shard and entry.shard != self.shard:
+            entry = entry.model_copy(update={"shard": self.shard})
         with self._lock:
             self._append([entry])
             self._entries.append(entry)
@@ -112,9 +144,11 @@ class Ledger:
 
     @property
     def entries(self) -> list[LedgerEntry]:
-        """Final rows, and each pending call with no final row as `unknown` at its reservation."""
+        """Final rows, and each pending call with no final row as `unknown` at its reservation (the
+        shards' too: read afresh, so a shard that finished since is counted)."""
+        shard_rows = self._shard_rows()
         with self._lock:
-            return merge_pending(self._entries)
+            return merge_pending(self._entries + shard_rows)
 
     def pending(self, call: LedgerEntry) -> None:
         """Write-ahead: journal a call about to be sent (status pending, its reservation)."""
@@ -123,10 +157,11 @@ class Ledger:
     def flush(self) -> None:
         if self.path is None:
             return
+        shard_rows = self._shard_rows()
         with self._lock:
-            if not self._dirty and self.path.exists():
+            if not self._dirty and self.path.exists() and not shard_rows:
                 return
-            write_parquet(self.path, merge_pending(self._entries), LedgerEntry)
+            write_parquet(self.path, merge_pending(self._entries + shard_rows), LedgerEntry)
             self._dirty = False
             self._last_flush = time.monotonic()
 
@@ -164,10 +199,15 @@ def merge_pending(rows: list[LedgerEntry]) -> list[LedgerEntry]:
 
 def read_ledger(run_dir: Path | str) -> list[LedgerEntry]:
     """A run folder's ledger rows (journal first: it has every row, the Parquet file may lag)."""
-    path = Path(run_dir) / LEDGER_FILENAME
-    if not path.with_name(JOURNAL_FILENAME).is_file() and not path.is_file():
+    if not has_journal(run_dir) and not (Path(run_dir) / LEDGER_FILENAME).is_file():
         return []
-    return Ledger(path).entries
+    return Ledger.in_run(run_dir).entries
+
+
+def has_journal(run_dir: Path | str) -> bool:
+    """Whether the run, or any of its shards, has a journal (the ledger's full record)."""
+    run_dir = Path(run_dir)
+    return (run_dir / JOURNAL_FILENAME).is_file() or next(run_dir.glob(SHARD_JOURNALS), None) is not None
 
 
 def manifest_stage_costs(by_ledger_stage: dict[str, float], stages: list[str]) -> dict[str, float]:
@@ -221,11 +261,13 @@ def _read_journal(path: Path) -> list[LedgerEntry]:
 __all__ = [
     "JOURNAL_FILENAME",
     "LEDGER_FILENAME",
+    "SHARD_JOURNALS",
     "UNKNOWN_NOTE",
     "Ledger",
     "LedgerEntry",
     "LedgerStatus",
     "cost_by_stage",
+    "has_journal",
     "ledger_summary",
     "manifest_stage_costs",
     "merge_pending",

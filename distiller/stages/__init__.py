@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING
 from distiller.config import DistillConfig
 from distiller.retrieval.shards import EncodeShard, SearchShard
 from distiller.stages import evaluate as _evaluate
+from distiller.stages import generate as _generate
 from distiller.stages import ingest as _ingest
 from distiller.stages import mine as _mine
 from distiller.stages.bootstrap import bootstrap_stage
 from distiller.stages.common import Progress, budget_cause, lock_run, model_ref, open_store, plan_llm_budget
 from distiller.stages.evaluate import evaluate_stage
 from distiller.stages.export import export_stage
-from distiller.stages.generate import generate_stage
+from distiller.stages.generate import generate_stage, next_grant
 from distiller.stages.ingest import ingest_stage
 from distiller.stages.labeled import labeled_stage
 from distiller.stages.mine import mine_stage
@@ -32,6 +33,7 @@ from distiller.stages.validate import validate_stage
 from distiller.store import RunStore, StageResult
 
 if TYPE_CHECKING:
+    from distiller.generation.shards import GenerateShard
     from distiller.ingest.shards import IngestShard
 
 STAGE_FUNCTIONS: dict[StageName, Callable[..., StageResult]] = {
@@ -66,12 +68,16 @@ def run_step(
     return STAGE_FUNCTIONS[step.stage](store, cfg, *step.args)
 
 
-def shard_plan(step: Step, store: RunStore, cfg: DistillConfig) -> list[EncodeShard] | list[IngestShard]:
-    """The shards `step` still needs (ingest's file groups; mine's and evaluate's encodings of a dense
-    student), none when the step is cached: what a flow fans out before running the step, which then
-    finds them in the run folder."""
+def shard_plan(
+    step: Step, store: RunStore, cfg: DistillConfig
+) -> list[EncodeShard] | list[IngestShard] | list[GenerateShard]:
+    """The shards `step` still needs (ingest's file groups; generation's chunk groups, each with its grant
+    of the budget; mine's and evaluate's encodings of a dense student), none when the step is cached:
+    what a flow fans out before running the step, which then finds them in the run folder."""
     if step.stage == "ingest":
         return _ingest.shard_plan(store, cfg)
+    if step.stage == "generate":
+        return _generate.shard_plan(store, cfg)
     if step.stage == "mine":
         return _mine.shard_plan(store, cfg, *step.args)
     if step.stage == "evaluate":
@@ -106,6 +112,7 @@ __all__ = [
     "lock_run",
     "mine_stage",
     "model_ref",
+    "next_grant",
     "open_store",
     "plan_llm_budget",
     "report_stage",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distiller.config import DistillConfig
 from distiller.errors import StageError
@@ -14,6 +14,9 @@ from distiller.stages.common import plan_llm_budget
 from distiller.stages.encoding import backend_tag, dedup_encoder
 from distiller.stages.keys import config_hash
 from distiller.store import RunStore, StageResult, stage_key
+
+if TYPE_CHECKING:
+    from distiller.generation.shards import GenerateShard
 
 log = logging.getLogger("distiller")
 
@@ -33,7 +36,8 @@ def _titles_input(store: RunStore, cfg: DistillConfig) -> list[Path]:
     return [p] if use else []
 
 
-def generate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
+def _key(store: RunStore, cfg: DistillConfig) -> tuple[str, list[str], Path]:
+    """The stage's key, its outputs, and the file it generates from."""
     from distiller.generation import bootstrap_mode, stage_fingerprint
 
     # Bootstrap mode generates from the domain's knowledge base instead of from chunks.
@@ -52,12 +56,61 @@ def generate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
         # Prompts and templates it renders, and the student that finds near-duplicate queries.
         llm_key = stage_fingerprint(cfg, "generate") + cfg.training.student
         llm_key += backend_tag(cfg)  # dedup's encoder
-    key = stage_key(
-        "generate",
-        VERSION,
-        config_hash(cfg, "teacher", "generation", "split", "budget") + llm_key,
-        [chunks_path, *_titles_input(store, cfg)],
+    # Not chunks_per_shard: how chunks are grouped never changes what the stage writes.
+    settings = config_hash(
+        cfg, "teacher", "generation", "split", "budget", exclude={"generation": {"chunks_per_shard"}}
     )
+    key = stage_key("generate", VERSION, settings + llm_key, [chunks_path, *_titles_input(store, cfg)])
+    return key, outputs, chunks_path
+
+
+def sharded(cfg: DistillConfig) -> bool:
+    """Whether generation runs in chunk shards: the LLM teacher in document mode, with a shard size."""
+    from distiller.generation import bootstrap_mode
+
+    return not cfg.teacher.offline and not bootstrap_mode(cfg) and cfg.generation.chunks_per_shard > 0
+
+
+def _shards(store: RunStore, cfg: DistillConfig, chunks: list[Chunk], key: str) -> list[GenerateShard]:
+    from distiller.generation.shards import PARTS_DIR, plan_shards
+    from distiller.stages.encoding import assign_groups
+
+    groups = assign_groups(store, "chunk", [c.chunk_id for c in chunks], cfg.generation.chunks_per_shard)
+    return plan_shards(cfg, chunks, groups, store.path(PARTS_DIR), key)
+
+
+def shard_plan(store: RunStore, cfg: DistillConfig) -> list[GenerateShard]:
+    """The chunk shards generation still needs, each with its hard grant of the budget left (they run at
+    the same time): what the flow fans out before the stage runs. None when the stage is cached or not
+    sharded."""
+    from distiller.generation.shards import with_grants
+
+    if not sharded(cfg):
+        return []
+    key, outputs, chunks_path = _key(store, cfg)
+    if store.cache.lookup("generate", key, outputs) is not None:
+        return []
+    plan_llm_budget(store, cfg)  # before anything is sent: the grants split its shares
+    pending = [s for s in _shards(store, cfg, read_parquet(chunks_path, Chunk), key) if not s.done]
+    return with_grants(pending, cfg, store.dir, hard=True)
+
+
+def next_grant(
+    pending: list[GenerateShard], store: RunStore, cfg: DistillConfig, total: int
+) -> GenerateShard:
+    """The first of `pending` with its soft grant: its share of what the budget has left now for all of
+    them (shards one after another; `total`: the text length of the shards planned together)."""
+    from distiller.generation.shards import with_grants
+
+    (spec,) = with_grants(pending, cfg, store.dir, hard=False, all_weight=total)
+    return spec
+
+
+def generate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
+    from distiller.generation import bootstrap_mode
+
+    bootstrap = bootstrap_mode(cfg)
+    key, outputs, chunks_path = _key(store, cfg)
 
     def run() -> dict[str, Any]:
         plan_llm_budget(store, cfg)  # before anything is sent: the budget's split over the steps
@@ -85,7 +138,8 @@ def generate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:
             from distiller.generation.teachers.llm import generate_with_llm
 
             # the near-duplicate check encodes in the run's shards: a rerun encodes the new queries only
-            out = generate_with_llm(chunks, cfg, store, encoder=dedup_encoder(store, cfg))
+            shards = _shards(store, cfg, chunks, key) if sharded(cfg) else None
+            out = generate_with_llm(chunks, cfg, store, encoder=dedup_encoder(store, cfg), shards=shards)
         for note in out.notes:
             log.warning(note)
         write_parquet(store.path("passages.parquet"), out.passages, Passage)

@@ -1,4 +1,5 @@
-"""One shard (an ingest file group, or an encoding of passages or queries) done where it is scheduled: on
+"""One shard (an ingest file group, a generation chunk group, an encoding of passages or queries, a
+search) done where it is scheduled: on
 the flow's machine, or on a Dask worker of another machine.
 
 Workers share the run folder through a shared file system, or through `storage_url`: each machine then
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from distiller.config import DistillConfig
+from distiller.generation.shards import GenerateDone, GenerateShard, generate_shard
 from distiller.ingest.shards import IngestDone, IngestShard, ingest_shard
 from distiller.retrieval.shards import (
     EncodeShard,
@@ -53,14 +55,25 @@ def _here(spec: Any, run_dir: Path, mirror: Any) -> Any:
     return spec.model_copy(update=update) if update else spec
 
 
-def run_shard(spec: EncodeShard | IngestShard | SearchShard, cfg: DistillConfig) -> ShardDone | IngestDone:
+Spec = EncodeShard | IngestShard | SearchShard | GenerateShard
+
+
+def run_shard(spec: Spec, cfg: DistillConfig) -> ShardDone | IngestDone | GenerateDone:
     """Do one shard here; with `storage_url`, in this machine's copy of the run and pushed when done."""
     from distiller.remote import remote_for
 
     mirror = remote_for(cfg)
     if mirror is not None:
         spec = _here(spec, mirror.run_dir, mirror)
-    done: ShardDone | IngestDone
+    done: ShardDone | IngestDone | GenerateDone
+    if isinstance(spec, GenerateShard):
+        try:
+            done = generate_shard(spec)
+        finally:
+            # Its ledger journal goes to the mirror even when the shard failed: its calls are spend.
+            if mirror is not None and Path(spec.out).is_dir():
+                mirror.push([Path(spec.out)])
+        return done
     if isinstance(spec, EncodeShard):
         done = encode_shard(spec)
     elif isinstance(spec, SearchShard):

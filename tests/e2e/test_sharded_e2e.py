@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 from helpers.corpus import EXAMPLES, tiny_overrides
 
 from distiller.config import DistillConfig, load_config
@@ -155,3 +156,72 @@ def test_evaluation_reads_minings_shards_and_a_retraining_prunes_the_old_models(
 
 def _model_folders(store: Any) -> list[Path]:
     return [p for p in store.path("shards").iterdir() if p.is_dir() and p.name != "ingest"]
+
+
+def test_generation_shards_on_two_dask_workers_equal_one_pass_and_stay_in_budget(
+    llm_server: Any, tmp_path: Path
+) -> None:
+    """The LLM teacher's chunk shards as `generate-shard` tasks on two worker processes, each under its
+    hard grant: the same rows as one pass in this process, and with a tight budget, never past it (the
+    server's bill is the ledger's, shard journals included)."""
+    from distributed import Client, LocalCluster, get_task_stream
+    from helpers.generation_responder import ScriptedTeacher, llm_run_config, write_corpus
+
+    from distiller.llm.ledger import read_ledger
+    from flows.stages import generate_flow, ingest_flow, with_runner
+
+    prices = {"input_price_per_mtok": 15.0, "output_price_per_mtok": 60.0, "max_tokens": 256}
+    llm_server.responder = ScriptedTeacher()
+    llm_server.input_price_per_mtok, llm_server.output_price_per_mtok = 15.0, 60.0
+    corpus = write_corpus(tmp_path / "docs")
+
+    def config(name: str, budget: float, per_shard: int, **extra: Any) -> DistillConfig:
+        return llm_run_config(
+            llm_server,
+            tmp_path / name,
+            input={"paths": [str(corpus)]},
+            teacher=prices,
+            generation={
+                "queries_per_chunk": 2,
+                "questions_per_chunk": 2,
+                "template": "legal",
+                "chunks_per_shard": per_shard,
+            },
+            validation={"enabled": False},
+            budget={"run_usd": budget},
+            **extra,
+        )
+
+    one = config("one", 5.0, 0)
+    ingest_flow(config=one)
+    generate_flow(config=one)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        dask = {"runner": "dask", "dask_address": cluster.scheduler_address}
+        wide = config("wide", 5.0, 2, **dask)
+        with get_task_stream(client) as stream:
+            with_runner(ingest_flow, wide)(config=wide)
+            with_runner(generate_flow, wide)(config=wide)
+        workers = set(cluster.scheduler_info["workers"])
+        shard_runs = [e for e in stream.data if e["key"].startswith("generate_shard_task")]
+        assert len(shard_runs) > 2 and {e["worker"] for e in shard_runs} == workers and len(workers) == 2
+        a, b = open_store(one).dir, open_store(wide).dir
+        for name in ("queries.parquet", "qa_pairs.parquet", "passages.parquet"):
+            pd.testing.assert_frame_equal(pd.read_parquet(a / name), pd.read_parquet(b / name))
+        details = open_store(wide).stage_results()["generate"].details
+        assert details["shards_generated"] == details["shards"] == len(shard_runs)
+
+        billed_before = llm_server.billed_usd
+        budget = 0.15
+        tight = config("tight", budget, 2, **dask)
+        with_runner(ingest_flow, tight)(config=tight)
+        with_runner(generate_flow, tight)(config=tight)
+    billed = llm_server.billed_usd - billed_before
+    assert 0 < billed <= budget
+    rows = read_ledger(open_store(tight).dir)
+    assert sum(e.cost_usd for e in rows) == pytest.approx(billed)
+    assert {e.shard for e in rows} - {""}, "no call was a shard's"
+    result = open_store(tight).stage_results()["generate"]
+    assert result.details["stopped_by_budget"] and result.cost_usd == pytest.approx(billed)

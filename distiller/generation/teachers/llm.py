@@ -14,6 +14,7 @@ artifacts the pipeline writes; the mine stage adds the generated triplets to its
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from distiller.config import DistillConfig
 from distiller.generation.context import GenContext
@@ -32,9 +33,22 @@ from distiller.generation.teachers.base import GenerationOutput, document_splits
 from distiller.prompts.documents import DocumentSet, NegativeSet
 from distiller.prompts.qa import QABatch
 from distiller.prompts.queries import QueryBatch
-from distiller.records import Chunk, Concept, GeneratedDocument, Passage, Query, Triplet, write_parquet
+from distiller.records import (
+    Chunk,
+    Concept,
+    GeneratedDocument,
+    Passage,
+    QAPair,
+    Query,
+    Split,
+    Triplet,
+    write_parquet,
+)
 from distiller.splits import assign_groups
 from distiller.store import RunStore
+
+if TYPE_CHECKING:
+    from distiller.generation.shards import GenerateShard
 
 STAGE = "generate"
 LLM_OUTPUTS = ("documents.parquet", "triplets_generated.parquet")
@@ -82,8 +96,14 @@ def _stats(llm: StageLLM, removed: Sequence[Removed], docs: DocumentsOut) -> dic
 
 
 def generate_with_llm(
-    chunks: list[Chunk], cfg: DistillConfig, store: RunStore, encoder: Encoder | None = None
+    chunks: list[Chunk],
+    cfg: DistillConfig,
+    store: RunStore,
+    encoder: Encoder | None = None,
+    shards: list[GenerateShard] | None = None,
 ) -> GenerationOutput:
+    """`shards`: the chunks' shards (`distiller.generation.shards`); their queries and Q&A pairs are
+    read from the run folder, and the ones not done are written here, one after another, first."""
     ctx = GenContext.from_config(cfg)
     gen = cfg.generation
     splits = document_splits(chunks, cfg.split.train_ratio, cfg.split.val_ratio, cfg.seed)
@@ -91,12 +111,20 @@ def generate_with_llm(
     passages = [
         Passage(passage_id=c.chunk_id, doc_id=c.doc_id, chunk_id=c.chunk_id, text=c.text) for c in chunks
     ]
+    merged = _run_shards(shards, chunks, splits, cfg, store) if shards is not None else None
+    # Opened after the shards: its budget starts from everything they spent.
     with StageLLM(cfg, store.dir, STAGE) as llm:
-        q_reqs, sources, slots = chunk_requests(chunks, ctx)
-        answers = llm.answers(llm.run("queries", q_reqs), QueryBatch)
-        queries = to_queries(sources, answers, slots, splits, ctx)
-        qa_reqs, plan = qa_requests(chunks, ctx)
-        qa_pairs = to_qa_pairs(chunks, llm.answers(llm.run("Q&A pairs", qa_reqs), QABatch), plan, splits, ctx)
+        if merged is not None:
+            queries, qa_pairs, shard_meta = merged
+            llm.absorb(shard_meta)
+        else:
+            q_reqs, sources, slots = chunk_requests(chunks, ctx)
+            answers = llm.answers(llm.run("queries", q_reqs), QueryBatch)
+            queries = to_queries(sources, answers, slots, splits, ctx)
+            qa_reqs, plan = qa_requests(chunks, ctx)
+            qa_pairs = to_qa_pairs(
+                chunks, llm.answers(llm.run("Q&A pairs", qa_reqs), QABatch), plan, splits, ctx
+            )
         queries, removed = _dedup(queries, cfg, encoder)
         docs = DocumentsOut()
         if gen.document_negatives and gen.negatives_per_query > 0:
@@ -115,8 +143,48 @@ def generate_with_llm(
             "queries": len(queries),
             "chunks_without_query": sum(c.chunk_id not in with_query for c in chunks),
             **_stats(llm, removed, docs),
+            **(merged[2]["shards"] if merged is not None else {}),
         },
     )
+
+
+def _run_shards(
+    shards: list[GenerateShard],
+    chunks: list[Chunk],
+    splits: dict[str, Split],
+    cfg: DistillConfig,
+    store: RunStore,
+) -> tuple[list[Query], list[QAPair], dict[str, Any]]:
+    """Write the shards not done (one after another, each with its share of what is left), then merge
+    every shard's rows in chunk order, with the split of the run's documents."""
+    from distiller.generation.shards import generate_shard, read_shard, with_grants
+
+    pending = [s for s in shards if not s.done]
+    total = sum(len(c.text) for s in pending for c in s.chunks)
+    for i in range(len(pending)):
+        # One after another: each shard's grant is its share of what the ones before it left.
+        (spec,) = with_grants(pending[i:], cfg, store.dir, hard=False, all_weight=total)
+        generate_shard(spec)
+    order = {c.chunk_id: n for n, c in enumerate(chunks)}
+    queries: list[Query] = []
+    qa_pairs: list[QAPair] = []
+    fresh = []
+    for spec in shards:
+        q, qa, meta = read_shard(spec)
+        queries += q
+        qa_pairs += qa
+        if meta.get("stage_key") == spec.stage_key:  # written for this stage result (the flow's or here)
+            fresh.append(meta)
+    queries.sort(key=lambda q: order.get(q.chunk_id or "", len(order)))
+    qa_pairs.sort(key=lambda p: order.get(p.source_chunk or "", len(order)))
+    queries = [q.model_copy(update={"split": splits.get(q.doc_id, "train")}) for q in queries]
+    qa_pairs = [p.model_copy(update={"split": splits.get(p.doc_id or "", "train")}) for p in qa_pairs]
+    counts = {
+        "shards": len(shards),
+        "shards_generated": len(fresh),
+        "shards_reused": len(shards) - len(fresh),
+    }
+    return queries, qa_pairs, {"metas": fresh, "shards": counts}
 
 
 def generate_from_concepts(
