@@ -153,6 +153,7 @@ def _map_shards(step: Step, config: DistillConfig, specs: list[Any]) -> list[Any
     elif isinstance(specs[0], GenerateShard):
         # One after another: each shard's grant is its share of what the ones before it left.
         store, total = stages.open_store(config), sum(len(c.text) for s in specs for c in s.chunks)
+        specs = stages.revoke(specs)  # an older execution of any of them still running stops
         results = [
             task_(stages.next_grant(specs[i:], store, config, total), config) for i in range(len(specs))
         ]

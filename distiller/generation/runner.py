@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,13 +47,22 @@ class Grant(BaseModel):
     plan: BudgetPlan | None = Field(
         default=None, description="The shard's steps, their expected cost scaled to the shard (step shares)."
     )
+    granted_at: str = Field(default="", description="When the grant was made (UTC, ISO 8601).")
 
     def budget(self, cfg: DistillConfig, run_dir: Path, stage: str) -> Budget:
         if not self.hard:
             return Budget.from_config(cfg.budget, Ledger.in_run(run_dir).spent_by_stage())
         if self.usd is None:
             return Budget.unlimited()
-        return Budget(None, {stage_group(stage): self.usd})
+        # Calls this shard journaled under this grant already (Dask runs a task again when its worker
+        # died): the grant holds them too.
+        since = datetime.fromisoformat(self.granted_at) if self.granted_at else None
+        spent = sum(
+            e.cost_usd
+            for e in Ledger(self.ledger_path, shard=self.shard).entries
+            if since is not None and datetime.fromisoformat(e.ts) >= since
+        )
+        return Budget(None, {stage_group(stage): self.usd}, {stage: spent})
 
 
 class StageLLM:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from distiller.config import DistillConfig
 from distiller.llm.budget import Budget
 from distiller.llm.ledger import Ledger
 from distiller.llm.plan import BudgetPlan, PlannedStep, step_key
+from distiller.llm.types import utc_now
 from distiller.records import Chunk, QAPair, Query, read_parquet, write_parquet
 from distiller.store import atomic_write_text
 
@@ -42,6 +44,7 @@ PARTS_DIR = "shards/generate"
 STEPS = ("queries", "Q&A pairs")
 """The steps a shard runs; near-duplicates and negatives need every query, so the stage runs them."""
 META = "meta.json"
+GRANT = "grant.json"
 VERSION = "1"
 
 GenerateMapper = Callable[
@@ -60,6 +63,10 @@ class GenerateShard(BaseModel):
     """The shard's folder: its rows, its ledger journal, and `meta.json` when it finished."""
     chunks: list[Chunk]
     grant_usd: float | None = Field(default=None, description="What the shard may spend; None: no cap.")
+    grant_id: str = Field(
+        default="", description="This grant's id: valid while the shard's grant.json holds it."
+    )
+    granted_at: str = Field(default="", description="When the grant was made (UTC, ISO 8601).")
     hard: bool = Field(default=False, description="The grant is a hard cap (shards run at the same time).")
     plan: BudgetPlan | None = Field(
         default=None, description="The shard's steps, expected cost scaled to it."
@@ -177,6 +184,19 @@ def shard_plan_for(plan: BudgetPlan | None, spec: GenerateShard, total_weight: i
     return BudgetPlan(steps=steps, budget_usd=None, policy=plan.policy)
 
 
+def revoke(specs: Sequence[GenerateShard]) -> list[GenerateShard]:
+    """Give each shard a new grant id, written to its `grant.json` before the ledger is read for its
+    grant: an older execution of the shard still running (a worker of a killed flow, a task Dask started
+    again) checks the id after journaling each call and stops, so every call it sends was journaled
+    before this, and is counted in the budget left."""
+    out = []
+    for s in specs:
+        grant_id = uuid.uuid4().hex
+        atomic_write_text(Path(s.out) / GRANT, json.dumps({"id": grant_id}))
+        out.append(s.model_copy(update={"grant_id": grant_id, "granted_at": utc_now()}))
+    return out
+
+
 def with_grants(
     specs: Sequence[GenerateShard],
     cfg: DistillConfig,
@@ -187,11 +207,13 @@ def with_grants(
 ) -> list[GenerateShard]:
     """`specs` with their grants from the budget left now (the run's ledger, shards included): split by
     text length over them all (`hard`, for shards run at the same time), or the first one's share of
-    what is left for them all (soft, one after another: call again for the next)."""
+    what is left for them all (soft, one after another: call again for the next; `revoke` them all
+    first). Each shard granted is `revoke`d before the ledger is read."""
     from distiller.generation.runner import load_plan
 
     if not specs:
         return []
+    granted = revoke(specs if hard else specs[:1])
     left = Budget.from_config(cfg.budget, Ledger.in_run(run_dir).spent_by_stage()).remaining_usd(STAGE)
     plan = load_plan(run_dir)
     phase = phase_usd(plan, left, hard=hard)
@@ -199,15 +221,22 @@ def with_grants(
     total = sum(weights)
     scale_to = all_weight or total
     out = []
-    for s, w in zip(specs, weights, strict=True):
+    for s, w in zip(granted, weights, strict=False):
         # Truncated to the nano-dollar: the grants never add up to more than the phase.
         grant = None if phase is None else int(phase * 1e9 * w / total) / 1e9
-        out.append(
-            s.model_copy(update={"grant_usd": grant, "hard": hard, "plan": shard_plan_for(plan, s, scale_to)})
-        )
-        if not hard:
-            break
+        update = {"grant_usd": grant, "hard": hard, "plan": shard_plan_for(plan, s, scale_to)}
+        out.append(s.model_copy(update=update))
     return out
+
+
+def holds_grant(spec: GenerateShard) -> bool:
+    """Whether the shard's `grant.json` still names this spec's grant (no id: not fenced)."""
+    if not spec.grant_id:
+        return True
+    try:
+        return json.loads((Path(spec.out) / GRANT).read_text(encoding="utf-8")).get("id") == spec.grant_id
+    except (OSError, ValueError):
+        return False
 
 
 # -- one shard ------------------------------------------------------------------------------------------
@@ -243,15 +272,30 @@ def generate_shard(spec: GenerateShard) -> GenerateDone:
         usd=spec.grant_usd,
         hard=spec.hard,
         plan=spec.plan,
+        granted_at=spec.granted_at,
     )
     ctx = GenContext.from_config(cfg)
     with StageLLM(cfg, run_dir, STAGE, grant=grant) as llm:
+        llm.client.fence = lambda: holds_grant(spec)
         q_reqs, sources, slots = chunk_requests(spec.chunks, ctx)
         # The split is the stage's (it depends on every document): set when the shards are merged.
         queries = to_queries(sources, llm.answers(llm.run("queries", q_reqs), QueryBatch), slots, {}, ctx)
         qa_reqs, difficulty = qa_requests(spec.chunks, ctx)
         qa_pairs = to_qa_pairs(
             spec.chunks, llm.answers(llm.run("Q&A pairs", qa_reqs), QABatch), difficulty, {}, ctx
+        )
+    seconds = time.monotonic() - t0
+    if not holds_grant(spec):
+        # Taken over while it ran: the newer execution writes the shard's rows, not this one.
+        return GenerateDone(
+            index=spec.index,
+            chunks=len(spec.chunks),
+            queries=0,
+            qa_pairs=0,
+            cost_usd=llm.cost_usd,
+            stopped_by_budget=True,
+            cached=False,
+            seconds=seconds,
         )
     write_parquet(out / "queries.parquet", queries, Query)
     write_parquet(out / "qa_pairs.parquet", qa_pairs, QAPair)
@@ -276,7 +320,7 @@ def generate_shard(spec: GenerateShard) -> GenerateDone:
         cost_usd=llm.cost_usd,
         stopped_by_budget=llm.budget_stopped,
         cached=False,
-        seconds=time.monotonic() - t0,
+        seconds=seconds,
     )
 
 
@@ -295,8 +339,10 @@ __all__ = [
     "GenerateMapper",
     "GenerateShard",
     "generate_shard",
+    "holds_grant",
     "phase_usd",
     "plan_shards",
     "read_shard",
+    "revoke",
     "with_grants",
 ]

@@ -49,6 +49,7 @@ from distiller.llm.types import LLMRequest, LLMResult, Message, utc_now
 log = logging.getLogger("distiller.llm")
 
 RATE_PERIOD_S = 60.0
+REVOKED = "this work was taken over by a newer grant of it (a rerun of the shard)"
 """The window of requests_per_minute / tokens_per_minute (a module constant so tests can shrink it)."""
 
 MAX_RETRY_AFTER_S = 60.0
@@ -155,6 +156,9 @@ class LLMClient:
         else:
             self._api_key = resolve_api_key(config)  # raises ConfigError for a hosted endpoint with no key
         self._owned: list[CallCache] = []
+        self.fence: Callable[[], bool] | None = None
+        """Checked after a call is journaled and before it is sent: False stops the batch, and the call
+        goes unsent (a shard whose work a newer grant took over, `distiller.generation.shards`)."""
         self._limiters: tuple[asyncio.AbstractEventLoop, AsyncLimiter | None, AsyncLimiter | None] | None = (
             None
         )
@@ -465,6 +469,23 @@ class LLMClient:
                             cost_usd=reservation.usd, estimated=True, call_id=call_id,
                         )
                     )  # fmt: skip
+                    if self.fence is not None and not self.fence():
+                        # Checked after the journal write: whoever took the work over read the ledger
+                        # after revoking this, so it counted this call's reservation; it is not sent.
+                        await self._settle(reservation, 0, state)
+                        self.ledger.add(
+                            self._entry(
+                                req, key, "budget", ts=sent_at, attempt=sends, reserved_usd=reservation.usd,
+                                call_id=call_id, error=f"not sent: {REVOKED}",
+                            )
+                        )  # fmt: skip
+                        state.calls_sent -= 1
+                        state.budget_stop.setdefault(req.stage, (REVOKED, False))
+                        state.stopped.setdefault(stage_group(req.stage), ("budget", f"not sent: {REVOKED}"))
+                        return self._result(
+                            req, key, "budget", None, f"not sent: {REVOKED}", sends - 1, total_in, total_out,
+                            total_nano, latency,
+                        )  # fmt: skip
                     sent = True
                     comp = await provider.complete(messages, spec)
                 except ProviderError as e:

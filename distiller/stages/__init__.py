@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from distiller.config import DistillConfig
+from distiller.generation.shards import revoke
 from distiller.retrieval.shards import EncodeShard, SearchShard
 from distiller.stages import evaluate as _evaluate
 from distiller.stages import generate as _generate
@@ -116,6 +117,7 @@ __all__ = [
     "open_store",
     "plan_llm_budget",
     "report_stage",
+    "revoke",
     "run_step",
     "search_plan",
     "shard_plan",

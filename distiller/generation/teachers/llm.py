@@ -157,9 +157,10 @@ def _run_shards(
 ) -> tuple[list[Query], list[QAPair], dict[str, Any]]:
     """Write the shards not done (one after another, each with its share of what is left), then merge
     every shard's rows in chunk order, with the split of the run's documents."""
-    from distiller.generation.shards import generate_shard, read_shard, with_grants
+    from distiller.generation.shards import generate_shard, read_shard, revoke, with_grants
 
-    pending = [s for s in shards if not s.done]
+    # Fenced first: an older execution of any of them still running stops before its next call.
+    pending = revoke([s for s in shards if not s.done])
     total = sum(len(c.text) for s in pending for c in s.chunks)
     for i in range(len(pending)):
         # One after another: each shard's grant is its share of what the ones before it left.

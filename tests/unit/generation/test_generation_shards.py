@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers.generation_responder import ScriptedTeacher, llm_run_config, write_corpus
 
-from distiller.generation.shards import PARTS_DIR, GenerateShard, generate_shard
+from distiller.generation.shards import PARTS_DIR, GenerateShard, generate_shard, revoke
 from distiller.llm.budget import Budget
 from distiller.llm.ledger import JOURNAL_FILENAME, Ledger, LedgerEntry, read_ledger
 from distiller.records import Chunk, Passage, QAPair, Query, Triplet, read_parquet
@@ -217,3 +217,64 @@ def test_shard_plan_is_empty_once_generated_and_for_offline(
         sum(not s.done for s in _shards(store, cfg, read_parquet(store.path("chunks.parquet"), Chunk), ""))
         == 2
     )
+
+
+def test_a_shard_taken_over_stops_before_its_next_call_and_writes_nothing(
+    llm_server: LLMTestServer, tmp_path: Path
+) -> None:
+    """A newer grant of a shard (a flow run again while a worker of the old one still runs) fences the
+    old execution: the call it journaled after the takeover is not sent, and it leaves the rows to the
+    newer one."""
+    budget = 5.0
+    cfg, store = _priced(llm_server, tmp_path, budget, per_shard=100)
+    cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"max_concurrency": 1})})
+    (spec,) = shard_plan(store, cfg)
+    teacher = ScriptedTeacher()
+
+    def taken_over_at_the_third(req):
+        if llm_server.count == 3:
+            revoke([spec])  # what a newer planner does before it reads the ledger
+        return teacher(req)
+
+    llm_server.responder = taken_over_at_the_third
+    done = generate_shard(spec)
+    assert done.stopped_by_budget and not (Path(spec.out) / "meta.json").exists()
+    assert not (Path(spec.out) / "queries.parquet").exists()
+    assert llm_server.count == 3  # the fourth call was journaled, saw the fence and was never sent
+    rows = read_ledger(store.dir)
+    # one journaled call per step (queries, then Q&A pairs) met the fence: not sent, $0
+    assert [e.status for e in rows if e.attempt > 0] == ["ok", "ok", "ok", "budget", "budget"]
+    assert "taken over" in (rows[-1].error or "") and not [e for e in rows if e.status == "unknown"]
+    assert sum(e.cost_usd for e in rows) == pytest.approx(llm_server.billed_usd)
+
+
+def test_a_shard_run_again_under_its_grant_spends_only_what_the_grant_has_left(
+    llm_server: LLMTestServer, tmp_path: Path
+) -> None:
+    """Dask runs a task again when its worker died: the second execution counts what the first one
+    journaled under the same grant."""
+    cfg, store = _priced(llm_server, tmp_path, 0.5, per_shard=100)
+    (spec,) = shard_plan(store, cfg)
+    grant = spec.grant_usd or 0.0
+    assert grant > 0.05
+    first = LedgerEntry(
+        ts=spec.granted_at,
+        stage="generate",
+        item_id="first-execution",
+        provider="openai",
+        model="test-model",
+        cache_key="k",
+        attempt=1,
+        status="pending",
+        cached=False,
+        input_tokens=0,
+        output_tokens=0,
+        cost_usd=round(grant * 0.4, 6),
+        reserved_usd=round(grant * 0.4, 6),
+        latency_s=0.0,
+        call_id="died-with-its-worker",
+    )
+    Ledger(Path(spec.out) / "ledger.parquet", shard=spec.key).pending(first)
+    generate_shard(spec)
+    assert 0 < llm_server.billed_usd <= grant * 0.6
+    assert sum(e.cost_usd for e in read_ledger(store.dir)) <= grant
