@@ -115,27 +115,32 @@ def test_added_documents_generate_new_shards_only(llm_server: LLMTestServer, tmp
     assert llm_server.count - before == 2 * new_chunks + steps["negatives"]["answered"]
 
 
-def test_a_call_in_flight_when_a_shard_died_counts_against_the_budget(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    shard = run / PARTS_DIR / "a"
-    shard.mkdir(parents=True)
-    row = LedgerEntry(
-        ts="2026-12-03T00:00:00+00:00",
+def _in_flight(ts: str, reserved_usd: float) -> LedgerEntry:
+    """A call's write-ahead row: journaled, sent, and no answer written (its worker was killed)."""
+    return LedgerEntry(
+        ts=ts,
         stage="generate",
         item_id="c1",
         provider="openai",
-        model="m",
+        model="test-model",
         cache_key="k",
         attempt=1,
         status="pending",
         cached=False,
         input_tokens=0,
         output_tokens=0,
-        cost_usd=0.0,
-        reserved_usd=0.25,
+        cost_usd=reserved_usd,
+        reserved_usd=reserved_usd,
         latency_s=0.0,
-        call_id="x1",
+        call_id="died-with-its-worker",
     )
+
+
+def test_a_call_in_flight_when_a_shard_died_counts_against_the_budget(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shard = run / PARTS_DIR / "a"
+    shard.mkdir(parents=True)
+    row = _in_flight("2026-12-03T00:00:00+00:00", 0.25)
     # the shard's worker journals the call, then is killed before any answer (no final row)
     Ledger(shard / "ledger.parquet", shard="a").pending(row)
     rows = read_ledger(run)
@@ -257,23 +262,7 @@ def test_a_shard_run_again_under_its_grant_spends_only_what_the_grant_has_left(
     (spec,) = shard_plan(store, cfg)
     grant = spec.grant_usd or 0.0
     assert grant > 0.05
-    first = LedgerEntry(
-        ts=spec.granted_at,
-        stage="generate",
-        item_id="first-execution",
-        provider="openai",
-        model="test-model",
-        cache_key="k",
-        attempt=1,
-        status="pending",
-        cached=False,
-        input_tokens=0,
-        output_tokens=0,
-        cost_usd=round(grant * 0.4, 6),
-        reserved_usd=round(grant * 0.4, 6),
-        latency_s=0.0,
-        call_id="died-with-its-worker",
-    )
+    first = _in_flight(spec.granted_at, round(grant * 0.4, 6))
     Ledger(Path(spec.out) / "ledger.parquet", shard=spec.key).pending(first)
     generate_shard(spec)
     assert 0 < llm_server.billed_usd <= grant * 0.6
