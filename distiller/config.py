@@ -349,6 +349,15 @@ class ValidationConfig(Section):
     judge: LLMConfig | None = Field(
         default=None, title="Judge", description="The judge's endpoint; empty: the teacher's."
     )
+    items_per_shard: int = Field(
+        default=500,
+        ge=0,
+        title="Items per shard",
+        description="Sampled rows judged together as one shard (a task of its own, its verdicts and its "
+        "calls' ledger in the run folder): a stopped stage resumes at the first unfinished shard, and "
+        "shards fan out over Dask workers with runner: dask, each under its grant of the budget. Results "
+        "do not depend on it. 0: one piece, in the stage.",
+    )
     unvalidated_policy: Literal["keep", "drop"] = Field(
         default="keep",
         title="Unjudged pairs",

@@ -20,6 +20,8 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from distiller import stages
 from distiller.config import DistillConfig
 from distiller.errors import StageError
+from distiller.generation.grants import GrantedShard
+from distiller.generation.judge_shards import JudgeShard
 from distiller.generation.shards import GenerateShard
 from distiller.ingest.shards import IngestShard
 from distiller.retrieval.shards import SearchShard
@@ -31,6 +33,7 @@ from tasks.stages import (
     export_task,
     generate_shard_task,
     ingest_shard_task,
+    judge_shard_task,
     mine_task_for,
     report_task,
     search_shard_task,
@@ -106,7 +109,7 @@ def run_step(step: Step, config: DistillConfig, command: str | None = None) -> S
     """One step of `stage_plan(config)` as its task on the flow's task runner (training: `train_step`);
     `command` is recorded by export. Ingest, mine and evaluate first run their missing shards as tasks
     (`run_shards`)."""
-    if step.stage in ("ingest", "generate", "mine", "evaluate"):
+    if step.stage in ("ingest", "generate", "validate", "mine", "evaluate"):
         run_shards(step, config)
     if step.stage == "train":
         return train_step(config, *step.args)
@@ -117,7 +120,8 @@ def run_step(step: Step, config: DistillConfig, command: str | None = None) -> S
 
 def run_shards(step: Step, config: DistillConfig) -> list[Any]:
     """The step's missing shards, each a task (`ingest-shard`: a group of input files; `generate-shard`: a
-    group of chunks' queries and Q&A pairs, under its grant of the budget; `encode-shard`:
+    group of chunks' queries and Q&A pairs, `judge-shard`: a group of the judge's sample, each under its
+    grant of the budget; `encode-shard`:
     one model's embeddings of a group of passages or queries; then, for mining and evaluation,
     `search-shard`: one query shard's exact search over the corpus shards): mapped over the workers
     with Dask (one shard per worker process at a time), one after another in this process with threads
@@ -141,6 +145,8 @@ def _map_shards(step: Step, config: DistillConfig, specs: list[Any]) -> list[Any
         what, task_ = "reading", ingest_shard_task
     elif isinstance(specs[0], GenerateShard):
         what, task_ = "generating", generate_shard_task
+    elif isinstance(specs[0], JudgeShard):
+        what, task_ = "judging", judge_shard_task
     elif isinstance(specs[0], SearchShard):
         what, task_ = "searching", search_shard_task
     else:
@@ -150,12 +156,13 @@ def _map_shards(step: Step, config: DistillConfig, specs: list[Any]) -> list[Any
     )
     if on_dask:
         results = [f.result() for f in task_.map(specs, config=unmapped(config))]
-    elif isinstance(specs[0], GenerateShard):
+    elif isinstance(specs[0], GrantedShard):
         # One after another: each shard's grant is its share of what the ones before it left.
-        store, total = stages.open_store(config), sum(len(c.text) for s in specs for c in s.chunks)
+        run_dir, total = stages.open_store(config).dir, sum(s.weight for s in specs)
         specs = stages.revoke(specs)  # an older execution of any of them still running stops
         results = [
-            task_(stages.next_grant(specs[i:], store, config, total), config) for i in range(len(specs))
+            task_(stages.with_grants(specs[i:], config, run_dir, hard=False, all_weight=total)[0], config)
+            for i in range(len(specs))
         ]
     else:
         results = [task_(s, config) for s in specs]
@@ -234,6 +241,16 @@ def generate_flow(config: DistillConfig = DistillConfig()) -> dict[str, Any]:
         config: Every setting of the run, with its default (see README, Configuration).
     """
     return _done(config, run_step(Step("generate"), config))
+
+
+@flow(name="distill-validate", log_prints=True)
+def validate_flow(config: DistillConfig = DistillConfig()) -> dict[str, Any]:
+    """Have the judge check a sample of the generated rows (in shards, each under its grant of the budget).
+
+    Args:
+        config: Every setting of the run, with its default (see README, Configuration).
+    """
+    return _done(config, run_step(Step("validate"), config))
 
 
 @flow(name="distill-iteration", log_prints=True)

@@ -20,8 +20,10 @@ from prefect.states import Completed, State
 
 from distiller import stages
 from distiller.config import DistillConfig
+from distiller.generation.grants import GrantedDone
+from distiller.generation.judge_shards import JudgeShard
 from distiller.generation.progress import ProgressEvent, Throttled, progress_sink
-from distiller.generation.shards import GenerateDone, GenerateShard
+from distiller.generation.shards import GenerateShard
 from distiller.ingest.shards import IngestDone, IngestShard
 from distiller.naming import default_run_name
 from distiller.retrieval.shards import EncodeShard, SearchShard, ShardDone
@@ -200,6 +202,15 @@ def ingest_shard_task(spec: IngestShard, config: DistillConfig) -> State:
     )
 
 
+def _granted(spec: GenerateShard | JudgeShard, config: DistillConfig, done_as: str) -> State:
+    with _llm_progress(config):
+        done = run_shard(spec, config)
+    assert isinstance(done, GrantedDone)
+    if done.cached:
+        return Completed(name="Cached", data=done, message=f"already {done_as}")
+    return Completed(data=done, message=done.line())
+
+
 @task(
     name="generate-shard",
     cache_policy=NO_CACHE,
@@ -208,17 +219,18 @@ def ingest_shard_task(spec: IngestShard, config: DistillConfig) -> State:
 )
 def generate_shard_task(spec: GenerateShard, config: DistillConfig) -> State:
     """One group of chunks' queries and Q&A pairs, under its grant of the budget, into its own folder."""
-    with _llm_progress(config):
-        done = run_shard(spec, config)
-    assert isinstance(done, GenerateDone)
-    if done.cached:
-        return Completed(name="Cached", data=done, message=f"{done.chunks} chunks already generated")
-    stop = ", stopped by its grant" if done.stopped_by_budget else ""
-    return Completed(
-        data=done,
-        message=f"{done.chunks} chunks: {done.queries} queries, {done.qa_pairs} Q&A pairs, "
-        f"${done.cost_usd:.4f} in {done.seconds:.1f}s{stop}",
-    )
+    return _granted(spec, config, "generated")
+
+
+@task(
+    name="judge-shard",
+    cache_policy=NO_CACHE,
+    tags=["distiller", LLM_TAG],
+    task_run_name="judge-shard-{spec.index}",
+)
+def judge_shard_task(spec: JudgeShard, config: DistillConfig) -> State:
+    """One group of the judge's sample, under its grant of the budget, into its own folder."""
+    return _granted(spec, config, "judged")
 
 
 @task(name="train", cache_policy=NO_CACHE, tags=["distiller", "gpu"], task_run_name="train-iter{iteration}")

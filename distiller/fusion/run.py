@@ -68,9 +68,9 @@ def _coherence(ctx: FusionContext, rows: Rows) -> tuple[list[Judgment], dict[str
     from distiller.generation.runner import StageLLM
     from distiller.generation.validation import (
         JudgeItem,
-        _judgment,
         judge_endpoint,
         judge_request,
+        judgment,
         stable_sample,
     )
 
@@ -107,7 +107,7 @@ def _coherence(ctx: FusionContext, rows: Rows) -> tuple[list[Judgment], dict[str
         results = llm.run("judge integrated answers", [judge_request(it, gctx) for it in sample])
         rows.cost_usd += llm.cost_usd
         rows.notes += [f"coherence: {x}" for x in llm.notes]
-    judgments = [_judgment(it, r, judge) for it, r in zip(sample, results, strict=True)]
+    judgments = [judgment(it, r, judge) for it, r in zip(sample, results, strict=True)]
     approved = sum(j.verdict == "approved" for j in judgments)
     judged = approved + sum(j.verdict == "rejected" for j in judgments)
     lo, hi = wilson(approved, judged)

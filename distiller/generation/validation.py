@@ -25,7 +25,7 @@ The outcome:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -200,7 +200,7 @@ class ValidationResult:
     cost_usd: float = 0.0
 
 
-def _judgment(item: JudgeItem, res: LLMResult, judge: str) -> Judgment:
+def judgment(item: JudgeItem, res: LLMResult, judge: str) -> Judgment:
     base = {
         "judgment_id": stable_id(item.kind, item.item_id, PROMPTS[item.kind].id),
         "item_id": item.item_id,
@@ -241,6 +241,67 @@ def sample_sizes(pools: Mapping[Kind, int], rate: float, cap: int | None) -> dic
     return got
 
 
+class Sample(BaseModel):
+    """The rows chosen for the judge, per kind (kept for a sharded stage: the flow that plans the shards
+    and the stage that reads them judge the same rows)."""
+
+    ids: dict[str, list[str]]
+    cap: int | None = None
+    note: str = ""
+
+
+JudgeShards = Callable[[list[JudgeItem]], tuple[dict[tuple[str, str], Judgment], dict[str, Any]]]
+"""Judges the sampled items in shards: their verdicts by (kind, item id), and the shards' info for
+`StageLLM.absorb` (`distiller.generation.judge_shards`)."""
+
+
+def pools_for(
+    cfg: DistillConfig,
+    qa_pairs: Sequence[QAPair],
+    queries: Sequence[Query],
+    passages: Sequence[Passage],
+    bootstrap: bool,
+) -> dict[Kind, list[JudgeItem]]:
+    """The rows the judge may be asked about, per kind."""
+    by_id = {p.passage_id: p for p in passages}
+    pools: dict[Kind, list[JudgeItem]] = {"qa": qa_items(qa_pairs, by_id)}
+    if not bootstrap and cfg.validation.judge_queries:
+        pools["query"] = query_items(queries, by_id, skip={qa.qa_id for qa in qa_pairs})
+    return pools
+
+
+def choose_sample(
+    cfg: DistillConfig,
+    llm: StageLLM,
+    pools: Mapping[Kind, list[JudgeItem]],
+    requests: Mapping[Kind, Mapping[str, LLMRequest]],
+    kept: Path | None = None,
+) -> Sample:
+    """The sample: `sample_rate` of each kind, capped by what the budget pays for; read from `kept` when
+    it was chosen before (and written there when not)."""
+    if kept is not None and kept.is_file():
+        return Sample.model_validate_json(kept.read_text(encoding="utf-8"))
+    cap = affordable(llm, [r for per_kind in requests.values() for r in per_kind.values()])
+    sizes = sample_sizes({k: len(v) for k, v in pools.items()}, cfg.validation.sample_rate, cap)
+    wanted = sample_sizes({k: len(v) for k, v in pools.items()}, cfg.validation.sample_rate, None)
+    note = ""
+    if sizes != wanted:
+        note = (
+            f"the validation budget (${llm.budget_left() or 0:.4f} left) pays for {sum(sizes.values())} "
+            f"of the {sum(wanted.values())} judge calls the sample rate asks for"
+        )
+    ids = {
+        kind: [it.item_id for it in stable_sample(pool, sizes[kind], cfg.seed)]
+        for kind, pool in pools.items()
+    }
+    sample = Sample(ids=ids, cap=cap, note=note)
+    if kept is not None:
+        from distiller.store import atomic_write_text
+
+        atomic_write_text(kept, sample.model_dump_json())
+    return sample
+
+
 def validate(
     cfg: DistillConfig,
     run_dir: Path,
@@ -248,33 +309,50 @@ def validate(
     queries: Sequence[Query],
     passages: Sequence[Passage],
     bootstrap: bool,
+    *,
+    kept_sample: Path | None = None,
+    shards: JudgeShards | None = None,
 ) -> ValidationResult:
+    """`kept_sample`: where the sample is kept (see `choose_sample`); `shards`: judge the sample in
+    shards (else one batch per kind, here)."""
     ctx = GenContext.from_config(cfg)
     endpoint = judge_endpoint(cfg)
     judge = f"{endpoint.provider}:{endpoint.model}"
-    by_id = {p.passage_id: p for p in passages}
-    pools: dict[Kind, list[JudgeItem]] = {"qa": qa_items(qa_pairs, by_id)}
-    if not bootstrap and cfg.validation.judge_queries:
-        pools["query"] = query_items(queries, by_id, skip={qa.qa_id for qa in qa_pairs})
+    pools = pools_for(cfg, qa_pairs, queries, passages, bootstrap)
     notes: list[str] = []
     with StageLLM(cfg, run_dir, STAGE, endpoint) as llm:
         # Every row's request is rendered once: the budget cap is priced on them, the sample sends them.
         requests = {kind: {it.item_id: judge_request(it, ctx) for it in pool} for kind, pool in pools.items()}
-        cap = affordable(llm, [r for per_kind in requests.values() for r in per_kind.values()])
-        sizes = sample_sizes({k: len(v) for k, v in pools.items()}, cfg.validation.sample_rate, cap)
-        wanted = sample_sizes({k: len(v) for k, v in pools.items()}, cfg.validation.sample_rate, None)
-        if sizes != wanted:
-            notes.append(
-                f"the validation budget (${llm.budget_left() or 0:.4f} left) pays for {sum(sizes.values())} "
-                f"of the {sum(wanted.values())} judge calls the sample rate asks for"
-            )
+        sample = choose_sample(cfg, llm, pools, requests, kept_sample)
+        cap = sample.cap
+        if sample.note:
+            notes.append(sample.note)
+        chosen = {
+            kind: [it for it in pool if it.item_id in set(sample.ids.get(kind, []))]
+            for kind, pool in pools.items()
+        }
         judgments: list[Judgment] = []
-        for kind, pool in pools.items():
-            sample = stable_sample(pool, sizes[kind], cfg.seed)
-            results = llm.run(f"judge {LABEL[kind]}", [requests[kind][it.item_id] for it in sample])
-            judgments += [_judgment(it, res, judge) for it, res in zip(sample, results, strict=True)]
+        shard_counts: dict[str, Any] = {}
+        if shards is not None:
+            by_item, info = shards([it for items in chosen.values() for it in items])
+            llm.absorb(info)
+            shard_counts = info.get("shards", {})
+            for items in chosen.values():
+                for it in items:
+                    unjudged = LLMResult(
+                        item_id=it.item_id,
+                        stage=STAGE,
+                        status="budget",
+                        error="not judged: its shard did not finish",
+                    )
+                    judgments.append(by_item.get((it.kind, it.item_id)) or judgment(it, unjudged, judge))
+        else:
+            for kind in pools:
+                sample_rows = chosen[kind]
+                results = llm.run(f"judge {LABEL[kind]}", [requests[kind][it.item_id] for it in sample_rows])
+                judgments += [judgment(it, res, judge) for it, res in zip(sample_rows, results, strict=True)]
         notes += llm.notes
-        details_llm = llm.details()
+        details_llm = {**llm.details(), **shard_counts}
         cost = llm.cost_usd
     verdicts = {j.item_id: j.verdict for j in judgments if j.verdict in ("approved", "rejected")}
     policy = cfg.validation.unvalidated_policy
@@ -329,11 +407,16 @@ def validate(
 
 __all__ = [
     "JudgeItem",
+    "JudgeShards",
+    "Sample",
     "ValidationResult",
     "affordable",
     "approval_line",
+    "choose_sample",
     "decide",
     "judge_endpoint",
+    "judgment",
+    "pools_for",
     "qa_items",
     "query_items",
     "sample_sizes",

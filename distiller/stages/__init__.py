@@ -13,17 +13,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from distiller.config import DistillConfig
-from distiller.generation.shards import revoke
+from distiller.generation.grants import revoke, with_grants
 from distiller.retrieval.shards import EncodeShard, SearchShard
 from distiller.stages import evaluate as _evaluate
 from distiller.stages import generate as _generate
 from distiller.stages import ingest as _ingest
 from distiller.stages import mine as _mine
+from distiller.stages import validate as _validate
 from distiller.stages.bootstrap import bootstrap_stage
 from distiller.stages.common import Progress, budget_cause, lock_run, model_ref, open_store, plan_llm_budget
 from distiller.stages.evaluate import evaluate_stage
 from distiller.stages.export import export_stage
-from distiller.stages.generate import generate_stage, next_grant
+from distiller.stages.generate import generate_stage
 from distiller.stages.ingest import ingest_stage
 from distiller.stages.labeled import labeled_stage
 from distiller.stages.mine import mine_stage
@@ -34,6 +35,7 @@ from distiller.stages.validate import validate_stage
 from distiller.store import RunStore, StageResult
 
 if TYPE_CHECKING:
+    from distiller.generation.judge_shards import JudgeShard
     from distiller.generation.shards import GenerateShard
     from distiller.ingest.shards import IngestShard
 
@@ -71,14 +73,17 @@ def run_step(
 
 def shard_plan(
     step: Step, store: RunStore, cfg: DistillConfig
-) -> list[EncodeShard] | list[IngestShard] | list[GenerateShard]:
-    """The shards `step` still needs (ingest's file groups; generation's chunk groups, each with its grant
-    of the budget; mine's and evaluate's encodings of a dense student), none when the step is cached:
-    what a flow fans out before running the step, which then finds them in the run folder."""
+) -> list[EncodeShard] | list[IngestShard] | list[GenerateShard] | list[JudgeShard]:
+    """The shards `step` still needs (ingest's file groups; generation's chunk groups and the judge's
+    sample groups, each with its grant of the budget; mine's and evaluate's encodings of a dense
+    student), none when the step is cached: what a flow fans out before running the step, which then
+    finds them in the run folder."""
     if step.stage == "ingest":
         return _ingest.shard_plan(store, cfg)
     if step.stage == "generate":
         return _generate.shard_plan(store, cfg)
+    if step.stage == "validate":
+        return _validate.shard_plan(store, cfg)
     if step.stage == "mine":
         return _mine.shard_plan(store, cfg, *step.args)
     if step.stage == "evaluate":
@@ -113,7 +118,6 @@ __all__ = [
     "lock_run",
     "mine_stage",
     "model_ref",
-    "next_grant",
     "open_store",
     "plan_llm_budget",
     "report_stage",
@@ -125,4 +129,5 @@ __all__ = [
     "train_stage",
     "training_settings",
     "validate_stage",
+    "with_grants",
 ]

@@ -83,7 +83,7 @@ def shard_plan(store: RunStore, cfg: DistillConfig) -> list[GenerateShard]:
     """The chunk shards generation still needs, each with its hard grant of the budget left (they run at
     the same time): what the flow fans out before the stage runs. None when the stage is cached or not
     sharded."""
-    from distiller.generation.shards import with_grants
+    from distiller.generation.grants import with_grants
 
     if not sharded(cfg):
         return []
@@ -93,17 +93,6 @@ def shard_plan(store: RunStore, cfg: DistillConfig) -> list[GenerateShard]:
     plan_llm_budget(store, cfg)  # before anything is sent: the grants split its shares
     pending = [s for s in _shards(store, cfg, read_parquet(chunks_path, Chunk), key) if not s.done]
     return with_grants(pending, cfg, store.dir, hard=True)
-
-
-def next_grant(
-    pending: list[GenerateShard], store: RunStore, cfg: DistillConfig, total: int
-) -> GenerateShard:
-    """The first of `pending` with its soft grant: its share of what the budget has left now for all of
-    them (shards one after another; `total`: the text length of the shards planned together)."""
-    from distiller.generation.shards import with_grants
-
-    (spec,) = with_grants(pending, cfg, store.dir, hard=False, all_weight=total)
-    return spec
 
 
 def generate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from distiller.config import DistillConfig
-from distiller.generation.shards import GenerateDone, GenerateShard, generate_shard
+from distiller.generation.grants import GrantedDone, GrantedShard
+from distiller.generation.judge_shards import JudgeShard, judge_shard
+from distiller.generation.shards import GenerateShard, generate_shard
 from distiller.ingest.shards import IngestDone, IngestShard, ingest_shard
 from distiller.retrieval.shards import (
     EncodeShard,
@@ -55,20 +57,20 @@ def _here(spec: Any, run_dir: Path, mirror: Any) -> Any:
     return spec.model_copy(update=update) if update else spec
 
 
-Spec = EncodeShard | IngestShard | SearchShard | GenerateShard
+Spec = EncodeShard | IngestShard | SearchShard | GenerateShard | JudgeShard
 
 
-def run_shard(spec: Spec, cfg: DistillConfig) -> ShardDone | IngestDone | GenerateDone:
+def run_shard(spec: Spec, cfg: DistillConfig) -> ShardDone | IngestDone | GrantedDone:
     """Do one shard here; with `storage_url`, in this machine's copy of the run and pushed when done."""
     from distiller.remote import remote_for
 
     mirror = remote_for(cfg)
     if mirror is not None:
         spec = _here(spec, mirror.run_dir, mirror)
-    done: ShardDone | IngestDone | GenerateDone
-    if isinstance(spec, GenerateShard):
+    done: ShardDone | IngestDone | GrantedDone
+    if isinstance(spec, GrantedShard):
         try:
-            done = generate_shard(spec)
+            done = generate_shard(spec) if isinstance(spec, GenerateShard) else judge_shard(spec)
         finally:
             # Its ledger journal goes to the mirror even when the shard failed: its calls are spend.
             if mirror is not None and Path(spec.out).is_dir():

@@ -158,17 +158,18 @@ def _model_folders(store: Any) -> list[Path]:
     return [p for p in store.path("shards").iterdir() if p.is_dir() and p.name != "ingest"]
 
 
-def test_generation_shards_on_two_dask_workers_equal_one_pass_and_stay_in_budget(
+def test_llm_shards_on_two_dask_workers_equal_one_pass_and_stay_in_budget(
     llm_server: Any, tmp_path: Path
 ) -> None:
-    """The LLM teacher's chunk shards as `generate-shard` tasks on two worker processes, each under its
-    hard grant: the same rows as one pass in this process, and with a tight budget, never past it (the
-    server's bill is the ledger's, shard journals included)."""
+    """The LLM teacher's chunk shards as `generate-shard` tasks and the judge's sample shards as
+    `judge-shard` tasks on two worker processes, each under its hard grant: the same rows and verdicts as
+    one pass in this process, and with a tight budget, never past it (the server's bill is the ledger's,
+    shard journals included)."""
     from distributed import Client, LocalCluster, get_task_stream
     from helpers.generation_responder import ScriptedTeacher, llm_run_config, write_corpus
 
     from distiller.llm.ledger import read_ledger
-    from flows.stages import generate_flow, ingest_flow, with_runner
+    from flows.stages import generate_flow, ingest_flow, validate_flow, with_runner
 
     prices = {"input_price_per_mtok": 15.0, "output_price_per_mtok": 60.0, "max_tokens": 256}
     llm_server.responder = ScriptedTeacher()
@@ -187,14 +188,14 @@ def test_generation_shards_on_two_dask_workers_equal_one_pass_and_stay_in_budget
                 "template": "legal",
                 "chunks_per_shard": per_shard,
             },
-            validation={"enabled": False},
+            validation={"sample_rate": 0.5, "items_per_shard": per_shard + 1},
             budget={"run_usd": budget},
             **extra,
         )
 
     one = config("one", 5.0, 0)
-    ingest_flow(config=one)
-    generate_flow(config=one)
+    for flow_ in (ingest_flow, generate_flow, validate_flow):
+        flow_(config=one)
     with (
         LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
         Client(cluster) as client,
@@ -202,26 +203,30 @@ def test_generation_shards_on_two_dask_workers_equal_one_pass_and_stay_in_budget
         dask = {"runner": "dask", "dask_address": cluster.scheduler_address}
         wide = config("wide", 5.0, 2, **dask)
         with get_task_stream(client) as stream:
-            with_runner(ingest_flow, wide)(config=wide)
-            with_runner(generate_flow, wide)(config=wide)
+            for flow_ in (ingest_flow, generate_flow, validate_flow):
+                with_runner(flow_, wide)(config=wide)
         workers = set(cluster.scheduler_info["workers"])
         shard_runs = [e for e in stream.data if e["key"].startswith("generate_shard_task")]
         assert len(shard_runs) > 2 and {e["worker"] for e in shard_runs} == workers and len(workers) == 2
         a, b = open_store(one).dir, open_store(wide).dir
-        for name in ("queries.parquet", "qa_pairs.parquet", "passages.parquet"):
+        for name in ("queries.parquet", "qa_pairs.parquet", "passages.parquet", "judgments.parquet"):
             pd.testing.assert_frame_equal(pd.read_parquet(a / name), pd.read_parquet(b / name))
         details = open_store(wide).stage_results()["generate"].details
         assert details["shards_generated"] == details["shards"] == len(shard_runs)
+        judge_runs = [e for e in stream.data if e["key"].startswith("judge_shard_task")]
+        assert len(judge_runs) > 1 and {e["worker"] for e in judge_runs} == workers
+        assert open_store(wide).stage_results()["validate"].details["shards_judged"] == len(judge_runs)
 
         billed_before = llm_server.billed_usd
         budget = 0.15
         tight = config("tight", budget, 2, **dask)
-        with_runner(ingest_flow, tight)(config=tight)
-        with_runner(generate_flow, tight)(config=tight)
+        for flow_ in (ingest_flow, generate_flow, validate_flow):
+            with_runner(flow_, tight)(config=tight)
     billed = llm_server.billed_usd - billed_before
     assert 0 < billed <= budget
     rows = read_ledger(open_store(tight).dir)
     assert sum(e.cost_usd for e in rows) == pytest.approx(billed)
     assert {e.shard for e in rows} - {""}, "no call was a shard's"
-    result = open_store(tight).stage_results()["generate"]
-    assert result.details["stopped_by_budget"] and result.cost_usd == pytest.approx(billed)
+    results = open_store(tight).stage_results()
+    assert results["generate"].details["stopped_by_budget"]
+    assert results["generate"].cost_usd + results["validate"].cost_usd == pytest.approx(billed)

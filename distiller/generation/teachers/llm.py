@@ -157,15 +157,10 @@ def _run_shards(
 ) -> tuple[list[Query], list[QAPair], dict[str, Any]]:
     """Write the shards not done (one after another, each with its share of what is left), then merge
     every shard's rows in chunk order, with the split of the run's documents."""
-    from distiller.generation.shards import generate_shard, read_shard, revoke, with_grants
+    from distiller.generation.grants import run_one_by_one
+    from distiller.generation.shards import generate_shard, read_shard
 
-    # Fenced first: an older execution of any of them still running stops before its next call.
-    pending = revoke([s for s in shards if not s.done])
-    total = sum(len(c.text) for s in pending for c in s.chunks)
-    for i in range(len(pending)):
-        # One after another: each shard's grant is its share of what the ones before it left.
-        (spec,) = with_grants(pending[i:], cfg, store.dir, hard=False, all_weight=total)
-        generate_shard(spec)
+    run_one_by_one(shards, cfg, store.dir, generate_shard)
     order = {c.chunk_id: n for n, c in enumerate(chunks)}
     queries: list[Query] = []
     qa_pairs: list[QAPair] = []

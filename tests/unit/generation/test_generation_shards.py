@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from helpers.generation_responder import ScriptedTeacher, llm_run_config, write_corpus
 
-from distiller.generation.shards import PARTS_DIR, GenerateShard, generate_shard, revoke
+from distiller.generation.grants import revoke
+from distiller.generation.shards import PARTS_DIR, GenerateShard, generate_shard
 from distiller.llm.budget import Budget
 from distiller.llm.ledger import JOURNAL_FILENAME, Ledger, LedgerEntry, read_ledger
 from distiller.records import Chunk, Passage, QAPair, Query, Triplet, read_parquet

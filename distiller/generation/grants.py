@@ -1,0 +1,296 @@
+"""Grants: how the LLM stages split their work into shards (each a task that may run in another process
+or on another machine) without ever spending past the run's budget together.
+
+A shard journals its calls in its own folder (`distiller.llm.ledger`: the run's ledger is the union of
+the run's journal and every shard's), and spends under a grant:
+- fanned out at once (the flow on Dask), each shard's grant is a hard cap, and the grants together are no
+  more than the budget left for the steps the shards run (`phase_usd`), split by the shards' size:
+  shards in other processes cannot overspend together;
+- one after another (in the stage, or the flow on threads), the run's own budget is the cap, read afresh
+  from the ledger before each shard, and the grant is a soft share passed on: what one shard leaves goes
+  to the rest, and a step's first call is never starved.
+A shard a hard grant stopped is not done: the stage runs it again one after another, with what the others
+left; its answered calls come from the call cache.
+
+A grant has an id, written to the shard's `grant.json` before the ledger is read for it (`revoke`). An
+older execution of the same shard still running (a worker of a killed flow) checks the id after it
+journals each call and before it sends it (`LLMClient.fence`), and stops: so every call it sends was in
+the journal when the newer grant was sized. A task Dask runs again after its worker died keeps its grant
+and counts what its first execution journaled under it (`runner.Grant.budget`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from distiller.config import DistillConfig, LLMConfig
+from distiller.llm.budget import Budget
+from distiller.llm.ledger import Ledger
+from distiller.llm.plan import BudgetPlan, PlannedStep, step_key
+from distiller.llm.types import utc_now
+from distiller.records import Record, write_parquet
+from distiller.store import atomic_write_text
+
+META = "meta.json"
+"""Written last, when a shard finished: its counts, calls and cost."""
+GRANT = "grant.json"
+
+S = TypeVar("S", bound="GrantedShard")
+
+
+class GrantedShard(BaseModel):
+    """What every LLM shard carries besides its own rows: where it writes, and its grant."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    key: str
+    out: str
+    """The shard's folder: its rows, its ledger journal, `grant.json`, and `meta.json` when it finished."""
+    grant_usd: float | None = Field(default=None, description="What the shard may spend; None: no cap.")
+    grant_id: str = Field(
+        default="", description="This grant's id: valid while the shard's grant.json holds it."
+    )
+    granted_at: str = Field(default="", description="When the grant was made (UTC, ISO 8601).")
+    hard: bool = Field(default=False, description="The grant is a hard cap (shards run at the same time).")
+    plan: BudgetPlan | None = Field(
+        default=None, description="The shard's steps, expected cost scaled to it."
+    )
+    stage_key: str = Field(
+        default="",
+        description="The key of the stage result it was planned for: its rows, calls and cost are that "
+        "result's (an earlier pass's shard, reused, is not).",
+    )
+    config: DistillConfig
+
+    STAGE: ClassVar[str]
+    """The stage whose budget it spends."""
+    STEPS: ClassVar[tuple[str, ...]]
+    """The budget plan's steps it runs (its grant is their share)."""
+
+    @property
+    def weight(self) -> int:
+        """The shard's size, which its grant is in proportion to."""
+        raise NotImplementedError
+
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        p = Path(self.out) / META
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+
+    @property
+    def done(self) -> bool:
+        """Finished, and not stopped by its grant (a rerun gets the grant's next share)."""
+        m = self.meta
+        return m is not None and not m.get("stopped_by_budget")
+
+
+def phase_usd(
+    plan: BudgetPlan | None, left_usd: float | None, stage: str, steps: Sequence[str], *, hard: bool
+) -> float | None:
+    """What the shards' steps may spend of `left_usd` together: the plan's share of them when the budget
+    does not cover the plan; else everything left (hard) or no cap but the budget's (soft: None)."""
+    if left_usd is None:
+        return None
+    wanted = {step_key(stage, t) for t in steps}
+    idx = [i for i, s in enumerate(plan.steps) if step_key(s.stage, s.step) in wanted] if plan else []
+    rest = sum(s.expected_usd for s in plan.steps[idx[0] :]) if plan and idx else 0.0
+    if plan is None or not idx or rest <= left_usd or rest <= 0:
+        return left_usd if hard else None
+    return left_usd * sum(plan.steps[i].expected_usd for i in idx) / rest
+
+
+def scaled_plan(
+    plan: BudgetPlan | None, stage: str, steps: Sequence[str], fraction: float
+) -> BudgetPlan | None:
+    """The run's plan for a shard's steps, each step's expected cost scaled to the shard's fraction of
+    the work: the split of a grant between its steps."""
+    if plan is None:
+        return None
+    wanted = {step_key(stage, t) for t in steps}
+    return BudgetPlan(
+        steps=[
+            PlannedStep(
+                stage=s.stage,
+                step=s.step,
+                requests=round(s.requests * fraction),
+                to_send=round(s.to_send * fraction),
+                expected_usd=s.expected_usd * fraction,
+            )
+            for s in plan.steps
+            if step_key(s.stage, s.step) in wanted
+        ],
+        budget_usd=None,
+        policy=plan.policy,
+    )
+
+
+def revoke(specs: Sequence[S]) -> list[S]:
+    """Give each shard a new grant id, written to its `grant.json` before the ledger is read for its
+    grant: an older execution of the shard still running stops before its next call."""
+    out = []
+    for s in specs:
+        grant_id = uuid.uuid4().hex
+        atomic_write_text(Path(s.out) / GRANT, json.dumps({"id": grant_id}))
+        out.append(s.model_copy(update={"grant_id": grant_id, "granted_at": utc_now()}))
+    return out
+
+
+def holds_grant(spec: GrantedShard) -> bool:
+    """Whether the shard's `grant.json` still names this spec's grant (no id: not fenced)."""
+    if not spec.grant_id:
+        return True
+    try:
+        return json.loads((Path(spec.out) / GRANT).read_text(encoding="utf-8")).get("id") == spec.grant_id
+    except (OSError, ValueError):
+        return False
+
+
+def with_grants(
+    specs: Sequence[S], cfg: DistillConfig, run_dir: Path, *, hard: bool, all_weight: int | None = None
+) -> list[S]:
+    """`specs` with their grants from the budget left now (the run's ledger, shards included): split by
+    size over them all (`hard`, for shards run at the same time), or the first one's share of what is
+    left for them all (soft, one after another: call again for the next, after `revoke`-ing them all
+    once). Each shard granted is `revoke`d before the ledger is read."""
+    from distiller.generation.runner import load_plan
+
+    if not specs:
+        return []
+    stage, steps = specs[0].STAGE, specs[0].STEPS
+    granted = revoke(specs if hard else specs[:1])
+    left = Budget.from_config(cfg.budget, Ledger.in_run(run_dir).spent_by_stage()).remaining_usd(stage)
+    plan = load_plan(run_dir)
+    phase = phase_usd(plan, left, stage, steps, hard=hard)
+    weights = [max(1, s.weight) for s in specs]
+    total = sum(weights)
+    scale_to = all_weight or total
+    out = []
+    for s, w in zip(granted, weights, strict=False):
+        # Truncated to the nano-dollar: the grants never add up to more than the phase.
+        grant = None if phase is None else int(phase * 1e9 * w / total) / 1e9
+        shard_plan = scaled_plan(plan, stage, steps, w / max(1, scale_to))
+        out.append(s.model_copy(update={"grant_usd": grant, "hard": hard, "plan": shard_plan}))
+    return out
+
+
+def grant_of(spec: GrantedShard) -> Any:
+    """The `runner.Grant` a shard's `StageLLM` spends under."""
+    from distiller.generation.runner import Grant
+
+    return Grant(
+        shard=spec.key,
+        ledger_path=str(Path(spec.out) / "ledger.parquet"),
+        usd=spec.grant_usd,
+        hard=spec.hard,
+        plan=spec.plan,
+        granted_at=spec.granted_at,
+    )
+
+
+class GrantedDone(BaseModel):
+    """What one LLM shard did (a task's result: small)."""
+
+    index: int
+    counts: dict[str, int] = Field(description="Rows in and out: chunks, queries, Q&A pairs, judged, ...")
+    cost_usd: float
+    stopped_by_budget: bool
+    cached: bool
+    seconds: float
+
+    def line(self) -> str:
+        rows = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in self.counts.items())
+        stop = ", stopped by its grant" if self.stopped_by_budget else ""
+        return f"{rows}: ${self.cost_usd:.4f} in {self.seconds:.1f}s{stop}"
+
+
+Written = dict[str, tuple[list[Any], type[Record]]]
+"""The shard's files: name -> (rows, record type)."""
+
+
+def run_granted(
+    spec: GrantedShard,
+    work: Callable[[Any], tuple[Written, dict[str, int]]],
+    llm: LLMConfig | None = None,
+) -> GrantedDone:
+    """Do one shard's LLM work (`work(stage_llm) -> (files, counts)`) under its grant, fenced, and write
+    its files and then `meta.json` into its folder; nothing if it is done already, and nothing written if
+    a newer grant took it over meanwhile (the newer execution writes the shard)."""
+    from distiller.generation.runner import StageLLM
+
+    if spec.done:
+        meta = spec.meta or {}
+        return GrantedDone(
+            index=spec.index, counts=meta.get("counts", {}), cost_usd=0.0, stopped_by_budget=False,
+            cached=True, seconds=0.0,
+        )  # fmt: skip
+    t0 = time.monotonic()
+    out = Path(spec.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with StageLLM(spec.config, out.parents[2], spec.STAGE, llm, grant=grant_of(spec)) as stage_llm:
+        stage_llm.client.fence = lambda: holds_grant(spec)
+        files, counts = work(stage_llm)
+    seconds = time.monotonic() - t0
+    if not holds_grant(spec):
+        return GrantedDone(
+            index=spec.index, counts={}, cost_usd=stage_llm.cost_usd, stopped_by_budget=True,
+            cached=False, seconds=seconds,
+        )  # fmt: skip
+    for name, (rows, model) in files.items():
+        write_parquet(out / name, rows, model)
+    meta = {
+        "index": spec.index,
+        "counts": counts,
+        **counts,
+        "grant_usd": spec.grant_usd,
+        "hard": spec.hard,
+        **stage_llm.details(),
+        "cost_usd": round(stage_llm.cost_usd, 9),
+        "failures_all": [f.model_dump() for f in stage_llm.failures],
+        "stage_key": spec.stage_key,
+    }
+    atomic_write_text(out / META, json.dumps(meta, indent=1))  # written last: the shard is finished
+    return GrantedDone(
+        index=spec.index,
+        counts=counts,
+        cost_usd=stage_llm.cost_usd,
+        stopped_by_budget=stage_llm.budget_stopped,
+        cached=False,
+        seconds=seconds,
+    )
+
+
+def run_one_by_one(shards: Sequence[S], cfg: DistillConfig, run_dir: Path, work: Any) -> int:
+    """Do the shards not done here, one after another, each with its share of what the ones before it
+    left (`work(spec)`); how many ran."""
+    # Fenced first: an older execution of any of them still running stops before its next call.
+    pending = revoke([s for s in shards if not s.done])
+    total = sum(max(1, s.weight) for s in pending)
+    for i in range(len(pending)):
+        (spec,) = with_grants(pending[i:], cfg, run_dir, hard=False, all_weight=total)
+        work(spec)
+    return len(pending)
+
+
+__all__ = [
+    "GRANT",
+    "META",
+    "GrantedDone",
+    "GrantedShard",
+    "Written",
+    "grant_of",
+    "holds_grant",
+    "phase_usd",
+    "revoke",
+    "run_granted",
+    "run_one_by_one",
+    "scaled_plan",
+    "with_grants",
+]
