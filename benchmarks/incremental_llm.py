@@ -39,6 +39,7 @@ def main() -> int:
     p.add_argument("--first", type=int, default=13, help="documents of the first run")
     p.add_argument("--added", type=int, default=2, help="documents added for the rerun")
     p.add_argument("--chunks-per-shard", type=int, default=25, help="generation.chunks_per_shard")
+    p.add_argument("--items-per-shard", type=int, default=25, help="validation.items_per_shard")
     args = p.parse_args()
     files = sorted(
         f for f in (ROOT / "examples" / "medquad-mini").iterdir() if f.suffix in (".md", ".txt", ".html")
@@ -62,17 +63,18 @@ def main() -> int:
                 "document_negatives": True,
                 "chunks_per_shard": args.chunks_per_shard,
             },
-            validation={"sample_rate": 0.3},
+            validation={"sample_rate": 0.3, "items_per_shard": args.items_per_shard},
         )
         store = open_store(cfg)
 
-        shards: list[dict] = []
+        shards: list[tuple[dict, dict]] = []
 
         def run() -> Counter[str]:
             sent = len(server.requests)
             for stage in (ingest_stage, generate_stage, validate_stage):
                 stage(store, cfg)
-            shards.append(store.stage_results()["generate"].details)
+            results = store.stage_results()
+            shards.append((results["generate"].details, results["validate"].details))
             return Counter(r.schema_name for r in server.requests[sent:])
 
         def judged() -> set[str]:
@@ -102,10 +104,11 @@ def main() -> int:
             new = rows.get(kind, len(newly_judged) if kind.startswith("Verdict") else "–")
             print(f"| {kind} | {one[kind]} | {two[kind]} | {new} |")
         print(f"| **all** | {sum(one.values())} | {sum(two.values())} | |")
-        for name, d in zip(("first run", "rerun"), shards, strict=True):
+        for name, (g, v) in zip(("first run", "rerun"), shards, strict=True):
             print(
-                f"generation shards, {name}: {d.get('shards', 0)}, generated {d.get('shards_generated', 0)}, "
-                f"reused {d.get('shards_reused', 0)}"
+                f"{name}: generation shards {g.get('shards', 0)} (generated {g.get('shards_generated', 0)}, "
+                f"reused {g.get('shards_reused', 0)}); judge shards {v.get('shards', 0)} (judged "
+                f"{v.get('shards_judged', 0)}, reused {v.get('shards_reused', 0)})"
             )
         old_judged_again = {i for i in newly_judged if not any(i.startswith(c) for c in new_chunks)}
         print(
