@@ -12,9 +12,10 @@ starts from everything that could have been billed. `entries` is that merged vie
 final row came is dropped). The Parquet file is rewritten atomically from it at the end of each batch and
 at most every `flush_every_s` seconds during one.
 
-A run's LLM work split into shards (generation's chunk shards, each a task that may run in another process
-or on another machine) journals in the shard's own folder, `shards/<stage>/<shard>/ledger.journal.jsonl`,
-under a grant the flow gave it: processes never append to one file, and a kill of a worker leaves its
+A run's LLM work split into shards (generation's chunk shards, the judge's sample shards: each a task
+that may run in another process or on another machine) journals in the shard's own folder,
+`shards/<stage>/<shard>/ledger.journal.jsonl`, under a grant of the budget
+(`distiller.generation.grants`): processes never append to one file, and a kill of a worker leaves its
 calls in its own journal. The run's ledger (`Ledger.in_run`, `read_ledger`) is the union of the run's
 journal and every shard journal, so the budget, the report and the resume see all of them; shard rows
 carry their shard's key, and are never copied into the run's journal.
@@ -116,7 +117,7 @@ class Ledger:
     def _shard_rows(self) -> list[LedgerEntry]:
         if self.shards is None:
             return []
-        return [e for j in sorted(self.shards.glob(SHARD_JOURNALS)) for e in _read_journal(j)]
+        return [e for j in sorted(self.shards.glob(SHARD_JOURNALS)) for e in _read_shard_journal(j)]
 
     def _append(self, entries: list[LedgerEntry]) -> None:
         if self.journal is None or not entries:
@@ -246,6 +247,28 @@ def cost_by_stage(rows: list[LedgerEntry]) -> dict[str, float]:
     for e in rows:
         out[e.stage] += e.cost_usd
     return dict(out)
+
+
+_SHARD_JOURNALS: dict[Path, tuple[int, int, list[LedgerEntry]]] = {}
+_SHARD_JOURNALS_LOCK = threading.Lock()
+
+
+def _read_shard_journal(path: Path) -> list[LedgerEntry]:
+    """A shard's journal, parsed again only when it changed: the run's ledger reads every shard's journal
+    whenever it is asked (a planner sizing each grant, the stage's budget), and a finished shard's
+    journal never changes."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return []
+    with _SHARD_JOURNALS_LOCK:
+        hit = _SHARD_JOURNALS.get(path)
+    if hit is not None and hit[:2] == (st.st_size, st.st_mtime_ns):
+        return hit[2]
+    rows = _read_journal(path)
+    with _SHARD_JOURNALS_LOCK:
+        _SHARD_JOURNALS[path] = (st.st_size, st.st_mtime_ns, rows)
+    return rows
 
 
 def _read_journal(path: Path) -> list[LedgerEntry]:
