@@ -126,11 +126,11 @@ def run_shards(step: Step, config: DistillConfig) -> list[Any]:
     `search-shard`: one query shard's exact search over the corpus shards): mapped over the workers
     with Dask (one shard per worker process at a time), one after another in this process with threads
     (torch already uses every core, and one model serves them all). A shard already in the run folder
-    is not planned, so a stopped run resumes at the first unfinished shard."""
-    done = _map_shards(step, config, list(stages.shard_plan(step, stages.open_store(config), config)))
-    if step.stage in ("mine", "evaluate"):
-        done += _map_shards(step, config, list(stages.search_plan(step, stages.open_store(config), config)))
-    return done
+    is not planned, so a stopped run resumes at the first unfinished shard. Shards and searches come from
+    one plan (planning reads the step's inputs and hashes its models); the searches read the encodings,
+    so they are mapped once every shard is done."""
+    plan = stages.shard_plan(step, stages.open_store(config), config)
+    return _map_shards(step, config, list(plan.shards)) + _map_shards(step, config, plan.searches)
 
 
 def _map_shards(step: Step, config: DistillConfig, specs: list[Any]) -> list[Any]:

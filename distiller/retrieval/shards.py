@@ -307,10 +307,13 @@ def search_shards(
     k: int,
     folder: Path,
     label: str = "",
+    *,
+    write: bool = True,
 ) -> list[SearchShard]:
     """The searches of the queries with ids `query_ids` (each in its query shard) over the corpus rows
     with ids `select_ids`: one per query shard holding any. The selection is written to `folder` here
-    (small: 8 bytes a row), so a worker reads it instead of receiving it with every shard."""
+    (small: 8 bytes a row), so a worker reads it instead of receiving it with every shard; `write=False`
+    only names the files (what a prune keeps)."""
     where = {rid: n for n, rid in enumerate(r for s in corpus for r in s.ids)}
     select = np.fromiter((where[rid] for rid in select_ids), dtype=np.int64, count=len(select_ids))
     h = hashlib.sha256(select.tobytes())
@@ -318,7 +321,7 @@ def search_shards(
         h.update(s.key.encode())
     sel_key = h.hexdigest()[:24]
     sel_path = folder / f"select-{sel_key}.npy"
-    if not sel_path.is_file():
+    if write and not sel_path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         with _atomic(sel_path) as tmp:
             np.save(tmp, select)

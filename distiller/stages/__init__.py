@@ -10,7 +10,7 @@ in-process; Prefect tasks in `tasks/` are thin wrappers around the same function
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from distiller.config import DistillConfig
 from distiller.generation.grants import revoke, with_grants
@@ -71,40 +71,38 @@ def run_step(
     return STAGE_FUNCTIONS[step.stage](store, cfg, *step.args)
 
 
-def shard_plan(
-    step: Step, store: RunStore, cfg: DistillConfig
-) -> list[EncodeShard] | list[IngestShard] | list[GenerateShard] | list[JudgeShard]:
-    """The shards `step` still needs (ingest's file groups; generation's chunk groups and the judge's
-    sample groups, each with its grant of the budget; mine's and evaluate's encodings of a dense
-    student), none when the step is cached: what a flow fans out before running the step, which then
-    finds them in the run folder."""
+class ShardPlan(NamedTuple):
+    """What a flow fans out before running a step, which then finds it all in the run folder."""
+
+    shards: list[EncodeShard] | list[IngestShard] | list[GenerateShard] | list[JudgeShard]
+    """Ingest's file groups; generation's chunk groups and the judge's sample groups, each with its grant
+    of the budget; mine's and evaluate's encodings."""
+    searches: list[SearchShard]
+    """Mine's searches of the training queries, evaluate's of the held-out queries of each model (one
+    per query shard): they read the encodings, so they run once all of `shards` are done."""
+
+
+def shard_plan(step: Step, store: RunStore, cfg: DistillConfig) -> ShardPlan:
+    """The shards and searches `step` still needs, planned together (one reading of the step's inputs,
+    one hashing of its models); none when the step is cached."""
     if step.stage == "ingest":
-        return _ingest.shard_plan(store, cfg)
+        return ShardPlan(_ingest.shard_plan(store, cfg), [])
     if step.stage == "generate":
-        return _generate.shard_plan(store, cfg)
+        return ShardPlan(_generate.shard_plan(store, cfg), [])
     if step.stage == "validate":
-        return _validate.shard_plan(store, cfg)
+        return ShardPlan(_validate.shard_plan(store, cfg), [])
     if step.stage == "mine":
-        return _mine.shard_plan(store, cfg, *step.args)
+        return ShardPlan(*_mine.shard_plan(store, cfg, *step.args))
     if step.stage == "evaluate":
-        return _evaluate.shard_plan(store, cfg)
-    return []
-
-
-def search_plan(step: Step, store: RunStore, cfg: DistillConfig) -> list[SearchShard]:
-    """The searches `step` still needs once its encoding shards are done (mine: the training queries,
-    evaluate: the held-out queries of each model; one per query shard)."""
-    if step.stage == "mine":
-        return _mine.search_plan(store, cfg, *step.args)
-    if step.stage == "evaluate":
-        return _evaluate.search_plan(store, cfg)
-    return []
+        return ShardPlan(*_evaluate.shard_plan(store, cfg))
+    return ShardPlan([], [])
 
 
 __all__ = [
     "DATA_STAGES",
     "STAGE_FUNCTIONS",
     "Progress",
+    "ShardPlan",
     "StageName",
     "Step",
     "bootstrap_stage",
@@ -123,7 +121,6 @@ __all__ = [
     "report_stage",
     "revoke",
     "run_step",
-    "search_plan",
     "shard_plan",
     "stage_plan",
     "train_stage",

@@ -20,21 +20,19 @@ from distiller.records import (
     read_parquet,
     write_parquet,
 )
-from distiller.retrieval.shards import (
-    EncodeShard,
-    Mapper,
-    SearchShard,
-    gather_searches,
-    search_shard,
-    search_shards,
-)
+from distiller.retrieval.shards import EncodeShard, Mapper, SearchShard, gather_searches, search_shard
 from distiller.stages.common import budget_cause, model_ref
 from distiller.stages.encoding import (
+    assign_groups,
     backend_tag,
     encode_all,
+    encoder_detail,
     load_encoder_for,
     merge_details,
+    model_identity,
+    prune_model_files,
     prune_shards,
+    searches_for,
     sharded,
     specs_for,
 )
@@ -45,19 +43,24 @@ from distiller.store import RunStore, StageResult, stage_key
 VERSION = "2"
 
 
-def _models(store: RunStore, cfg: DistillConfig) -> list[tuple[str, int, str, Path | str]]:
-    """(name, iteration, path, identity) of every model evaluated: the base, then each iteration's."""
+Model = tuple[str, int, str, str]
+"""(name, iteration, path, identity) of a model evaluated."""
+
+
+def _models(store: RunStore, cfg: DistillConfig) -> list[Model]:
+    """Every model evaluated: the base, then each iteration's. A trained model's folder is hashed here,
+    once, for the stage's key and each of its shards' keys."""
     model_dirs = [store.path(f"models/iter{k}") for k in range(1, cfg.mining.iterations + 1)]
     missing = [str(p) for p in model_dirs if not p.is_dir()]
     if missing:
         raise StageError(f"evaluate needs the trained models: missing {', '.join(missing)}")
     base_path, base_id = model_ref(store, cfg, 1)
-    return [("base", 0, base_path, base_id)] + [
-        (f"iter{k}", k, str(d), d) for k, d in enumerate(model_dirs, 1)
+    return [("base", 0, base_path, model_identity(base_id))] + [
+        (f"iter{k}", k, str(d), model_identity(d)) for k, d in enumerate(model_dirs, 1)
     ]
 
 
-def _key(store: RunStore, cfg: DistillConfig, models: list[tuple[str, int, str, Path | str]]) -> str:
+def _key(store: RunStore, cfg: DistillConfig, models: list[Model]) -> str:
     eval_file = Path(cfg.evaluation.eval_file).expanduser() if cfg.evaluation.eval_file else None
     return stage_key(
         "evaluate",
@@ -78,7 +81,7 @@ def _key(store: RunStore, cfg: DistillConfig, models: list[tuple[str, int, str, 
 def _shards(
     store: RunStore,
     cfg: DistillConfig,
-    models: list[tuple[str, int, str, Path | str]],
+    models: list[Model],
     passages: list[Passage],
     queries: list[Query],
 ) -> dict[str, tuple[list[EncodeShard], list[EncodeShard]]]:
@@ -86,10 +89,13 @@ def _shards(
     models mining used (the base, each iteration but the last) are read from mining's shards."""
     texts, ids = [p.text for p in passages], [p.passage_id for p in passages]
     qtexts, qids = [q.text for q in queries], [q.query_id for q in queries]
+    # The run's groups are the same for every model: read (and topped up) once.
+    docs = assign_groups(store, "document", ids, cfg.encoding.shard_size)
+    qs = assign_groups(store, "query", qids, cfg.encoding.shard_size)
     return {
         name: (
-            specs_for(store, cfg, path, ident, texts, ids, "document", f"evaluate-{name}"),
-            specs_for(store, cfg, path, ident, qtexts, qids, "query", f"evaluate-{name}"),
+            specs_for(store, cfg, path, ident, texts, ids, "document", f"evaluate-{name}", rows=docs),
+            specs_for(store, cfg, path, ident, qtexts, qids, "query", f"evaluate-{name}", rows=qs),
         )
         for name, _, path, ident in models
     }
@@ -113,12 +119,6 @@ def _planned(store: RunStore, cfg: DistillConfig) -> _Planned | None:
     return _Planned(passages, queries, _shards(store, cfg, models, passages, queries))
 
 
-def shard_plan(store: RunStore, cfg: DistillConfig) -> list[EncodeShard]:
-    """The corpus and query shards evaluation still needs to encode."""
-    plan = _planned(store, cfg)
-    return [] if plan is None else [s for d, q in plan.shards.values() for s in d + q if not s.done]
-
-
 def _searches(
     cfg: DistillConfig,
     shards: dict[str, tuple[list[EncodeShard], list[EncodeShard]]],
@@ -127,27 +127,24 @@ def _searches(
 ) -> dict[str, list[SearchShard]]:
     """Each dense model's exact search of the held-out queries over every passage, one per query shard
     holding any (a SPLADE student searches its sparse matrix in the stage)."""
-    from distiller.retrieval.evaluation import eval_depth  # ir_measures: not at the CLI's start-up
-
-    if cfg.training.kind != "dense" or not passages:
-        return {}
-    k = min(eval_depth(cfg.evaluation.ks), len(passages))
-    held_out = [q.query_id for q in queries if q.split == "test"]
-    pids = [p.passage_id for p in passages]
-    return {
-        name: search_shards(docs, pids, qs, held_out, k, Path(docs[0].out).parent, f"evaluate-{name}")
+    searches = {
+        name: searches_for("evaluate", cfg, docs, qs, passages, queries, f"evaluate-{name}")
         for name, (docs, qs) in shards.items()
-        if docs
     }
+    return {name: specs for name, specs in searches.items() if specs}
 
 
-def search_plan(store: RunStore, cfg: DistillConfig) -> list[SearchShard]:
-    """The held-out searches evaluation still needs, after its encoding shards."""
+def shard_plan(store: RunStore, cfg: DistillConfig) -> tuple[list[EncodeShard], list[SearchShard]]:
+    """The corpus and query shards evaluation still needs to encode, then the held-out searches over
+    them, from one reading of its inputs (none when the stage is cached or not sharded)."""
     plan = _planned(store, cfg)
     if plan is None:
-        return []
+        return [], []
     searches = _searches(cfg, plan.shards, plan.passages, plan.queries)
-    return [s for specs in searches.values() for s in specs if not s.done]
+    return (
+        [s for d, q in plan.shards.values() for s in d + q if not s.done],
+        [s for specs in searches.values() for s in specs if not s.done],
+    )
 
 
 OUTPUTS = ["metrics.parquet", "models/best"]
@@ -183,8 +180,9 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig, mapper: Mapper | None = 
         shards = _shards(store, cfg, models, passages, every_query) if sharded(cfg) else {}
         searches = _searches(cfg, shards, passages, every_query)
         encoded: list[dict[str, Any]] = []
-        encoders: set[str] = set()
+        loaded: list[str] = []
         searched = {"searches": 0, "searches_run": 0}
+        pruned_files = 0
         for name, k, path, _ in models:
             corpus = qemb = neighbours = None
             if name in shards:
@@ -199,8 +197,13 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig, mapper: Mapper | None = 
                     neighbours = gather_searches(specs, [q.query_id for q in queries])
                 else:
                     qemb = held_out.embeddings
-            model, how = load_encoder_for(cfg, path)
-            encoders.add(how)
+                pruned_files += _prune(store, cfg, k, docs, qs, searches.get(name, []), passages, every_query)
+            # The shards hold every embedding and search of the held-out queries: a model is loaded only
+            # without them, or for the eval file, which it encodes itself.
+            model = None
+            if corpus is None or real:
+                model, how = load_encoder_for(cfg, path)
+                loaded.append(how)
             rows += evaluate_model(
                 model,
                 passages,
@@ -219,6 +222,7 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig, mapper: Mapper | None = 
                 )
         write_parquet(store.path("metrics.parquet"), rows, MetricRow)
         pruned = prune_shards(store, (s for d, q in shards.values() for s in d + q)) if shards else 0
+        merged = merge_details(*encoded) if encoded else {}
         metric = cfg.evaluation.metric
         best, chosen = select_best(rows, metric)
         best_dir = store.path("models/best")
@@ -253,14 +257,33 @@ def evaluate_stage(store: RunStore, cfg: DistillConfig, mapper: Mapper | None = 
                 "eval_queries": len(real.queries) if real else None,
                 "eval_notes": real.notes if real else [],
                 "warning": warning,
-                **(merge_details(*encoded) if encoded else {}),
-                **({"shard_folders_pruned": pruned} if shards else {}),
+                **merged,
+                **({"shard_folders_pruned": pruned, "shard_files_pruned": pruned_files} if shards else {}),
                 **(searched if searches else {}),
-                "encoder": sorted(encoders)[0] if len(encoders) == 1 else sorted(encoders),
+                # what the shards encoded here and the models loaded ran on (none: all read from disk)
+                **encoder_detail(*loaded, merged.get("encoder")),
             },
         }
 
     return store.run_stage("evaluate", key, OUTPUTS, run)
+
+
+def _prune(
+    store: RunStore,
+    cfg: DistillConfig,
+    iteration: int,
+    docs: list[EncodeShard],
+    qs: list[EncodeShard],
+    searches: list[SearchShard],
+    passages: list[Passage],
+    queries: list[Query],
+) -> int:
+    """Prune the shard folder of one model evaluated: what neither this stage nor mining plans goes.
+    Mining iteration k+1 searches with iteration k's model (the base: k = 0), so those searches are
+    live too, for every model but the last."""
+    mined = iteration < cfg.mining.iterations
+    live = searches + (searches_for("mine", cfg, docs, qs, passages, queries, write=False) if mined else [])
+    return prune_model_files(store, cfg, docs + qs, live)
 
 
 def _eval_inputs(store: RunStore, eval_file: Path | None) -> list[Path]:

@@ -9,22 +9,19 @@ from distiller.config import DistillConfig
 from distiller.errors import StageError
 from distiller.records import Passage, Query, Triplet, read_parquet, write_parquet
 from distiller.retrieval.index import build_ann
-from distiller.retrieval.shards import (
-    EncodeShard,
-    Mapper,
-    SearchShard,
-    gather_searches,
-    search_shard,
-    search_shards,
-)
+from distiller.retrieval.shards import EncodeShard, Mapper, SearchShard, gather_searches, search_shard
 from distiller.stages.common import budget_cause, model_ref
 from distiller.stages.encoding import (
     backend_tag,
     encode_all,
     load_encoder_for,
     merge_details,
+    model_identity,
+    prune_model_files,
+    searches_for,
     sharded,
     specs_for,
+    train_passages,
 )
 from distiller.stages.keys import config_hash
 from distiller.store import RunStore, StageResult, stage_key
@@ -46,7 +43,9 @@ class _Plan:
         self.passages_p, self.queries_p = store.path("passages.parquet"), store.path("queries.parquet")
         if not (self.passages_p.is_file() and self.queries_p.is_file()):
             raise StageError("mine needs passages.parquet and queries.parquet: run generate first")
-        self.model_path, self.model_id = model_ref(store, cfg, iteration)
+        self.model_path, model_id = model_ref(store, cfg, iteration)
+        # A trained model's folder is hashed once, here, for the key and for every shard's.
+        self.model_id = model_identity(model_id)
         self.prev_triplets = store.path(f"triplets_iter{iteration - 1}.parquet") if iteration > 1 else None
         inputs: list[Path | str] = [self.passages_p, self.queries_p, self.model_id]
         if self.prev_triplets is not None:
@@ -82,72 +81,38 @@ class _Plan:
         """(every passage, the training passages mining searches, the queries)."""
         passages = read_parquet(self.passages_p, Passage)
         queries = read_parquet(self.queries_p, Query)
-        # Mine among training documents only: a held-out passage must never be seen in training,
-        # not even as a negative.
-        train_docs = {q.doc_id for q in queries if q.split == "train"}
-        return passages, [p for p in passages if p.doc_id in train_docs], queries
+        return passages, train_passages(passages, queries), queries
 
     def shards(
         self, store: RunStore, cfg: DistillConfig, passages: list[Passage], queries: list[Query]
-    ) -> list[EncodeShard]:
-        # Every passage and query, held-out ones included: evaluation of the same model reads these
-        # shards too, so the base model's corpus is encoded once per run, not once per stage.
+    ) -> tuple[list[EncodeShard], list[EncodeShard]]:
+        """(corpus shards, query shards) of every passage and query, held-out ones included: evaluation
+        of the same model reads these shards too, so the base model's corpus is encoded once per run,
+        not once per stage."""
         return specs_for(
             store, cfg, self.model_path, self.model_id, [p.text for p in passages],
             [p.passage_id for p in passages], "document", self.stage,
-        ) + specs_for(
+        ), specs_for(
             store, cfg, self.model_path, self.model_id, [q.text for q in queries],
             [q.query_id for q in queries], "query", self.stage,
         )  # fmt: skip
 
-    def searches(
-        self,
-        cfg: DistillConfig,
-        specs: list[EncodeShard],
-        passages: list[Passage],
-        queries: list[Query],
-    ) -> list[SearchShard]:
-        """The exact searches of the training queries over the training passages, one per query shard
-        (none for a SPLADE student, or past `exact_index_max_corpus`, where an approximate index is
-        built instead)."""
-        exact_max = cfg.mining.exact_index_max_corpus
-        if cfg.training.kind != "dense" or (exact_max is not None and len(passages) > exact_max):
-            return []
-        n_docs = sum(s.role == "document" for s in specs)
-        train = [q.query_id for q in queries if q.split == "train"]
-        return search_shards(
-            specs[:n_docs],
-            [p.passage_id for p in passages],
-            specs[n_docs:],
-            train,
-            min(cfg.mining.top_k, len(passages)),
-            Path(specs[0].out).parent,
-            self.stage,
-        )
 
-
-def search_plan(store: RunStore, cfg: DistillConfig, iteration: int) -> list[SearchShard]:
-    """The searches mining iteration k still needs, after its encoding shards (none when cached)."""
+def shard_plan(
+    store: RunStore, cfg: DistillConfig, iteration: int
+) -> tuple[list[EncodeShard], list[SearchShard]]:
+    """The encoding shards mining iteration k still needs, then its searches (which read them), from
+    one reading of its inputs; none when the stage is cached or not sharded. The flow runs them as
+    mapped tasks, the searches once every encoding is done, before the stage runs."""
     if not sharded(cfg):
-        return []
+        return [], []
     plan = _Plan(store, cfg, iteration)
     if store.cache.lookup(plan.stage, plan.key, [plan.out_name]) is not None:
-        return []
-    every, passages, queries = plan.inputs()
-    specs = plan.shards(store, cfg, every, queries)
-    return [s for s in plan.searches(cfg, specs, passages, queries) if not s.done] if specs else []
-
-
-def shard_plan(store: RunStore, cfg: DistillConfig, iteration: int) -> list[EncodeShard]:
-    """The encoding shards mining iteration k still needs (none when the stage is cached or not sharded):
-    the flow encodes them as mapped tasks before the stage runs."""
-    if not sharded(cfg):
-        return []
-    plan = _Plan(store, cfg, iteration)
-    if store.cache.lookup(plan.stage, plan.key, [plan.out_name]) is not None:
-        return []
+        return [], []
     every, _, queries = plan.inputs()
-    return [s for s in plan.shards(store, cfg, every, queries) if not s.done]
+    docs, qs = plan.shards(store, cfg, every, queries)
+    searches = searches_for("mine", cfg, docs, qs, every, queries, plan.stage)
+    return [s for s in docs + qs if not s.done], [s for s in searches if not s.done]
 
 
 def mine_stage(
@@ -167,17 +132,19 @@ def mine_stage(
         corpus = qemb = None
         neighbours = None
         if sharded(cfg):
-            specs = plan.shards(store, cfg, every, queries)
-            n_docs = sum(s.role == "document" for s in specs)
+            docs, qs = plan.shards(store, cfg, every, queries)
             train_ids = [q.query_id for q in queries if q.split == "train"]
-            corpus, encoded = encode_all(specs[:n_docs], [p.passage_id for p in passages], mapper)
-            queries_enc, qdetails = encode_all(specs[n_docs:], train_ids, mapper)
+            corpus, encoded = encode_all(docs, [p.passage_id for p in passages], mapper)
+            queries_enc, qdetails = encode_all(qs, train_ids, mapper)
             qemb, encoded = queries_enc.embeddings, merge_details(encoded, qdetails)
-            searches = plan.searches(cfg, specs, passages, queries)
+            searches = searches_for("mine", cfg, docs, qs, every, queries, plan.stage)
             if searches:  # searched per query shard (by the flow's tasks, or here for the missing ones)
                 ran = [search_shard(s) for s in searches if not s.done]
                 neighbours = gather_searches(searches, train_ids)
                 encoded |= {"searches": len(searches), "searches_run": len(ran)}
+            # What no plan names goes; evaluation's held-out searches with this model are live too.
+            held_out = searches_for("evaluate", cfg, docs, qs, every, queries, write=False)
+            encoded["shard_files_pruned"] = prune_model_files(store, cfg, docs + qs, searches + held_out)
             if (
                 not corpus.sparse
                 and cfg.mining.exact_index_max_corpus is not None

@@ -80,6 +80,9 @@ def test_sharded_flow_on_two_dask_workers_equals_the_unsharded_run(tiny_corpus: 
     assert mine["searches"] > 1 and mine["searches_run"] == 0
     assert evaluate["searches"] >= 2 and evaluate["searches_run"] == 0  # base, iteration 1
     assert len(search_runs) == mine["searches"] + evaluate["searches"]
+    # every embedding and search came from those tasks: evaluation loaded no model, encoded nothing
+    assert "encoder" not in evaluate
+    assert mine["shard_files_pruned"] == evaluate["shard_files_pruned"] == 0  # a first run: nothing stale
     assert "searches" not in open_store(plain).stage_results()["evaluate"].details
     assert "shards" not in open_store(plain).stage_results()["mine_iter1"].details
 
@@ -117,6 +120,13 @@ def test_added_documents_encode_only_new_shards(tiny_corpus: Path, tmp_path: Pat
     opened = again["shards"] - first["shards"]
     assert opened > 0 and opened <= again["shards_encoded"] <= opened + 2, again
     assert again["shards_reused"] == again["shards"] - again["shards_encoded"]
+    # The old file of each topped-up shard is gone, and every old search with its selection (the corpus
+    # changed): the model's folder holds what this run's mining plans (no evaluation ran).
+    assert again["shard_files_pruned"] == again["shards_encoded"] - opened + first["searches"] + 1
+    (folder,) = _model_folders(open_store(cfg))
+    names = [p.name.split("-")[0] for p in folder.iterdir()]
+    assert names.count("document") + names.count("query") == again["shards"]
+    assert (names.count("search"), names.count("select")) == (again["searches"], 1)
     # the same triplets as a cold run on the eight documents
     cold = _config(tiny_corpus, tmp_path / "cold", encoding={"shard_size": 8})
     assert _until_mine(cold)["shards_encoded"] == again["shards"]
@@ -125,10 +135,19 @@ def test_added_documents_encode_only_new_shards(tiny_corpus: Path, tmp_path: Pat
 
 
 def test_evaluation_reads_minings_shards_and_a_retraining_prunes_the_old_models(
-    tiny_corpus: Path, tmp_path: Path
+    tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import distiller.stages.evaluate
     from distiller.pipeline import run_pipeline
 
+    loaded: list[str] = []
+    load = distiller.stages.evaluate.load_encoder_for
+
+    def counted(cfg: DistillConfig, path: str) -> Any:
+        loaded.append(path)
+        return load(cfg, path)
+
+    monkeypatch.setattr(distiller.stages.evaluate, "load_encoder_for", counted)
     cfg = _config(tiny_corpus, tmp_path / "prune", encoding={"shard_size": 16})
     store = run_pipeline(cfg)
     mine = store.stage_results()["mine_iter1"].details
@@ -136,6 +155,7 @@ def test_evaluation_reads_minings_shards_and_a_retraining_prunes_the_old_models(
     # Evaluation encodes only iteration 1's shards: the base model's are mining's, read as they are.
     assert first["shards_reused"] == mine["shards"] and first["shards_encoded"] == mine["shards"]
     assert first["shards"] == 2 * mine["shards"] and first["shard_folders_pruned"] == 0
+    assert first["shard_files_pruned"] == 0 and loaded == []  # no model: shards hold all it needs
     # its held-out queries were searched per query shard (here, in the stage: no flow planned them)
     assert first["searches"] == first["searches_run"] >= 2
     searches = [p for p in store.path("shards").rglob("search-*.npz")]
@@ -151,6 +171,7 @@ def test_evaluation_reads_minings_shards_and_a_retraining_prunes_the_old_models(
     assert results["mine_iter1"].status == "cached" and results["train_iter1"].status == "completed"
     second = results["evaluate"].details
     assert second["shard_folders_pruned"] == 1 and second["shards_encoded"] == mine["shards"]
+    assert second["shard_files_pruned"] == 0 and loaded == []  # the base's shards are all live
     assert len(_model_folders(store)) == 2
 
 

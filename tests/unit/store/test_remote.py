@@ -311,14 +311,14 @@ def test_shards_made_on_another_machine_reach_the_stage_through_the_mirror(
     a = _machine(tiny_corpus, tmp_path / "A", url, {}, **extra)
     b = _machine(tiny_corpus, tmp_path / "B", url, {}, **extra)
     store_a = open_store(a)
-    ingest_plan = shard_plan(Step("ingest"), store_a, a)
+    ingest_plan = shard_plan(Step("ingest"), store_a, a).shards
     assert len(ingest_plan) == 3
     for spec in ingest_plan:  # the file groups are read on B
         assert not run_shard(spec, b).cached
     assert ingest_stage(open_store(a), a).details["shards_read"] == 0  # A found B's three parts
     generate_stage(store_a, a)
 
-    plan = shard_plan(Step("mine", 1), open_store(a), a)
+    plan = shard_plan(Step("mine", 1), open_store(a), a).shards
     assert len(plan) > 4 and all(str(tmp_path / "A") in s.out for s in plan)
     done = [run_shard(spec, b) for spec in plan]
     assert all(str(tmp_path / "B") in d.out for d in done) and not any(d.cached for d in done)
