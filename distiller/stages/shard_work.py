@@ -48,6 +48,9 @@ def _here(spec: Any, run_dir: Path, mirror: Any) -> Any:
             mirror.pull_run(only=Path(spec.out).parent.relative_to(planned).as_posix() + "/")
         update |= {"corpus": [str(p) for p in needed[:-2]], "select": str(needed[-2])}
         update["queries"] = str(needed[-1])
+    if isinstance(spec, GrantedShard):
+        # its grant (`grant.json`, which the fence reads) and what its earlier executions journaled
+        mirror.pull_run(only=Path(spec.out).relative_to(planned).as_posix() + "/")
     if isinstance(spec, EncodeShard) and Path(spec.model_path).is_relative_to(planned):
         # a model this run trained (models/iterK): its files come from the mirror
         model = here(spec.model_path)

@@ -346,3 +346,42 @@ def test_shards_made_on_another_machine_reach_the_stage_through_the_mirror(
     assert (tmp_path / "B" / model_a.relative_to(tmp_path / "A")).is_dir()
     open_store(a)
     assert spec.done  # pulled back to A
+
+
+def test_llm_shards_granted_on_one_machine_run_on_another(llm_server: Any, tmp_path: Path) -> None:
+    """With storage_url, generation shards planned (and granted) on the flow's machine A and run by a
+    worker of machine B: B fetches each shard's grant before it runs (its fence reads it), so the shards
+    send their calls there; their rows and ledger journals reach A's stage through the mirror."""
+    from helpers.generation_responder import ScriptedTeacher, llm_run_config, write_corpus
+
+    from distiller.llm.ledger import read_ledger
+    from distiller.stages.generate import shard_plan
+    from distiller.stages.shard_work import run_shard
+
+    llm_server.responder = ScriptedTeacher()
+    docs = write_corpus(tmp_path / "docs")
+    url = (tmp_path / "mirror").as_uri()
+
+    def machine(name: str) -> DistillConfig:
+        return llm_run_config(
+            llm_server,
+            tmp_path / name,
+            input={"paths": [str(docs)]},
+            generation={"chunks_per_shard": 3},
+            validation={"enabled": False},
+            storage_url=url,
+        )
+
+    a, b = machine("A"), machine("B")
+    ingest_stage(open_store(a), a)
+    specs = shard_plan(open_store(a), a)
+    assert len(specs) > 1 and all(s.hard and s.grant_id for s in specs)
+    done = [run_shard(s, b) for s in specs]  # on B: an empty runs_dir, the same mirror
+    assert not any(d.stopped_by_budget or d.cached for d in done)
+    sent = llm_server.count
+    assert sent == 2 * sum(len(s.chunks) for s in specs)  # a queries and a Q&A request per chunk
+    result = generate_stage(open_store(a), a)  # A's stage: every shard found done, nothing asked again
+    assert llm_server.count == sent
+    assert result.details["shards_generated"] == len(specs) and result.details["shards_reused"] == 0
+    ledger = read_ledger(open_store(a).dir)
+    assert {e.shard for e in ledger if e.status == "ok"} == {s.key for s in specs}
