@@ -267,6 +267,15 @@ def run_granted(
     )
 
 
+def this_pass(specs: Sequence[GrantedShard], done_as: str) -> dict[str, Any]:
+    """What a stage keeps of its shards: the `meta.json` of those written for this stage result (by the
+    flow's tasks or the stage itself; a shard reused from an earlier pass is not), for `StageLLM.absorb`,
+    and the counts (`shards`, `shards_<done_as>`, `shards_reused`)."""
+    metas = [m for s in specs if (m := s.meta or {}).get("stage_key") == s.stage_key]
+    counts = {"shards": len(specs), f"shards_{done_as}": len(metas), "shards_reused": len(specs) - len(metas)}
+    return {"metas": metas, "shards": counts}
+
+
 def run_one_by_one(shards: Sequence[S], cfg: DistillConfig, run_dir: Path, work: Any) -> int:
     """Do the shards not done here, one after another, each with its share of what the ones before it
     left (`work(spec)`); how many ran."""
@@ -292,5 +301,6 @@ __all__ = [
     "run_granted",
     "run_one_by_one",
     "scaled_plan",
+    "this_pass",
     "with_grants",
 ]

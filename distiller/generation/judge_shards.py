@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from distiller.config import DistillConfig
-from distiller.generation.grants import GrantedDone, GrantedShard, Written, run_granted
+from distiller.generation.grants import GrantedDone, GrantedShard, Written, run_granted, this_pass
 from distiller.generation.validation import LABEL, STAGE, JudgeItem, Kind, judge_endpoint
 from distiller.records import Judgment, read_parquet
 
@@ -94,19 +94,14 @@ def judge_shard(spec: JudgeShard) -> GrantedDone:
 
 
 def merged(specs: Sequence[JudgeShard]) -> tuple[dict[tuple[str, str], Judgment], dict[str, Any]]:
-    """Every shard's verdicts by (kind, item id), and what the stage keeps of the shards written for it
-    (their `meta.json`, for `StageLLM.absorb`, and the counts)."""
+    """Every shard's verdicts by (kind, item id), and what the stage keeps of the shards
+    (`grants.this_pass`)."""
     by_item: dict[tuple[str, str], Judgment] = {}
-    fresh = []
     for spec in specs:
         p = Path(spec.out) / "judgments.parquet"
         for j in read_parquet(p, Judgment) if p.is_file() else []:
             by_item[(j.item_kind, j.item_id)] = j
-        meta = spec.meta or {}
-        if meta.get("stage_key") == spec.stage_key:
-            fresh.append(meta)
-    counts = {"shards": len(specs), "shards_judged": len(fresh), "shards_reused": len(specs) - len(fresh)}
-    return by_item, {"metas": fresh, "shards": counts}
+    return by_item, this_pass(specs, "judged")
 
 
 __all__ = [

@@ -100,13 +100,9 @@ def generate_shard(spec: GenerateShard) -> GrantedDone:
     return run_granted(spec, work)
 
 
-def read_shard(spec: GenerateShard) -> tuple[list[Query], list[QAPair], dict[str, Any]]:
+def read_shard(spec: GenerateShard) -> tuple[list[Query], list[QAPair]]:
     out = Path(spec.out)
-    return (
-        read_parquet(out / "queries.parquet", Query),
-        read_parquet(out / "qa_pairs.parquet", QAPair),
-        spec.meta or {},
-    )
+    return read_parquet(out / "queries.parquet", Query), read_parquet(out / "qa_pairs.parquet", QAPair)
 
 
 __all__ = [

@@ -157,30 +157,22 @@ def _run_shards(
 ) -> tuple[list[Query], list[QAPair], dict[str, Any]]:
     """Write the shards not done (one after another, each with its share of what is left), then merge
     every shard's rows in chunk order, with the split of the run's documents."""
-    from distiller.generation.grants import run_one_by_one
+    from distiller.generation.grants import run_one_by_one, this_pass
     from distiller.generation.shards import generate_shard, read_shard
 
     run_one_by_one(shards, cfg, store.dir, generate_shard)
     order = {c.chunk_id: n for n, c in enumerate(chunks)}
     queries: list[Query] = []
     qa_pairs: list[QAPair] = []
-    fresh = []
     for spec in shards:
-        q, qa, meta = read_shard(spec)
+        q, qa = read_shard(spec)
         queries += q
         qa_pairs += qa
-        if meta.get("stage_key") == spec.stage_key:  # written for this stage result (the flow's or here)
-            fresh.append(meta)
     queries.sort(key=lambda q: order.get(q.chunk_id or "", len(order)))
     qa_pairs.sort(key=lambda p: order.get(p.source_chunk or "", len(order)))
     queries = [q.model_copy(update={"split": splits.get(q.doc_id, "train")}) for q in queries]
     qa_pairs = [p.model_copy(update={"split": splits.get(p.doc_id or "", "train")}) for p in qa_pairs]
-    counts = {
-        "shards": len(shards),
-        "shards_generated": len(fresh),
-        "shards_reused": len(shards) - len(fresh),
-    }
-    return queries, qa_pairs, {"metas": fresh, "shards": counts}
+    return queries, qa_pairs, this_pass(shards, "generated")
 
 
 def generate_from_concepts(
