@@ -249,6 +249,20 @@ class Sample(BaseModel):
     cap: int | None = None
     note: str = ""
 
+    @classmethod
+    def kept(cls, path: Path | None) -> Sample | None:
+        """The sample an earlier planner kept at `path`, if any."""
+        if path is None or not path.is_file():
+            return None
+        return cls.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def chosen(self, pools: Mapping[Kind, list[JudgeItem]]) -> dict[Kind, list[JudgeItem]]:
+        """Each kind's sampled items, in pool order."""
+        return {
+            kind: [it for it in pool if it.item_id in set(self.ids.get(kind, []))]
+            for kind, pool in pools.items()
+        }
+
 
 JudgeShards = Callable[[list[JudgeItem]], tuple[dict[tuple[str, str], Judgment], dict[str, Any]]]
 """Judges the sampled items in shards: their verdicts by (kind, item id), and the shards' info for
@@ -274,14 +288,15 @@ def choose_sample(
     cfg: DistillConfig,
     llm: StageLLM,
     pools: Mapping[Kind, list[JudgeItem]],
-    requests: Mapping[Kind, Mapping[str, LLMRequest]],
     kept: Path | None = None,
 ) -> Sample:
     """The sample: `sample_rate` of each kind, capped by what the budget pays for; read from `kept` when
     it was chosen before (and written there when not)."""
-    if kept is not None and kept.is_file():
-        return Sample.model_validate_json(kept.read_text(encoding="utf-8"))
-    cap = affordable(llm, [r for per_kind in requests.values() for r in per_kind.values()])
+    if (sample := Sample.kept(kept)) is not None:
+        return sample
+    # Every row's request is priced: the cap is what the budget pays for at their mean worst case.
+    ctx = GenContext.from_config(cfg)
+    cap = affordable(llm, [judge_request(it, ctx) for pool in pools.values() for it in pool])
     sizes = sample_sizes({k: len(v) for k, v in pools.items()}, cfg.validation.sample_rate, cap)
     wanted = sample_sizes({k: len(v) for k, v in pools.items()}, cfg.validation.sample_rate, None)
     note = ""
@@ -321,16 +336,11 @@ def validate(
     pools = pools_for(cfg, qa_pairs, queries, passages, bootstrap)
     notes: list[str] = []
     with StageLLM(cfg, run_dir, STAGE, endpoint) as llm:
-        # Every row's request is rendered once: the budget cap is priced on them, the sample sends them.
-        requests = {kind: {it.item_id: judge_request(it, ctx) for it in pool} for kind, pool in pools.items()}
-        sample = choose_sample(cfg, llm, pools, requests, kept_sample)
+        sample = choose_sample(cfg, llm, pools, kept_sample)
         cap = sample.cap
         if sample.note:
             notes.append(sample.note)
-        chosen = {
-            kind: [it for it in pool if it.item_id in set(sample.ids.get(kind, []))]
-            for kind, pool in pools.items()
-        }
+        chosen = sample.chosen(pools)
         judgments: list[Judgment] = []
         shard_counts: dict[str, Any] = {}
         if shards is not None:
@@ -349,7 +359,7 @@ def validate(
         else:
             for kind in pools:
                 sample_rows = chosen[kind]
-                results = llm.run(f"judge {LABEL[kind]}", [requests[kind][it.item_id] for it in sample_rows])
+                results = llm.run(f"judge {LABEL[kind]}", [judge_request(it, ctx) for it in sample_rows])
                 judgments += [judgment(it, res, judge) for it, res in zip(sample_rows, results, strict=True)]
         notes += llm.notes
         details_llm = {**llm.details(), **shard_counts}

@@ -94,9 +94,8 @@ def _shards(store: RunStore, cfg: DistillConfig, key: str, items: list[JudgeItem
 def _sampled(store: RunStore, cfg: DistillConfig, key: str, files: dict[str, Path]) -> list[JudgeItem]:
     """The sample's items, chosen now or read from where an earlier planner kept it."""
     from distiller.generation import bootstrap_mode
-    from distiller.generation.context import GenContext
     from distiller.generation.runner import StageLLM
-    from distiller.generation.validation import STAGE, choose_sample, judge_endpoint, judge_request, pools_for
+    from distiller.generation.validation import STAGE, Sample, choose_sample, judge_endpoint, pools_for
 
     pools = pools_for(
         cfg,
@@ -105,11 +104,12 @@ def _sampled(store: RunStore, cfg: DistillConfig, key: str, files: dict[str, Pat
         read_parquet(files["passages.parquet"], Passage),
         bootstrap_mode(cfg),
     )
-    ctx = GenContext.from_config(cfg)
-    with StageLLM(cfg, store.dir, STAGE, judge_endpoint(cfg)) as llm:
-        requests = {kind: {it.item_id: judge_request(it, ctx) for it in pool} for kind, pool in pools.items()}
-        sample = choose_sample(cfg, llm, pools, requests, _kept_sample(store, key))
-    return [it for kind, pool in pools.items() for it in pool if it.item_id in set(sample.ids.get(kind, []))]
+    kept = _kept_sample(store, key)
+    if (sample := Sample.kept(kept)) is None:
+        # Chosen now: sized by what the budget pays for, which needs the judge's client and prices.
+        with StageLLM(cfg, store.dir, STAGE, judge_endpoint(cfg)) as llm:
+            sample = choose_sample(cfg, llm, pools, kept)
+    return [it for items in sample.chosen(pools).values() for it in items]
 
 
 def shard_plan(store: RunStore, cfg: DistillConfig) -> list[JudgeShard]:
