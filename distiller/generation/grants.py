@@ -25,9 +25,12 @@ own file of the shard's folder, and before its first call journals a hold on wha
 not, it settles the hold and pushes its own files, never the folder, so no execution removes or
 overwrites another's journal (`distiller.llm.ledger`). A worker killed with `kill -9` leaves
 its hold on the mirror: the flow's machine charges it as `unknown`, and a rerun of the task under the
-same grant counts it, so the grant is not spent twice. The fence still reads the worker's own copy of
-`grant.json`: a revoked remote execution runs on to the end of its grant (its hold keeps that in the
-budget), but fetches the grant again before it writes its rows, and writes none once revoked.
+same grant counts it, so the grant is not spent twice. A planner pushes a new grant to the mirror, then
+pulls the shards' journals, before it reads the ledger (`with_grants`), and an execution fetches its
+grant again after its hold is on the mirror: so an older execution either had its hold counted in the
+new grant or sends nothing. The fence reads the worker's own copy of `grant.json`: a remote execution
+revoked after it started runs on to the end of its grant (its hold, counted, keeps that in the budget),
+fetches the grant again before it writes its rows, and writes none once revoked.
 """
 
 from __future__ import annotations
@@ -144,6 +147,14 @@ def scaled_plan(
     )
 
 
+class Remote(Protocol):
+    """The mirror a remote execution of a shard reports to (`distiller.remote.RemoteStorage`)."""
+
+    def push(self, paths: Iterable[Path]) -> None: ...
+
+    def pull_run(self, only: str | None = None) -> None: ...
+
+
 def revoke(specs: Sequence[S]) -> list[S]:
     """Give each shard a new grant id, written to its `grant.json` before the ledger is read for its
     grant: an older execution of the shard still running stops before its next call."""
@@ -166,18 +177,31 @@ def holds_grant(spec: GrantedShard) -> bool:
 
 
 def with_grants(
-    specs: Sequence[S], cfg: DistillConfig, run_dir: Path, *, hard: bool, all_weight: int | None = None
+    specs: Sequence[S],
+    cfg: DistillConfig,
+    run_dir: Path,
+    *,
+    hard: bool,
+    all_weight: int | None = None,
+    remote: Remote | None = None,
 ) -> list[S]:
     """`specs` with their grants from the budget left now (the run's ledger, shards included): split by
     size over them all (`hard`, for shards run at the same time), or the first one's share of what is
     left for them all (soft, one after another: call again for the next, after `revoke`-ing them all
-    once). Each shard granted is `revoke`d before the ledger is read."""
+    once). Each shard granted is `revoke`d before the ledger is read; with `remote` (the mirror the
+    workers of other machines fetch their shards from), its grant is pushed there, and what the shards'
+    executions pushed is pulled, before the ledger is read too: a remote execution's hold either is on
+    the mirror by then, and counted, or was pushed later, and the grant it then fetches is the new one
+    (`run_granted`): it sends nothing."""
     from distiller.generation.runner import load_plan
 
     if not specs:
         return []
     stage, steps = specs[0].STAGE, specs[0].STEPS
     granted = revoke(specs if hard else specs[:1])
+    if remote is not None:
+        remote.push([Path(s.out) / GRANT for s in granted])
+        remote.pull_run(only=Path(specs[0].out).parent.relative_to(run_dir).as_posix() + "/")
     left = Budget.from_config(cfg.budget, Ledger.in_run(run_dir).spent_by_stage()).remaining_usd(stage)
     plan = load_plan(run_dir)
     phase = phase_usd(plan, left, stage, steps, hard=hard)
@@ -208,14 +232,6 @@ def grant_of(spec: GrantedShard, execution: str = "") -> Any:
     )
 
 
-class Remote(Protocol):
-    """The mirror a remote execution of a shard reports to (`distiller.remote.RemoteStorage`)."""
-
-    def push(self, paths: Iterable[Path]) -> None: ...
-
-    def pull_run(self, only: str | None = None) -> None: ...
-
-
 def hold_usd(spec: GrantedShard, stage_llm: Any) -> float:
     """What a remote execution's hold reserves: what is left of its hard grant (the grant less what the
     shard's executions journaled under it already, as its budget counted them), all it can spend. A soft
@@ -237,6 +253,11 @@ def _hold(spec: GrantedShard, stage_llm: Any, execution: str) -> LedgerEntry:
     row = hold_entry(spec.STAGE, spec.key, call_id, hold_usd(spec, stage_llm), ts)
     stage_llm.client.ledger.pending(row)
     return row
+
+
+def _fetch_grant(remote: Remote, out: Path) -> None:
+    """This machine's copy of the shard's `grant.json`, fetched from the mirror (the fence reads it)."""
+    remote.pull_run(only=(out / GRANT).relative_to(out.parents[2]).as_posix())
 
 
 def _push_own(remote: Remote, files: Sequence[Path]) -> None:
@@ -299,9 +320,12 @@ def run_granted(
             if remote is not None:
                 hold = _hold(spec, stage_llm, execution)
                 _push_own(remote, own)  # before the first call: if it fails, nothing is sent
+                # After the hold is on the mirror: a planner that revoked this grant without seeing the
+                # hold had pushed its new grant before (with_grants), and the fence stops the first call.
+                _fetch_grant(remote, out)
             files, counts = work(stage_llm)
-        if remote is not None:  # the fence read this machine's copy: is the grant still this one?
-            remote.pull_run(only=(out / GRANT).relative_to(out.parents[2]).as_posix())
+        if remote is not None:  # the fence read this machine's copy since: is the grant still this one?
+            _fetch_grant(remote, out)
         if not holds_grant(spec):
             return GrantedDone(
                 index=spec.index, counts={}, cost_usd=stage_llm.cost_usd, stopped_by_budget=True,

@@ -470,6 +470,36 @@ def test_a_remote_shard_whose_hold_cannot_reach_the_mirror_sends_nothing(
     assert llm_server.count == 0
 
 
+def test_an_execution_whose_hold_reached_the_mirror_after_a_new_grant_was_sized_sends_nothing(
+    llm_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B starts an execution of a shard under its first grant; the flow on A plans the shard again just
+    before B's hold reaches the mirror, so the new grant is sized without it. B fetches its grant again
+    once its hold is there, finds the new one, and sends nothing: the old grant is never spent on top."""
+    from helpers.generation_responder import ScriptedTeacher
+
+    from distiller.stages.generate import shard_plan
+    from distiller.stages.shard_work import run_shard
+
+    llm_server.responder = ScriptedTeacher()
+    a, b = _priced_machines(llm_server, tmp_path, "AB", budget=5.0)
+    ingest_stage(open_store(a), a)
+    old = shard_plan(open_store(a), a)[0]
+    replanned: list[Any] = []
+    push = RemoteStorage.push
+
+    def replan_first(self: RemoteStorage, paths: Any) -> None:
+        paths = list(paths)
+        if not replanned and self.run_dir.is_relative_to(tmp_path / "B") and any(p.is_file() for p in paths):
+            replanned.append(shard_plan(open_store(a), a))  # B's hold is about to reach the mirror
+        push(self, paths)
+
+    monkeypatch.setattr(RemoteStorage, "push", replan_first)
+    done = run_shard(old, b)
+    assert replanned and replanned[0][0].key == old.key and replanned[0][0].grant_id != old.grant_id
+    assert done.stopped_by_budget and llm_server.count == 0
+
+
 def _journal_lines(folder: Path) -> set[str]:
     """Every row of every ledger journal in a shard's folder, as written."""
     return {line for j in folder.glob("ledger*journal.jsonl") for line in j.read_text().splitlines() if line}
