@@ -57,6 +57,10 @@ class Mirror(Protocol):
         """Upload files or folders of the run folder (the manifest among them) or cache entries."""
         ...
 
+    def pull_run(self, only: str | None = None) -> None:
+        """Bring the run folder (`only`: the files under this folder of it) up to date from the mirror."""
+        ...
+
 
 StageListener = Callable[[str, "StageResult"], None]
 _LISTENERS: list[StageListener] = []

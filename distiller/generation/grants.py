@@ -16,7 +16,21 @@ A grant has an id, written to the shard's `grant.json` before the ledger is read
 older execution of the same shard still running (a worker of a killed flow) checks the id after it
 journals each call and before it sends it (`LLMClient.fence`), and stops: so every call it sends was in
 the journal when the newer grant was sized. A task Dask runs again after its worker died keeps its grant
-and counts what its first execution journaled under it (`runner.Grant.budget`).
+and counts what its first execution journaled under it (`runner.Grant.budget`: every journal of the
+shard's folder).
+
+With `storage_url` (no shared file system: `run_granted` gets the mirror) an execution journals in its
+own file of the shard's folder, and before its first call journals a hold on what it may still spend
+(`hold_usd`) and pushes it to the mirror: if the push fails it sends nothing. When it ends, failed or
+not, it settles the hold and pushes its own files, never the folder, so no execution removes or
+overwrites another's journal (`distiller.llm.ledger`). A worker killed with `kill -9` leaves
+its hold on the mirror: the flow's machine charges it as `unknown`, and a rerun of the task under the
+same grant counts it, so the grant is not spent twice. A planner pushes a new grant to the mirror, then
+pulls the shards' journals, before it reads the ledger (`with_grants`), and an execution fetches its
+grant again after its hold is on the mirror: so an older execution either had its hold counted in the
+new grant or sends nothing. The fence reads the worker's own copy of `grant.json`: a remote execution
+revoked after it started runs on to the end of its grant (its hold, counted, keeps that in the budget),
+fetches the grant again before it writes its rows, and writes none once revoked.
 """
 
 from __future__ import annotations
@@ -24,15 +38,16 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from distiller.config import DistillConfig, LLMConfig
 from distiller.llm.budget import Budget
-from distiller.llm.ledger import Ledger
+from distiller.llm.ledger import HOLD, Ledger, LedgerEntry, hold_entry, ledger_files, released
 from distiller.llm.plan import BudgetPlan, PlannedStep, step_key
 from distiller.llm.types import utc_now
 from distiller.records import Record, write_parquet
@@ -132,6 +147,14 @@ def scaled_plan(
     )
 
 
+class Remote(Protocol):
+    """The mirror a remote execution of a shard reports to (`distiller.remote.RemoteStorage`)."""
+
+    def push(self, paths: Iterable[Path]) -> None: ...
+
+    def pull_run(self, only: str | None = None) -> None: ...
+
+
 def revoke(specs: Sequence[S]) -> list[S]:
     """Give each shard a new grant id, written to its `grant.json` before the ledger is read for its
     grant: an older execution of the shard still running stops before its next call."""
@@ -154,18 +177,31 @@ def holds_grant(spec: GrantedShard) -> bool:
 
 
 def with_grants(
-    specs: Sequence[S], cfg: DistillConfig, run_dir: Path, *, hard: bool, all_weight: int | None = None
+    specs: Sequence[S],
+    cfg: DistillConfig,
+    run_dir: Path,
+    *,
+    hard: bool,
+    all_weight: int | None = None,
+    remote: Remote | None = None,
 ) -> list[S]:
     """`specs` with their grants from the budget left now (the run's ledger, shards included): split by
     size over them all (`hard`, for shards run at the same time), or the first one's share of what is
     left for them all (soft, one after another: call again for the next, after `revoke`-ing them all
-    once). Each shard granted is `revoke`d before the ledger is read."""
+    once). Each shard granted is `revoke`d before the ledger is read; with `remote` (the mirror the
+    workers of other machines fetch their shards from), its grant is pushed there, and what the shards'
+    executions pushed is pulled, before the ledger is read too: a remote execution's hold either is on
+    the mirror by then, and counted, or was pushed later, and the grant it then fetches is the new one
+    (`run_granted`): it sends nothing."""
     from distiller.generation.runner import load_plan
 
     if not specs:
         return []
     stage, steps = specs[0].STAGE, specs[0].STEPS
     granted = revoke(specs if hard else specs[:1])
+    if remote is not None:
+        remote.push([Path(s.out) / GRANT for s in granted])
+        remote.pull_run(only=Path(specs[0].out).parent.relative_to(run_dir).as_posix() + "/")
     left = Budget.from_config(cfg.budget, Ledger.in_run(run_dir).spent_by_stage()).remaining_usd(stage)
     plan = load_plan(run_dir)
     phase = phase_usd(plan, left, stage, steps, hard=hard)
@@ -181,18 +217,55 @@ def with_grants(
     return out
 
 
-def grant_of(spec: GrantedShard) -> Any:
-    """The `runner.Grant` a shard's `StageLLM` spends under."""
+def grant_of(spec: GrantedShard, execution: str = "") -> Any:
+    """The `runner.Grant` a shard's `StageLLM` spends under (`execution`: a remote one's id, its files)."""
     from distiller.generation.runner import Grant
 
     return Grant(
         shard=spec.key,
-        ledger_path=str(Path(spec.out) / "ledger.parquet"),
+        ledger_path=str(Path(spec.out) / ledger_files(execution)[0]),
         usd=spec.grant_usd,
         hard=spec.hard,
         plan=spec.plan,
         granted_at=spec.granted_at,
+        execution=execution,
     )
+
+
+def hold_usd(spec: GrantedShard, stage_llm: Any) -> float:
+    """What a remote execution's hold reserves: what is left of its hard grant (the grant less what the
+    shard's executions journaled under it already, as its budget counted them), all it can spend. A soft
+    grant, or no cap at all, holds the shard's expected cost (its plan's; $0 without one): not a bound,
+    but a soft grant only runs in the process that planned it, one shard after another, whose journal
+    stays where the next grant is read, and Dask never runs it again under the same grant; and with no
+    cap there is no budget to pass. It keeps a killed execution from showing as $0 elsewhere."""
+    if spec.hard and spec.grant_usd is not None:
+        return float(stage_llm.client.budget.remaining_usd(spec.STAGE) or 0.0)
+    return sum(s.expected_usd for s in spec.plan.steps) if spec.plan else 0.0
+
+
+def _hold(spec: GrantedShard, stage_llm: Any, execution: str) -> LedgerEntry:
+    """Journal the execution's hold (after its budget was read: it must not count its own hold)."""
+    now = utc_now()
+    # Not before the grant, whatever this machine's clock says: the grant's budget counts rows since.
+    ts = max(now, spec.granted_at, key=datetime.fromisoformat) if spec.granted_at else now
+    call_id = f"{HOLD}{spec.grant_id}:{execution}"
+    row = hold_entry(spec.STAGE, spec.key, call_id, hold_usd(spec, stage_llm), ts)
+    stage_llm.client.ledger.pending(row)
+    return row
+
+
+def _fetch_grant(remote: Remote, out: Path) -> None:
+    """This machine's copy of the shard's `grant.json`, fetched from the mirror (the fence reads it)."""
+    remote.pull_run(only=(out / GRANT).relative_to(out.parents[2]).as_posix())
+
+
+def _push_own(remote: Remote, files: Sequence[Path]) -> None:
+    """Push the execution's own files that exist, `meta.json` after the rest: a machine that finds it on
+    the mirror finds the rows too."""
+    there = [f for f in files if f.is_file()]
+    remote.push([f for f in there if f.name != META])
+    remote.push([f for f in there if f.name == META])
 
 
 class GrantedDone(BaseModel):
@@ -219,10 +292,13 @@ def run_granted(
     spec: GrantedShard,
     work: Callable[[Any], tuple[Written, dict[str, int]]],
     llm: LLMConfig | None = None,
+    *,
+    remote: Remote | None = None,
 ) -> GrantedDone:
     """Do one shard's LLM work (`work(stage_llm) -> (files, counts)`) under its grant, fenced, and write
     its files and then `meta.json` into its folder; nothing if it is done already, and nothing written if
-    a newer grant took it over meanwhile (the newer execution writes the shard)."""
+    a newer grant took it over meanwhile (the newer execution writes the shard). `remote`: the mirror of
+    a run folder this machine has a copy of (the module's doc: its own journal, a hold, its own files)."""
     from distiller.generation.runner import StageLLM
 
     if spec.done:
@@ -234,15 +310,48 @@ def run_granted(
     t0 = time.monotonic()
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
-    with StageLLM(spec.config, out.parents[2], spec.STAGE, llm, grant=grant_of(spec)) as stage_llm:
-        stage_llm.client.fence = lambda: holds_grant(spec)
-        files, counts = work(stage_llm)
-    seconds = time.monotonic() - t0
-    if not holds_grant(spec):
+    execution = uuid.uuid4().hex[:12] if remote is not None else ""
+    own = [out / name for name in ledger_files(execution)]
+    stage_llm = StageLLM(spec.config, out.parents[2], spec.STAGE, llm, grant=grant_of(spec, execution))
+    hold: LedgerEntry | None = None
+    try:
+        with stage_llm:
+            stage_llm.client.fence = lambda: holds_grant(spec)
+            if remote is not None:
+                hold = _hold(spec, stage_llm, execution)
+                _push_own(remote, own)  # before the first call: if it fails, nothing is sent
+                # After the hold is on the mirror: a planner that revoked this grant without seeing the
+                # hold had pushed its new grant before (with_grants), and the fence stops the first call.
+                _fetch_grant(remote, out)
+            files, counts = work(stage_llm)
+        if remote is not None:  # the fence read this machine's copy since: is the grant still this one?
+            _fetch_grant(remote, out)
+        if not holds_grant(spec):
+            return GrantedDone(
+                index=spec.index, counts={}, cost_usd=stage_llm.cost_usd, stopped_by_budget=True,
+                cached=False, seconds=time.monotonic() - t0,
+            )  # fmt: skip
+        own += _write(spec, stage_llm, files, counts)
         return GrantedDone(
-            index=spec.index, counts={}, cost_usd=stage_llm.cost_usd, stopped_by_budget=True,
-            cached=False, seconds=seconds,
-        )  # fmt: skip
+            index=spec.index,
+            counts=counts,
+            cost_usd=stage_llm.cost_usd,
+            stopped_by_budget=stage_llm.budget_stopped,
+            cached=False,
+            seconds=time.monotonic() - t0,
+        )
+    finally:
+        if remote is not None and hold is not None:
+            # Its calls are in its journal now: the hold is settled, and the journal goes to the mirror
+            # even when the shard failed (its calls are spend).
+            stage_llm.client.ledger.add(released(hold, utc_now()))
+            stage_llm.client.ledger.flush()
+            _push_own(remote, own)
+
+
+def _write(spec: GrantedShard, stage_llm: Any, files: Written, counts: dict[str, int]) -> list[Path]:
+    """Write a finished shard's files, then its `meta.json` (last: the shard is finished); their paths."""
+    out = Path(spec.out)
     for name, (rows, model) in files.items():
         write_parquet(out / name, rows, model)
     meta = {
@@ -256,15 +365,8 @@ def run_granted(
         "failures_all": [f.model_dump() for f in stage_llm.failures],
         "stage_key": spec.stage_key,
     }
-    atomic_write_text(out / META, json.dumps(meta, indent=1))  # written last: the shard is finished
-    return GrantedDone(
-        index=spec.index,
-        counts=counts,
-        cost_usd=stage_llm.cost_usd,
-        stopped_by_budget=stage_llm.budget_stopped,
-        cached=False,
-        seconds=seconds,
-    )
+    atomic_write_text(out / META, json.dumps(meta, indent=1))
+    return [*(out / name for name in files), out / META]
 
 
 def this_pass(specs: Sequence[GrantedShard], done_as: str) -> dict[str, Any]:
@@ -293,8 +395,10 @@ __all__ = [
     "META",
     "GrantedDone",
     "GrantedShard",
+    "Remote",
     "Written",
     "grant_of",
+    "hold_usd",
     "holds_grant",
     "phase_usd",
     "revoke",

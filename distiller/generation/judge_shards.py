@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from distiller.config import DistillConfig
-from distiller.generation.grants import GrantedDone, GrantedShard, Written, run_granted, this_pass
+from distiller.generation.grants import GrantedDone, GrantedShard, Remote, Written, run_granted, this_pass
 from distiller.generation.validation import LABEL, STAGE, JudgeItem, Kind, judge_endpoint
 from distiller.records import Judgment, read_parquet
 
@@ -71,8 +71,9 @@ def plan_shards(
     return specs
 
 
-def judge_shard(spec: JudgeShard) -> GrantedDone:
-    """Judge one shard's items into its folder (nothing if it is done already)."""
+def judge_shard(spec: JudgeShard, *, remote: Remote | None = None) -> GrantedDone:
+    """Judge one shard's items into its folder (nothing if it is done already); `remote`: the mirror this
+    machine's copy of the run reports to (`grants.run_granted`)."""
     from distiller.generation.context import GenContext
     from distiller.generation.validation import judge_request, judgment
 
@@ -90,7 +91,7 @@ def judge_shard(spec: JudgeShard) -> GrantedDone:
         judged = sum(j.verdict in ("approved", "rejected") for j in judgments)
         return {"judgments.parquet": (judgments, Judgment)}, {"items": len(spec.items), "judged": judged}
 
-    return run_granted(spec, work, endpoint)
+    return run_granted(spec, work, endpoint, remote=remote)
 
 
 def merged(specs: Sequence[JudgeShard]) -> tuple[dict[tuple[str, str], Judgment], dict[str, Any]]:

@@ -16,7 +16,7 @@ from distiller.generation.progress import ProgressEvent, emit
 from distiller.llm import LLMClient, LLMRequest, LLMResult
 from distiller.llm.budget import Budget, stage_group
 from distiller.llm.estimate import estimate_cost
-from distiller.llm.ledger import Ledger
+from distiller.llm.ledger import Ledger, folder_entries, ledger_files
 from distiller.llm.plan import BudgetPlan
 
 M = TypeVar("M", bound=BaseModel)
@@ -48,18 +48,28 @@ class Grant(BaseModel):
         default=None, description="The shard's steps, their expected cost scaled to the shard (step shares)."
     )
     granted_at: str = Field(default="", description="When the grant was made (UTC, ISO 8601).")
+    execution: str = Field(
+        default="",
+        description="A remote execution's id: it journals in its own file of the shard's folder "
+        "(`ledger.ledger_files`); '': the shared journal (a shared file system).",
+    )
+
+    def ledger(self) -> Ledger:
+        """The ledger this execution journals its calls in."""
+        return Ledger(self.ledger_path, shard=self.shard, journal=ledger_files(self.execution)[1])
 
     def budget(self, cfg: DistillConfig, run_dir: Path, stage: str) -> Budget:
         if not self.hard:
             return Budget.from_config(cfg.budget, Ledger.in_run(run_dir).spent_by_stage())
         if self.usd is None:
             return Budget.unlimited()
-        # Calls this shard journaled under this grant already (Dask runs a task again when its worker
-        # died): the grant holds them too.
+        # What the shard's executions journaled under this grant already, in every journal of its folder
+        # (Dask runs a task again when its worker died; a remote one that was killed left its hold): the
+        # grant holds them too.
         since = datetime.fromisoformat(self.granted_at) if self.granted_at else None
         spent = sum(
             e.cost_usd
-            for e in Ledger(self.ledger_path, shard=self.shard).entries
+            for e in folder_entries(Path(self.ledger_path).parent)
             if since is not None and datetime.fromisoformat(e.ts) >= since
         )
         return Budget(None, {stage_group(stage): self.usd}, {stage: spent})
@@ -85,7 +95,7 @@ class StageLLM:
             self.client = LLMClient.for_run(cfg, run_dir, llm)
             self.plan = load_plan(run_dir)
         else:
-            ledger = Ledger(grant.ledger_path, shard=grant.shard)
+            ledger = grant.ledger()
             budget = grant.budget(cfg, run_dir, stage)
             self.client = LLMClient.for_run(cfg, run_dir, llm, budget=budget, ledger=ledger)
             self.plan = grant.plan

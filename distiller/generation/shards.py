@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from distiller.config import DistillConfig
-from distiller.generation.grants import GrantedDone, GrantedShard, Written, run_granted
+from distiller.generation.grants import GrantedDone, GrantedShard, Remote, Written, run_granted
 from distiller.records import Chunk, QAPair, Query, read_parquet
 
 STAGE = "generate"
@@ -77,8 +77,9 @@ def plan_shards(
 
 
 # -- one shard ------------------------------------------------------------------------------------------
-def generate_shard(spec: GenerateShard) -> GrantedDone:
-    """Write one shard's queries and Q&A pairs into its folder (nothing if it is done already)."""
+def generate_shard(spec: GenerateShard, *, remote: Remote | None = None) -> GrantedDone:
+    """Write one shard's queries and Q&A pairs into its folder (nothing if it is done already); `remote`:
+    the mirror this machine's copy of the run reports to (`grants.run_granted`)."""
     from distiller.generation.context import GenContext
     from distiller.generation.qa import qa_requests, to_qa_pairs
     from distiller.generation.queries import chunk_requests, to_queries
@@ -97,7 +98,7 @@ def generate_shard(spec: GenerateShard) -> GrantedDone:
         files: Written = {"queries.parquet": (queries, Query), "qa_pairs.parquet": (qa_pairs, QAPair)}
         return files, {"chunks": len(spec.chunks), "queries": len(queries), "qa_pairs": len(qa_pairs)}
 
-    return run_granted(spec, work)
+    return run_granted(spec, work, remote=remote)
 
 
 def read_shard(spec: GenerateShard) -> tuple[list[Query], list[QAPair]]:

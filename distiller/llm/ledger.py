@@ -19,6 +19,19 @@ that may run in another process or on another machine) journals in the shard's o
 calls in its own journal. The run's ledger (`Ledger.in_run`, `read_ledger`) is the union of the run's
 journal and every shard journal, so the budget, the report and the resume see all of them; shard rows
 carry their shard's key, and are never copied into the run's journal.
+
+With `storage_url` (no shared file system) a shard runs on a worker in that machine's copy of the run
+folder, and what it journals reaches other machines only when it is pushed to the mirror. So each
+remote execution journals in its own file, `ledger.<execution>.journal.jsonl` (`ledger_files`): two
+executions of one shard (a revoked one still running, and the newer one) push different files, and
+neither removes or overwrites the other's rows. Before its first call it journals a *hold* (a `pending`
+row, attempt 0, call id `hold:<grant id>:<execution>`, `reserved_usd` what it may still spend:
+`distiller.generation.grants.hold_usd`) and pushes it; when it ends, failed or not, it settles it with a
+`released` row ($0, no call) and pushes its journal again. A machine that pulls the journal of an
+execution killed with `kill -9` finds the hold unsettled and charges it as `unknown` at its
+reservation, never $0; an unsettled hold covers the calls journaled beside it (`cover_holds`), so on
+the machine that ran it, whose journal has the calls too, the execution is charged the larger of the
+two, never both.
 """
 
 from __future__ import annotations
@@ -35,12 +48,21 @@ from distiller.records import Record, read_parquet, write_parquet
 
 LEDGER_FILENAME = "ledger.parquet"
 JOURNAL_FILENAME = "ledger.journal.jsonl"
-SHARD_JOURNALS = f"shards/*/*/{JOURNAL_FILENAME}"
+JOURNALS = "ledger.*journal.jsonl"
+"""Every journal of a shard's folder: the one its executions share (`ledger.journal.jsonl`) and those
+of its remote executions (`ledger.<execution>.journal.jsonl`)."""
+SHARD_JOURNALS = f"shards/*/*/{JOURNALS}"
 """Where the run's shards keep their journals, relative to the run folder."""
+HOLD = "hold:"
+"""How the call id of a hold starts (module doc): it is no call."""
 
-LedgerStatus = Literal["ok", "parse_error", "failed", "unknown", "cached", "budget", "pending"]
+LedgerStatus = Literal["ok", "parse_error", "failed", "unknown", "cached", "budget", "pending", "released"]
 UNKNOWN_NOTE = (
     "outcome unknown (in flight when the process stopped, or no answer came): charged at its reservation"
+)
+HOLD_NOTE = (
+    "a remote shard execution that never reported its end (killed, or still running): charged at what it "
+    "may have spent, less the calls its journal here shows"
 )
 
 
@@ -87,10 +109,12 @@ class Ledger:
         flush_every_s: float = 10.0,
         shards: Path | str | None = None,
         shard: str = "",
+        journal: str = JOURNAL_FILENAME,
     ) -> None:
         """`path=None`: kept in memory only (tests, estimates). `shards`: the run folder whose shard
         journals (`SHARD_JOURNALS`) are part of this ledger (read, never written); by default the folder
-        of a `ledger.parquet`. `shard`: this is a shard's own ledger; its rows carry the shard's key."""
+        of a `ledger.parquet`. `shard`: this is a shard's own ledger; its rows carry the shard's key.
+        `journal`: its journal's name, in the folder of `path` (a remote execution's own, `ledger_files`)."""
         self.path = Path(path) if path is not None else None
         self.flush_every_s = flush_every_s
         if shards is None and self.path is not None and self.path.name == LEDGER_FILENAME and not shard:
@@ -99,7 +123,7 @@ class Ledger:
         self.shard = shard
         self._lock = threading.Lock()
         self._entries: list[LedgerEntry] = []
-        self.journal = self.path.with_name(JOURNAL_FILENAME) if self.path is not None else None
+        self.journal = self.path.with_name(journal) if self.path is not None else None
         if self.journal is not None and self.journal.is_file():
             self._entries = _read_journal(self.journal)
         elif self.path is not None and self.path.is_file():
@@ -149,7 +173,7 @@ class Ledger:
         shards' too: read afresh, so a shard that finished since is counted)."""
         shard_rows = self._shard_rows()
         with self._lock:
-            return merge_pending(self._entries + shard_rows)
+            return merge_pending(cover_holds(self._entries) + shard_rows)
 
     def pending(self, call: LedgerEntry) -> None:
         """Write-ahead: journal a call about to be sent (status pending, its reservation)."""
@@ -162,7 +186,7 @@ class Ledger:
         with self._lock:
             if not self._dirty and self.path.exists() and not shard_rows:
                 return
-            write_parquet(self.path, merge_pending(self._entries + shard_rows), LedgerEntry)
+            write_parquet(self.path, merge_pending(cover_holds(self._entries) + shard_rows), LedgerEntry)
             self._dirty = False
             self._last_flush = time.monotonic()
 
@@ -196,6 +220,76 @@ def merge_pending(rows: list[LedgerEntry]) -> list[LedgerEntry]:
                 )
             )
     return out
+
+
+def cover_holds(rows: list[LedgerEntry]) -> list[LedgerEntry]:
+    """One journal's rows, each hold its execution never settled as `unknown` at what of its reservation
+    the calls journaled beside it do not charge already: the execution is charged the larger of its hold
+    and its calls, never both. A copy of the journal pulled from the mirror has the hold alone (pushed
+    before the first call); the machine that ran the execution has its calls too (write-ahead)."""
+    settled = {e.call_id for e in rows if e.status != "pending"}
+    holds = {e.call_id for e in rows if e.status == "pending" and e.call_id.startswith(HOLD)}
+    open_holds = holds - settled
+    if not open_holds:
+        return rows
+    calls = sum(e.cost_usd for e in merge_pending([e for e in rows if not e.call_id.startswith(HOLD)]))
+    out = []
+    for e in rows:
+        if e.call_id in open_holds and e.status == "pending":
+            covered = min(calls, e.reserved_usd)
+            calls -= covered
+            e = e.model_copy(
+                update={
+                    "status": "unknown",
+                    "cost_usd": e.reserved_usd - covered,
+                    "estimated": True,
+                    "error": HOLD_NOTE,
+                }
+            )
+        out.append(e)
+    return out
+
+
+def hold_entry(stage: str, shard: str, call_id: str, reserved_usd: float, ts: str) -> LedgerEntry:
+    """A remote shard execution's hold on what it may still spend (module doc): journaled, pending."""
+    return LedgerEntry(
+        ts=ts,
+        stage=stage,
+        item_id=shard,
+        provider="",
+        model="",
+        cache_key="",
+        attempt=0,
+        status="pending",
+        cached=False,
+        input_tokens=0,
+        output_tokens=0,
+        cost_usd=reserved_usd,
+        reserved_usd=reserved_usd,
+        latency_s=0.0,
+        call_id=call_id,
+        estimated=True,
+        shard=shard,
+    )
+
+
+def released(hold: LedgerEntry, ts: str) -> LedgerEntry:
+    """The row that settles a hold when its execution ends: its calls are in the journal, the hold $0."""
+    return hold.model_copy(update={"ts": ts, "status": "released", "cost_usd": 0.0, "estimated": False})
+
+
+def ledger_files(execution: str = "") -> tuple[str, str]:
+    """A shard execution's Parquet ledger and journal, in the shard's folder: the shared ones, or a
+    remote execution's own (`ledger.<execution>.parquet`, `ledger.<execution>.journal.jsonl`)."""
+    if not execution:
+        return LEDGER_FILENAME, JOURNAL_FILENAME
+    return f"ledger.{execution}.parquet", f"ledger.{execution}.journal.jsonl"
+
+
+def folder_entries(folder: Path | str) -> list[LedgerEntry]:
+    """The merged rows (`Ledger.entries`) of every journal in one shard's folder: what all its
+    executions journaled, here or on machines whose journals were pulled from the mirror."""
+    return merge_pending([e for j in sorted(Path(folder).glob(JOURNALS)) for e in _read_shard_journal(j)])
 
 
 def read_ledger(run_dir: Path | str) -> list[LedgerEntry]:
@@ -237,7 +331,9 @@ def ledger_summary(run_dir: Path | str, stages: list[str]) -> dict[str, Any] | N
         "by_stage": {k: round(v, 9) for k, v in by_stage.items()},
         "unknown_usd": round(sum(e.cost_usd for e in rows if e.estimated), 9),
         "calls_sent": sum(1 for e in rows if e.attempt > 0 and e.status not in ("cached", "budget")),
-        "calls_unknown": sum(1 for e in rows if e.status == "unknown"),
+        "calls_unknown": sum(1 for e in rows if e.status == "unknown" and e.attempt > 0),
+        # remote shard executions that never reported back: charged at their holds (no call each)
+        "holds_unknown": sum(1 for e in rows if e.status == "unknown" and e.attempt == 0),
         "not_sent_budget": sum(1 for e in rows if e.status == "budget"),
     }
 
@@ -254,9 +350,9 @@ _SHARD_JOURNALS_LOCK = threading.Lock()
 
 
 def _read_shard_journal(path: Path) -> list[LedgerEntry]:
-    """A shard's journal, parsed again only when it changed: the run's ledger reads every shard's journal
-    whenever it is asked (a planner sizing each grant, the stage's budget), and a finished shard's
-    journal never changes."""
+    """A shard's journal (its holds covered, `cover_holds`), parsed again only when it changed: the run's
+    ledger reads every shard's journal whenever it is asked (a planner sizing each grant, the stage's
+    budget), and a finished shard's journal never changes."""
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -265,7 +361,7 @@ def _read_shard_journal(path: Path) -> list[LedgerEntry]:
         hit = _SHARD_JOURNALS.get(path)
     if hit is not None and hit[:2] == (st.st_size, st.st_mtime_ns):
         return hit[2]
-    rows = _read_journal(path)
+    rows = cover_holds(_read_journal(path))
     with _SHARD_JOURNALS_LOCK:
         _SHARD_JOURNALS[path] = (st.st_size, st.st_mtime_ns, rows)
     return rows
@@ -282,6 +378,9 @@ def _read_journal(path: Path) -> list[LedgerEntry]:
 
 
 __all__ = [
+    "HOLD",
+    "HOLD_NOTE",
+    "JOURNALS",
     "JOURNAL_FILENAME",
     "LEDGER_FILENAME",
     "SHARD_JOURNALS",
@@ -290,9 +389,14 @@ __all__ = [
     "LedgerEntry",
     "LedgerStatus",
     "cost_by_stage",
+    "cover_holds",
+    "folder_entries",
     "has_journal",
+    "hold_entry",
+    "ledger_files",
     "ledger_summary",
     "manifest_stage_costs",
     "merge_pending",
     "read_ledger",
+    "released",
 ]

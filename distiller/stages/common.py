@@ -84,16 +84,6 @@ def plan_llm_budget(store: RunStore, cfg: DistillConfig, *, announce: bool = Tru
     return plan
 
 
-def publish_grants(store: RunStore, specs: list[Any]) -> list[Any]:
-    """With `storage_url`, push the shards' grants (`grant.json`) to the mirror, where the workers of
-    other machines fetch them before they run (their fence reads them); `specs` unchanged."""
-    from distiller.generation.grants import GRANT
-
-    if store.mirror is not None and specs:
-        store.mirror.push([Path(s.out) / GRANT for s in specs])
-    return specs
-
-
 def budget_cause(store: RunStore) -> str:
     """The budget's part in a run that came out too small, for errors about too little data ('' if none)."""
     m = store.manifest()

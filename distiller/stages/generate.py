@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from distiller.config import DistillConfig
 from distiller.errors import StageError
 from distiller.records import Chunk, Concept, Document, Passage, QAPair, Query, read_parquet, write_parquet
-from distiller.stages.common import plan_llm_budget, publish_grants
+from distiller.stages.common import plan_llm_budget
 from distiller.stages.encoding import backend_tag, dedup_encoder
 from distiller.stages.keys import config_hash
 from distiller.store import RunStore, StageResult, stage_key
@@ -92,7 +92,8 @@ def shard_plan(store: RunStore, cfg: DistillConfig) -> list[GenerateShard]:
         return []
     plan_llm_budget(store, cfg)  # before anything is sent: the grants split its shares
     pending = [s for s in _shards(store, cfg, read_parquet(chunks_path, Chunk), key) if not s.done]
-    return publish_grants(store, with_grants(pending, cfg, store.dir, hard=True))
+    # With storage_url the grants go to the mirror before the ledger is read for them (with_grants).
+    return with_grants(pending, cfg, store.dir, hard=True, remote=store.mirror)
 
 
 def generate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:

@@ -7,6 +7,11 @@ has its own copy of the run folder, so a shard planned on the flow's machine is 
 machine's copy (the same place relative to the run folder), with a model this run trained fetched from
 the mirror first, and pushed to the mirror when done. The stage that reads the shards opens its run
 folder by pulling the mirror (`open_store`), and so finds every shard wherever it was made.
+
+An LLM shard (generate, judge) spends money, so it does more (`distiller.generation.grants`): it fetches
+its folder (grant, and what earlier executions journaled), journals in a file of its own, pushes a hold
+on what it may spend before its first call, and pushes only its own files, so a worker killed with
+`kill -9` stays charged on the flow's machine and a rerun of its task does not spend its grant again.
 """
 
 from __future__ import annotations
@@ -71,14 +76,12 @@ def run_shard(spec: Spec, cfg: DistillConfig) -> ShardDone | IngestDone | Grante
     if mirror is not None:
         spec = _here(spec, mirror.run_dir, mirror)
     done: ShardDone | IngestDone | GrantedDone
-    if isinstance(spec, GrantedShard):
-        try:
-            done = generate_shard(spec) if isinstance(spec, GenerateShard) else judge_shard(spec)
-        finally:
-            # Its ledger journal goes to the mirror even when the shard failed: its calls are spend.
-            if mirror is not None and Path(spec.out).is_dir():
-                mirror.push([Path(spec.out)])
-        return done
+    if isinstance(spec, GenerateShard):
+        # With a mirror it journals in a file of its own, holds its grant on the mirror before its first
+        # call, and pushes its own files when it ends, failed or not (`distiller.generation.grants`).
+        return generate_shard(spec, remote=mirror)
+    if isinstance(spec, JudgeShard):
+        return judge_shard(spec, remote=mirror)
     if isinstance(spec, EncodeShard):
         done = encode_shard(spec)
     elif isinstance(spec, SearchShard):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from distiller.config import DistillConfig
 from distiller.errors import StageError
 from distiller.records import Judgment, Passage, QAPair, Query, read_parquet, write_parquet
-from distiller.stages.common import plan_llm_budget, publish_grants
+from distiller.stages.common import plan_llm_budget
 from distiller.stages.keys import config_hash
 from distiller.store import RunStore, StageResult, stage_key
 
@@ -125,7 +125,8 @@ def shard_plan(store: RunStore, cfg: DistillConfig) -> list[JudgeShard]:
         return []
     plan_llm_budget(store, cfg)  # the judge's share of the budget, for the grants
     pending = [s for s in _shards(store, cfg, key, _sampled(store, cfg, key, files)) if not s.done]
-    return publish_grants(store, with_grants(pending, cfg, store.dir, hard=True))
+    # With storage_url the grants go to the mirror before the ledger is read for them (with_grants).
+    return with_grants(pending, cfg, store.dir, hard=True, remote=store.mirror)
 
 
 def validate_stage(store: RunStore, cfg: DistillConfig) -> StageResult:

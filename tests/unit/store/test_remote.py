@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -348,31 +351,55 @@ def test_shards_made_on_another_machine_reach_the_stage_through_the_mirror(
     assert spec.done  # pulled back to A
 
 
+PRICED = {"input_price_per_mtok": 15.0, "output_price_per_mtok": 60.0, "max_tokens": 256}
+"""A teacher that bills visible amounts (the loopback server bills at the same prices)."""
+
+
+def _llm_machine(
+    server: Any, tmp_path: Path, name: str, per_shard: int = 3, **sections: Any
+) -> DistillConfig:
+    """Machine `name` of an LLM run: its own runs_dir, the corpus and mirror all machines share."""
+    from helpers.generation_responder import llm_run_config, write_corpus
+
+    docs = tmp_path / "docs"
+    if not docs.is_dir():
+        write_corpus(docs)
+    return llm_run_config(
+        server,
+        tmp_path / name,
+        input={"paths": [str(docs)]},
+        generation={"chunks_per_shard": per_shard},
+        validation={"enabled": False},
+        storage_url=(tmp_path / "mirror").as_uri(),
+        **sections,
+    )
+
+
+def _priced_machines(
+    server: Any, tmp_path: Path, names: str, budget: float, per_shard: int = 3, **teacher: Any
+) -> list[DistillConfig]:
+    server.input_price_per_mtok = PRICED["input_price_per_mtok"]
+    server.output_price_per_mtok = PRICED["output_price_per_mtok"]
+    return [
+        _llm_machine(
+            server, tmp_path, n, per_shard, teacher={**PRICED, **teacher}, budget={"run_usd": budget}
+        )
+        for n in names
+    ]
+
+
 def test_llm_shards_granted_on_one_machine_run_on_another(llm_server: Any, tmp_path: Path) -> None:
     """With storage_url, generation shards planned (and granted) on the flow's machine A and run by a
     worker of machine B: B fetches each shard's grant before it runs (its fence reads it), so the shards
     send their calls there; their rows and ledger journals reach A's stage through the mirror."""
-    from helpers.generation_responder import ScriptedTeacher, llm_run_config, write_corpus
+    from helpers.generation_responder import ScriptedTeacher
 
     from distiller.llm.ledger import read_ledger
     from distiller.stages.generate import shard_plan
     from distiller.stages.shard_work import run_shard
 
     llm_server.responder = ScriptedTeacher()
-    docs = write_corpus(tmp_path / "docs")
-    url = (tmp_path / "mirror").as_uri()
-
-    def machine(name: str) -> DistillConfig:
-        return llm_run_config(
-            llm_server,
-            tmp_path / name,
-            input={"paths": [str(docs)]},
-            generation={"chunks_per_shard": 3},
-            validation={"enabled": False},
-            storage_url=url,
-        )
-
-    a, b = machine("A"), machine("B")
+    a, b = (_llm_machine(llm_server, tmp_path, name) for name in "AB")
     ingest_stage(open_store(a), a)
     specs = shard_plan(open_store(a), a)
     assert len(specs) > 1 and all(s.hard and s.grant_id for s in specs)
@@ -385,3 +412,245 @@ def test_llm_shards_granted_on_one_machine_run_on_another(llm_server: Any, tmp_p
     assert result.details["shards_generated"] == len(specs) and result.details["shards_reused"] == 0
     ledger = read_ledger(open_store(a).dir)
     assert {e.shard for e in ledger if e.status == "ok"} == {s.key for s in specs}
+
+
+def test_a_finished_remote_shard_settles_its_hold_and_its_ledger_is_the_bill(
+    llm_server: Any, tmp_path: Path
+) -> None:
+    """Each remote execution holds its grant on the mirror before its first call and settles the hold
+    when it ends: on the flow's machine the ledger is then exactly the server's bill, the hold neither a
+    call nor an unknown outcome nor a budget stop."""
+    from helpers.generation_responder import ScriptedTeacher
+
+    from distiller.llm.ledger import HOLD, ledger_summary, read_ledger
+    from distiller.stages.generate import shard_plan
+    from distiller.stages.shard_work import run_shard
+
+    llm_server.responder = ScriptedTeacher()
+    a, b = _priced_machines(llm_server, tmp_path, "AB", budget=5.0)
+    ingest_stage(open_store(a), a)
+    specs = shard_plan(open_store(a), a)
+    assert len(specs) > 1
+    assert not any(run_shard(s, b).stopped_by_budget for s in specs)
+    run = open_store(a).dir
+    ledger = read_ledger(run)
+    holds = [e for e in ledger if e.call_id.startswith(HOLD)]
+    assert sorted(e.shard for e in holds) == sorted(s.key for s in specs)
+    assert all((e.status, e.cost_usd, e.attempt, e.estimated) == ("released", 0.0, 0, False) for e in holds)
+    # each held what was left of its grant: all of it, nothing having been spent under it before
+    by_shard = {s.key: s.grant_usd for s in specs}
+    assert all(e.reserved_usd == pytest.approx(by_shard[e.shard]) for e in holds)
+    assert 0 < llm_server.billed_usd == pytest.approx(sum(e.cost_usd for e in ledger))
+    summary = ledger_summary(run, ["generate"])
+    assert summary is not None
+    assert summary["calls_sent"] == llm_server.count
+    assert (summary["calls_unknown"], summary["holds_unknown"], summary["unknown_usd"]) == (0, 0, 0)
+    assert summary["not_sent_budget"] == 0
+
+
+def test_a_remote_shard_whose_hold_cannot_reach_the_mirror_sends_nothing(
+    llm_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from helpers.generation_responder import ScriptedTeacher
+
+    from distiller.stages.generate import shard_plan
+    from distiller.stages.shard_work import run_shard
+
+    llm_server.responder = ScriptedTeacher()
+    a, b = _priced_machines(llm_server, tmp_path, "AB", budget=5.0)
+    ingest_stage(open_store(a), a)
+    spec = shard_plan(open_store(a), a)[0]
+
+    def unreachable(self: RemoteStorage, paths: Any) -> None:
+        raise OSError("the mirror is unreachable")
+
+    monkeypatch.setattr(RemoteStorage, "push", unreachable)
+    with pytest.raises(OSError, match="unreachable"):
+        run_shard(spec, b)
+    assert llm_server.count == 0
+
+
+def test_an_execution_whose_hold_reached_the_mirror_after_a_new_grant_was_sized_sends_nothing(
+    llm_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B starts an execution of a shard under its first grant; the flow on A plans the shard again just
+    before B's hold reaches the mirror, so the new grant is sized without it. B fetches its grant again
+    once its hold is there, finds the new one, and sends nothing: the old grant is never spent on top."""
+    from helpers.generation_responder import ScriptedTeacher
+
+    from distiller.stages.generate import shard_plan
+    from distiller.stages.shard_work import run_shard
+
+    llm_server.responder = ScriptedTeacher()
+    a, b = _priced_machines(llm_server, tmp_path, "AB", budget=5.0)
+    ingest_stage(open_store(a), a)
+    old = shard_plan(open_store(a), a)[0]
+    replanned: list[Any] = []
+    push = RemoteStorage.push
+
+    def replan_first(self: RemoteStorage, paths: Any) -> None:
+        paths = list(paths)
+        if not replanned and self.run_dir.is_relative_to(tmp_path / "B") and any(p.is_file() for p in paths):
+            replanned.append(shard_plan(open_store(a), a))  # B's hold is about to reach the mirror
+        push(self, paths)
+
+    monkeypatch.setattr(RemoteStorage, "push", replan_first)
+    done = run_shard(old, b)
+    assert replanned and replanned[0][0].key == old.key and replanned[0][0].grant_id != old.grant_id
+    assert done.stopped_by_budget and llm_server.count == 0
+
+
+def _journal_lines(folder: Path) -> set[str]:
+    """Every row of every ledger journal in a shard's folder, as written."""
+    return {line for j in folder.glob("ledger*journal.jsonl") for line in j.read_text().splitlines() if line}
+
+
+def test_two_executions_of_a_shard_never_remove_each_others_journal_rows(
+    llm_server: Any, tmp_path: Path
+) -> None:
+    """A second execution of a shard on machine C (Dask thought B's worker dead) runs from start to end
+    while B's first call is in flight; both push the shard's folder. Every row either one journaled is
+    on the mirror afterwards, and the shard's bill stays within its grant: C counted B's hold."""
+    from helpers.generation_responder import ScriptedTeacher
+
+    from distiller.generation.grants import GrantedDone
+    from distiller.llm.ledger import read_ledger
+    from distiller.stages.generate import shard_plan
+    from distiller.stages.shard_work import run_shard
+
+    a, b, c = _priced_machines(llm_server, tmp_path, "ABC", budget=5.0, timeout_s=300.0)
+    ingest_stage(open_store(a), a)
+    spec = shard_plan(open_store(a), a)[0]
+    teacher, second = ScriptedTeacher(), threading.Event()
+    done_on_c: list[GrantedDone] = []
+
+    def c_runs_it_meanwhile(req: Any) -> Any:
+        if not second.is_set():  # B's first call: C's requests, if any, are answered as they come
+            second.set()
+            done_on_c.append(run_shard(spec, c))
+        return teacher(req)
+
+    llm_server.responder = c_runs_it_meanwhile
+    done_on_b = run_shard(spec, b)
+    assert done_on_c and not done_on_b.stopped_by_budget
+    folder = Path(spec.out).relative_to(tmp_path / "A")
+    on_mirror = _journal_lines(tmp_path / "mirror" / folder)
+    written = _journal_lines(tmp_path / "B" / folder) | _journal_lines(tmp_path / "C" / folder)
+    assert written and written <= on_mirror, "a journal row one execution pushed is gone from the mirror"
+    assert done_on_c[0].stopped_by_budget  # B's hold was all of the grant: C sent nothing
+    assert llm_server.billed_usd <= (spec.grant_usd or 0)
+    ledger = read_ledger(open_store(a).dir)
+    assert sum(e.cost_usd for e in ledger) == pytest.approx(llm_server.billed_usd)
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    from distiller.config import DistillConfig
+    from distiller.generation.shards import GenerateShard
+    from distiller.stages.shard_work import run_shard
+
+    spec = GenerateShard.model_validate_json(Path(sys.argv[1]).read_text())
+    run_shard(spec, DistillConfig.model_validate_json(Path(sys.argv[2]).read_text()))
+    print("FINISHED")
+    """
+)
+
+
+class Gate:
+    """A responder that answers the first `open_for` requests and holds each later one (in flight, not
+    billed yet) until `release` is set: a worker killed then has calls answered and one in flight."""
+
+    def __init__(self, responder: Any, open_for: int) -> None:
+        self.responder, self.open_for = responder, open_for
+        self.release = threading.Event()
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, req: Any) -> Any:
+        with self._lock:
+            self._n += 1
+            held = self._n > self.open_for
+        if held:
+            self.release.wait(300)
+        return self.responder(req)
+
+
+def _wait_for(what: str, ready: Any, child: subprocess.Popen[bytes] | None = None) -> None:
+    """Until `ready()` (the server's counts), a generous deadline for a loaded machine."""
+    deadline = time.monotonic() + 300
+    while not ready():
+        assert child is None or child.poll() is None, f"the worker ended before {what}"
+        assert time.monotonic() < deadline, f"never {what}"
+        time.sleep(0.01)
+
+
+def _kill_mid_shard(server: Any, gate: Gate, spec: Any, cfg: DistillConfig, tmp_path: Path) -> None:
+    """Machine B's worker runs `spec` in its own process, killed with SIGKILL once the server answered
+    `gate.open_for` of its requests and holds the next; then the held answers are made (and billed)."""
+    (tmp_path / "child.py").write_text(CHILD)
+    (tmp_path / "spec.json").write_text(spec.model_dump_json())
+    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
+    args = [sys.executable, *(str(tmp_path / n) for n in ("child.py", "spec.json", "cfg.json"))]
+    child = subprocess.Popen(args, stdout=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        _wait_for("a call was in flight", lambda: server.count > gate.open_for, child)
+        child.send_signal(signal.SIGKILL)
+        child.wait(60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        assert child.stdout is not None
+        child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    gate.release.set()  # the provider answers the call the dead worker sent, and bills it
+    _wait_for("every request was billed", lambda: server.billing()["billed_calls"] == server.count)
+
+
+def test_a_remote_worker_killed_mid_shard_stays_charged_and_its_rerun_keeps_to_the_grant(
+    llm_server: Any, tmp_path: Path
+) -> None:
+    """B's worker is killed with `kill -9` mid-shard: its journal dies with it, but the hold it pushed
+    before its first call charges the flow's machine (A) at least what the server billed it. Dask runs
+    the task again on C under the same grant: C counts the hold, so the shard's bill stays within its
+    grant. A's stage then finishes the run within the budget, its ledger never under the bill."""
+    from helpers.generation_responder import ScriptedTeacher
+
+    from distiller.llm.ledger import HOLD, read_ledger
+    from distiller.stages.generate import shard_plan
+    from distiller.stages.shard_work import run_shard
+
+    budget = 5.0
+    a, b, c = _priced_machines(llm_server, tmp_path, "ABC", budget, per_shard=8, max_concurrency=1)
+    # B is killed with its 7th call in flight (about $0.11 billed, each call ~$0.016, reserved ~$0.07)
+    gate = Gate(ScriptedTeacher(), open_for=6)
+    llm_server.responder = gate
+    ingest_stage(open_store(a), a)
+    planned = shard_plan(open_store(a), a)[0]
+    assert len(planned.chunks) == 8 and (planned.grant_usd or 0) > 1  # 16 calls: the kill lands mid-shard
+    # A grant below the shard's cost (less than planned: still within the budget), so that spending it
+    # twice would show in the bill: C, not counting B, would spend past $0.13 of it.
+    grant = 0.2
+    spec = planned.model_copy(update={"grant_usd": grant})
+
+    _kill_mid_shard(llm_server, gate, spec, b, tmp_path)
+    billed_b = llm_server.billed_usd
+    assert billed_b > 0
+    ledger = read_ledger(open_store(a).dir)  # opening the run pulls the mirror
+    assert sum(e.cost_usd for e in ledger if e.shard == spec.key) >= billed_b
+    holds = [e for e in ledger if e.call_id.startswith(HOLD)]
+    assert [(e.status, e.estimated) for e in holds] == [("unknown", True)]
+    assert holds[0].cost_usd == pytest.approx(grant)
+
+    done = run_shard(spec, c)  # the same spec: the same grant
+    assert done.stopped_by_budget  # nothing of the grant is left beside B's hold
+    assert llm_server.billed_usd <= grant
+
+    result = generate_stage(open_store(a), a)
+    assert result.status == "completed" and result.details["shards_generated"] > 0
+    billed = llm_server.billed_usd
+    assert 0 < billed <= budget
+    assert sum(e.cost_usd for e in read_ledger(open_store(a).dir)) >= billed - 1e-9
