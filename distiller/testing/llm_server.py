@@ -830,14 +830,16 @@ def main(argv: list[str] | None = None) -> None:
     server.batch_polls, server.batch_delay_s = args.batch_polls, args.batch_delay
     if args.responder:
         server.responder = _load_responder(args.responder)
+    # The handler before the address is printed: a caller that read it may stop the server at once (on a
+    # busy machine, before this thread got any further).
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server.start()
     print(
         f"LLM test server on {server.url} (OpenAI base_url {server.openai_base_url}, Anthropic base_url "
         f"{server.anthropic_base_url}); latency {args.latency}s. Ctrl-C to stop.",
         flush=True,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with contextlib.suppress(KeyboardInterrupt):
         while not stop.wait(0.5):
             pass
