@@ -38,10 +38,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,7 +51,7 @@ from distiller.llm.ledger import HOLD, Ledger, LedgerEntry, hold_entry, ledger_f
 from distiller.llm.plan import BudgetPlan, PlannedStep, step_key
 from distiller.llm.types import utc_now
 from distiller.records import Record, write_parquet
-from distiller.store import atomic_write_text
+from distiller.store import Mirror, atomic_write_text
 
 META = "meta.json"
 """Written last, when a shard finished: its counts, calls and cost."""
@@ -147,14 +147,6 @@ def scaled_plan(
     )
 
 
-class Remote(Protocol):
-    """The mirror a remote execution of a shard reports to (`distiller.remote.RemoteStorage`)."""
-
-    def push(self, paths: Iterable[Path]) -> None: ...
-
-    def pull_run(self, only: str | None = None) -> None: ...
-
-
 def revoke(specs: Sequence[S]) -> list[S]:
     """Give each shard a new grant id, written to its `grant.json` before the ledger is read for its
     grant: an older execution of the shard still running stops before its next call."""
@@ -183,7 +175,7 @@ def with_grants(
     *,
     hard: bool,
     all_weight: int | None = None,
-    remote: Remote | None = None,
+    remote: Mirror | None = None,
 ) -> list[S]:
     """`specs` with their grants from the budget left now (the run's ledger, shards included): split by
     size over them all (`hard`, for shards run at the same time), or the first one's share of what is
@@ -228,7 +220,6 @@ def grant_of(spec: GrantedShard, execution: str = "") -> Any:
         hard=spec.hard,
         plan=spec.plan,
         granted_at=spec.granted_at,
-        execution=execution,
     )
 
 
@@ -255,12 +246,12 @@ def _hold(spec: GrantedShard, stage_llm: Any, execution: str) -> LedgerEntry:
     return row
 
 
-def _fetch_grant(remote: Remote, out: Path) -> None:
+def _fetch_grant(remote: Mirror, out: Path) -> None:
     """This machine's copy of the shard's `grant.json`, fetched from the mirror (the fence reads it)."""
     remote.pull_run(only=(out / GRANT).relative_to(out.parents[2]).as_posix())
 
 
-def _push_own(remote: Remote, files: Sequence[Path]) -> None:
+def _push_own(remote: Mirror, files: Sequence[Path]) -> None:
     """Push the execution's own files that exist, `meta.json` after the rest: a machine that finds it on
     the mirror finds the rows too."""
     there = [f for f in files if f.is_file()]
@@ -293,7 +284,7 @@ def run_granted(
     work: Callable[[Any], tuple[Written, dict[str, int]]],
     llm: LLMConfig | None = None,
     *,
-    remote: Remote | None = None,
+    remote: Mirror | None = None,
 ) -> GrantedDone:
     """Do one shard's LLM work (`work(stage_llm) -> (files, counts)`) under its grant, fenced, and write
     its files and then `meta.json` into its folder; nothing if it is done already, and nothing written if
@@ -395,7 +386,6 @@ __all__ = [
     "META",
     "GrantedDone",
     "GrantedShard",
-    "Remote",
     "Written",
     "grant_of",
     "hold_usd",

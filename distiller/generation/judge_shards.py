@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from distiller.config import DistillConfig
-from distiller.generation.grants import GrantedDone, GrantedShard, Remote, Written, run_granted, this_pass
+from distiller.generation.grants import GrantedDone, GrantedShard, Written, run_granted, this_pass
 from distiller.generation.validation import LABEL, STAGE, JudgeItem, Kind, judge_endpoint
 from distiller.records import Judgment, read_parquet
+from distiller.store import Mirror
 
 PARTS_DIR = "shards/validate"
 STEPS = ("judge Q&A pairs", "judge queries")
@@ -71,7 +72,7 @@ def plan_shards(
     return specs
 
 
-def judge_shard(spec: JudgeShard, *, remote: Remote | None = None) -> GrantedDone:
+def judge_shard(spec: JudgeShard, *, remote: Mirror | None = None) -> GrantedDone:
     """Judge one shard's items into its folder (nothing if it is done already); `remote`: the mirror this
     machine's copy of the run reports to (`grants.run_granted`)."""
     from distiller.generation.context import GenContext

@@ -16,7 +16,7 @@ from distiller.generation.progress import ProgressEvent, emit
 from distiller.llm import LLMClient, LLMRequest, LLMResult
 from distiller.llm.budget import Budget, stage_group
 from distiller.llm.estimate import estimate_cost
-from distiller.llm.ledger import Ledger, folder_entries, ledger_files
+from distiller.llm.ledger import Ledger, folder_entries
 from distiller.llm.plan import BudgetPlan
 
 M = TypeVar("M", bound=BaseModel)
@@ -48,15 +48,6 @@ class Grant(BaseModel):
         default=None, description="The shard's steps, their expected cost scaled to the shard (step shares)."
     )
     granted_at: str = Field(default="", description="When the grant was made (UTC, ISO 8601).")
-    execution: str = Field(
-        default="",
-        description="A remote execution's id: it journals in its own file of the shard's folder "
-        "(`ledger.ledger_files`); '': the shared journal (a shared file system).",
-    )
-
-    def ledger(self) -> Ledger:
-        """The ledger this execution journals its calls in."""
-        return Ledger(self.ledger_path, shard=self.shard, journal=ledger_files(self.execution)[1])
 
     def budget(self, cfg: DistillConfig, run_dir: Path, stage: str) -> Budget:
         if not self.hard:
@@ -95,7 +86,7 @@ class StageLLM:
             self.client = LLMClient.for_run(cfg, run_dir, llm)
             self.plan = load_plan(run_dir)
         else:
-            ledger = grant.ledger()
+            ledger = Ledger(grant.ledger_path, shard=grant.shard)
             budget = grant.budget(cfg, run_dir, stage)
             self.client = LLMClient.for_run(cfg, run_dir, llm, budget=budget, ledger=ledger)
             self.plan = grant.plan

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from distiller.config import DistillConfig
-from distiller.generation.grants import GrantedDone, GrantedShard, Remote, Written, run_granted
+from distiller.generation.grants import GrantedDone, GrantedShard, Written, run_granted
 from distiller.records import Chunk, QAPair, Query, read_parquet
+from distiller.store import Mirror
 
 STAGE = "generate"
 PARTS_DIR = "shards/generate"
@@ -77,7 +78,7 @@ def plan_shards(
 
 
 # -- one shard ------------------------------------------------------------------------------------------
-def generate_shard(spec: GenerateShard, *, remote: Remote | None = None) -> GrantedDone:
+def generate_shard(spec: GenerateShard, *, remote: Mirror | None = None) -> GrantedDone:
     """Write one shard's queries and Q&A pairs into its folder (nothing if it is done already); `remote`:
     the mirror this machine's copy of the run reports to (`grants.run_granted`)."""
     from distiller.generation.context import GenContext

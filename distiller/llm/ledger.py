@@ -109,12 +109,11 @@ class Ledger:
         flush_every_s: float = 10.0,
         shards: Path | str | None = None,
         shard: str = "",
-        journal: str = JOURNAL_FILENAME,
     ) -> None:
         """`path=None`: kept in memory only (tests, estimates). `shards`: the run folder whose shard
         journals (`SHARD_JOURNALS`) are part of this ledger (read, never written); by default the folder
         of a `ledger.parquet`. `shard`: this is a shard's own ledger; its rows carry the shard's key.
-        `journal`: its journal's name, in the folder of `path` (a remote execution's own, `ledger_files`)."""
+        The journal sits beside `path`, named after it (`ledger_files`)."""
         self.path = Path(path) if path is not None else None
         self.flush_every_s = flush_every_s
         if shards is None and self.path is not None and self.path.name == LEDGER_FILENAME and not shard:
@@ -123,7 +122,8 @@ class Ledger:
         self.shard = shard
         self._lock = threading.Lock()
         self._entries: list[LedgerEntry] = []
-        self.journal = self.path.with_name(journal) if self.path is not None else None
+        # ledger.parquet: ledger.journal.jsonl; ledger.<execution>.parquet: ledger.<execution>.journal.jsonl
+        self.journal = None if self.path is None else self.path.with_name(f"{self.path.stem}.journal.jsonl")
         if self.journal is not None and self.journal.is_file():
             self._entries = _read_journal(self.journal)
         elif self.path is not None and self.path.is_file():
