@@ -131,8 +131,8 @@ def ingest_stage(
         for s in result.skipped:
             log.warning("skipped %s%s: %s", s.path, f":{s.line}" if s.line else "", s.reason)
         note = (
-            f"; {shards['shards']} shards ({shards['shards_read']} read here, "
-            f"{shards['shards_reused']} already in the run folder)"
+            f"; {shards['shards']} shards ({shards['shards_read']} read by the stage itself, "
+            f"{shards['shards_reused']} found done: by this run's shard tasks or an earlier run)"
             if shards
             else ""
         )

@@ -189,8 +189,8 @@ def mine_stage(
             )
         write_parquet(store.path(plan.out_name), allrows, Triplet)
         shards_note = (
-            f"; {encoded['shards']} shards ({encoded['shards_encoded']} encoded here, "
-            f"{encoded['shards_reused']} already on disk)"
+            f"; {encoded['shards']} shards ({encoded['shards_encoded']} encoded by the stage itself, "
+            f"{encoded['shards_reused']} found done: by this run's shard tasks or an earlier run)"
             if "shards" in encoded
             else ""
         )
