@@ -14,10 +14,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
 log = logging.getLogger("distiller")
+
+E = TypeVar("E")
 
 
 class WorkEvent(BaseModel):
@@ -54,36 +57,54 @@ class WorkEvent(BaseModel):
         return " · ".join(parts)
 
 
+class Sinks(Generic[E]):
+    """A process-wide list of sinks for one kind of event: attached for a block, each event handed to
+    every sink attached, a sink's failure logged and never raised (a display must not stop the work)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._lock = threading.Lock()
+        self._sinks: list[Callable[[E], None]] = []
+
+    @contextlib.contextmanager
+    def attached(self, sink: Callable[[E], None]) -> Iterator[None]:
+        with self._lock:
+            self._sinks.append(sink)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._sinks.remove(sink)
+
+    def __bool__(self) -> bool:
+        return bool(self._sinks)
+
+    def emit(self, event: E) -> None:
+        with self._lock:
+            sinks = list(self._sinks)
+        for sink in sinks:
+            try:
+                sink(event)
+            except Exception as e:
+                log.debug("%s sink failed: %s", self.what, e)
+
+
 WorkSink = Callable[[WorkEvent], None]
 
-_lock = threading.Lock()
-_sinks: list[WorkSink] = []
+_work = Sinks[WorkEvent]("work progress")
 
 
-@contextlib.contextmanager
-def work_sink(sink: WorkSink) -> Iterator[None]:
+def work_sink(sink: WorkSink) -> contextlib.AbstractContextManager[None]:
     """Send work events to `sink` while the block runs."""
-    with _lock:
-        _sinks.append(sink)
-    try:
-        yield
-    finally:
-        with _lock:
-            _sinks.remove(sink)
+    return _work.attached(sink)
 
 
 def has_sinks() -> bool:
-    return bool(_sinks)
+    return bool(_work)
 
 
 def emit_work(event: WorkEvent) -> None:
-    with _lock:
-        sinks = list(_sinks)
-    for sink in sinks:
-        try:
-            sink(event)
-        except Exception as e:  # a display problem must never stop a training
-            log.debug("work progress sink failed: %s", e)
+    _work.emit(event)
 
 
 class Counter:
@@ -94,7 +115,7 @@ class Counter:
         self.t0 = time.monotonic()
 
     def update(self, done: int, loss: float | None = None) -> None:
-        if not _sinks:
+        if not _work:
             return
         emit_work(
             WorkEvent(
@@ -134,4 +155,13 @@ def quiet_libraries() -> None:
         disable_progress_bars()
 
 
-__all__ = ["Counter", "WorkEvent", "WorkSink", "emit_work", "has_sinks", "quiet_libraries", "work_sink"]
+__all__ = [
+    "Counter",
+    "Sinks",
+    "WorkEvent",
+    "WorkSink",
+    "emit_work",
+    "has_sinks",
+    "quiet_libraries",
+    "work_sink",
+]

@@ -9,14 +9,12 @@ sink. With no sink installed, emitting costs nothing.
 from __future__ import annotations
 
 import contextlib
-import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from pydantic import BaseModel
 
-log = logging.getLogger("distiller")
+from distiller.progress import Sinks
 
 
 class ProgressEvent(BaseModel):
@@ -49,30 +47,17 @@ class ProgressEvent(BaseModel):
 
 ProgressSink = Callable[[ProgressEvent], None]
 
-_lock = threading.Lock()
-_sinks: list[ProgressSink] = []
+# A progress display must never break a paid-for batch: `Sinks` logs a sink's failure and goes on.
+_sinks = Sinks[ProgressEvent]("progress")
 
 
-@contextlib.contextmanager
-def progress_sink(sink: ProgressSink) -> Iterator[None]:
+def progress_sink(sink: ProgressSink) -> contextlib.AbstractContextManager[None]:
     """Send progress events to `sink` while the block runs."""
-    with _lock:
-        _sinks.append(sink)
-    try:
-        yield
-    finally:
-        with _lock:
-            _sinks.remove(sink)
+    return _sinks.attached(sink)
 
 
 def emit(event: ProgressEvent) -> None:
-    with _lock:
-        sinks = list(_sinks)
-    for sink in sinks:
-        try:
-            sink(event)
-        except Exception as e:  # progress display must never break a paid-for batch
-            log.debug("progress sink failed: %s", e)
+    _sinks.emit(event)
 
 
 class Throttled:
