@@ -35,13 +35,14 @@ fetches the grant again before it writes its rows, and writes none once revoked.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -89,6 +90,47 @@ class GrantedShard(BaseModel):
     """The stage whose budget it spends."""
     STEPS: ClassVar[tuple[str, ...]]
     """The budget plan's steps it runs (its grant is their share)."""
+    ROWS: ClassVar[str]
+    """The field that holds the shard's rows."""
+    VERSION: ClassVar[str]
+    """Part of every key: a change in what a shard writes for the same rows bumps it."""
+
+    @classmethod
+    def row_text(cls, row: Any) -> str:
+        """What of a row decides the shard's result (hashed into the key)."""
+        raise NotImplementedError
+
+    @classmethod
+    def for_groups(
+        cls,
+        cfg: DistillConfig,
+        rows: Sequence[Any],
+        groups: list[list[int]],
+        parts: Path,
+        settings: str,
+        stage_key: str = "",
+    ) -> list[Self]:
+        """Every shard of `rows` (in the run's kept `groups`), done or not, without grants; each keyed by
+        `settings` (what in the config decides its result) and its own rows, so that new rows make new
+        shards and leave the others done."""
+        specs = []
+        for n, idx in enumerate(groups):
+            mine = [rows[i] for i in idx]
+            h = hashlib.sha256(f"{cls.VERSION}|{settings}".encode())
+            for row in mine:
+                h.update(cls.row_text(row).encode())
+            key = h.hexdigest()[:24]
+            specs.append(
+                cls(
+                    index=n,
+                    key=key,
+                    out=str(parts / key),
+                    stage_key=stage_key,
+                    config=cfg,
+                    **{cls.ROWS: mine},
+                )
+            )
+        return specs
 
     @property
     def weight(self) -> int:

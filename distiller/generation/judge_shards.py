@@ -33,6 +33,12 @@ class JudgeShard(GrantedShard):
     items: list[JudgeItem]
     STAGE: ClassVar[str] = STAGE
     STEPS: ClassVar[tuple[str, ...]] = STEPS
+    ROWS: ClassVar[str] = "items"
+    VERSION: ClassVar[str] = VERSION
+
+    @classmethod
+    def row_text(cls, row: JudgeItem) -> str:
+        return row.model_dump_json()
 
     @property
     def weight(self) -> int:
@@ -50,26 +56,11 @@ def settings(cfg: DistillConfig) -> str:
     )
 
 
-def shard_key(items: Sequence[JudgeItem], settings_hash: str) -> str:
-    h = hashlib.sha256(f"{VERSION}|{settings_hash}".encode())
-    for it in items:
-        h.update(it.model_dump_json().encode())
-    return h.hexdigest()[:24]
-
-
 def plan_shards(
     cfg: DistillConfig, items: Sequence[JudgeItem], groups: list[list[int]], parts: Path, stage_key: str
 ) -> list[JudgeShard]:
     """Every shard of the sample (in its kept groups), done or not, without grants."""
-    s = settings(cfg)
-    specs = []
-    for n, rows in enumerate(groups):
-        mine = [items[i] for i in rows]
-        key = shard_key(mine, s)
-        specs.append(
-            JudgeShard(index=n, key=key, out=str(parts / key), items=mine, stage_key=stage_key, config=cfg)
-        )
-    return specs
+    return JudgeShard.for_groups(cfg, items, groups, parts, settings(cfg), stage_key)
 
 
 def judge_shard(spec: JudgeShard, *, remote: Mirror | None = None) -> GrantedDone:

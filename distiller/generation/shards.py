@@ -13,7 +13,6 @@ prompts, the prompts, the seed): an added document makes new shards and leaves t
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,6 +35,12 @@ class GenerateShard(GrantedShard):
     chunks: list[Chunk]
     STAGE: ClassVar[str] = STAGE
     STEPS: ClassVar[tuple[str, ...]] = STEPS
+    ROWS: ClassVar[str] = "chunks"
+    VERSION: ClassVar[str] = VERSION
+
+    @classmethod
+    def row_text(cls, row: Chunk) -> str:
+        return f"\x00{row.chunk_id}\x00{row.source_path}\x00{row.chunk_index}\x00{row.text}"
 
     @property
     def weight(self) -> int:
@@ -53,28 +58,11 @@ def settings(cfg: DistillConfig) -> str:
     )
 
 
-def shard_key(chunks: Sequence[Chunk], settings_hash: str) -> str:
-    h = hashlib.sha256(f"{VERSION}|{settings_hash}".encode())
-    for c in chunks:
-        h.update(f"\x00{c.chunk_id}\x00{c.source_path}\x00{c.chunk_index}\x00{c.text}".encode())
-    return h.hexdigest()[:24]
-
-
 def plan_shards(
     cfg: DistillConfig, chunks: Sequence[Chunk], groups: list[list[int]], parts: Path, stage_key: str = ""
 ) -> list[GenerateShard]:
     """Every shard of the run's chunks (in their kept groups), done or not, without grants."""
-    s = settings(cfg)
-    specs = []
-    for n, rows in enumerate(groups):
-        mine = [chunks[i] for i in rows]
-        key = shard_key(mine, s)
-        specs.append(
-            GenerateShard(
-                index=n, key=key, out=str(parts / key), chunks=mine, stage_key=stage_key, config=cfg
-            )
-        )
-    return specs
+    return GenerateShard.for_groups(cfg, chunks, groups, parts, settings(cfg), stage_key)
 
 
 # -- one shard ------------------------------------------------------------------------------------------
