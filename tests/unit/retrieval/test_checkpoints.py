@@ -101,7 +101,7 @@ def test_saves_come_by_time_as_well_as_steps() -> None:
 def test_real_training_checkpoints_by_time_and_resumes_past_a_torn_one(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from test_training import tiny_cfg, triplets
+    from helpers.training import tiny_cfg, triplets
 
     from distiller.retrieval.training import train_student
 

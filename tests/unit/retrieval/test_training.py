@@ -13,41 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.training import tiny_cfg, triplets
 
-from distiller.config import TrainingConfig
-from distiller.records import Triplet
 from distiller.retrieval.models import resolve_student
 from distiller.retrieval.training import train_student
 
 pytestmark = pytest.mark.slow
-
-TOPICS = ["gout", "asthma", "migraine", "anemia", "psoriasis", "glaucoma", "tinnitus", "rosacea"]
-
-
-def triplets(n: int) -> list[Triplet]:
-    out = []
-    for i in range(n):
-        t, u = TOPICS[i % len(TOPICS)], TOPICS[(i + 3) % len(TOPICS)]
-        out.append(
-            Triplet(
-                query_id=f"q{i}",
-                query=f"How is {t} treated? ({i})",
-                positive_id=f"p{i}",
-                # a positive without the topic's name and a negative with it: the loss is not zero
-                positive=f"Rest and medicine help (case {i}).",
-                negative_id=f"n{i}",
-                negative=f"{t.capitalize()} and {u} are common conditions.",
-                kind="hard" if i % 3 == 0 else "easy",
-                iteration=1,
-            )
-        )
-    return out
-
-
-def tiny_cfg(**kw: object) -> TrainingConfig:
-    return TrainingConfig(
-        **{"max_seq_length": 32, "batch_size": 4, "epochs": 1, "save_steps": 2, "device": "cpu", **kw}
-    )
 
 
 def embed(model_dir: Path) -> np.ndarray:
@@ -112,7 +83,7 @@ TRAIN_SCRIPT = textwrap.dedent(
     import sys, time, torch
     from pathlib import Path
     sys.path.insert(0, {tests!r})
-    from test_training import tiny_cfg, triplets
+    from helpers.training import tiny_cfg, triplets
     from distiller.retrieval.training import train_student
 
     step = torch.optim.AdamW.step
@@ -129,7 +100,7 @@ TRAIN_SCRIPT = textwrap.dedent(
 
 def test_resume_after_killed_training(tmp_path: Path) -> None:
     script = tmp_path / "train.py"
-    script.write_text(TRAIN_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
+    script.write_text(TRAIN_SCRIPT.format(tests=str(Path(__file__).parents[2]), out=str(tmp_path)))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.Popen([sys.executable, str(script)], env=env, start_new_session=True)
     ckpt = tmp_path / "ckpt"

@@ -37,7 +37,7 @@ def test_encoding_reports_progress() -> None:
 
 @pytest.mark.slow
 def test_training_reports_each_step_with_loss(tmp_path: Path) -> None:
-    from test_training import tiny_cfg, triplets
+    from helpers.training import tiny_cfg, triplets
 
     from distiller.retrieval.training import train_student
 
