@@ -274,7 +274,9 @@ class RunView:
             out.append(f"ledger.parquet{why}")
         if self.judgments is None:
             out.append(f"judgments.parquet{why}")
-        for rel in ("qa_pairs.parquet", "metrics.parquet"):
+        # A fusion run evaluates in retention.parquet (per domain and strategy), not metrics.parquet.
+        evaluation = "retention.parquet" if self.has("retention.parquet") else "metrics.parquet"
+        for rel in ("qa_pairs.parquet", evaluation):
             if not self.has(rel):
                 out.append(rel)
         if not self.triplet_files:

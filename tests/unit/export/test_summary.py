@@ -60,3 +60,14 @@ def test_run_text_is_not_parsed_as_markup(tmp_path: Path) -> None:
 
 def test_empty_folder(tmp_path: Path) -> None:
     assert "(0)" in _text(runs_table(tmp_path / "nothing-here"))
+
+
+def test_a_fusion_run_is_not_missing_metrics_it_keeps_in_retention(tmp_path: Path) -> None:
+    from distiller.runview import RunView
+
+    run = make_run(tmp_path, "fused", offline=True)
+    (run / "metrics.parquet").unlink()
+    assert "metrics.parquet" in RunView(run).missing_optional()  # a plain run without its evaluation
+    (run / "retention.parquet").write_bytes((run / "chunks.parquet").read_bytes())  # any Parquet file
+    missing = RunView(run).missing_optional()
+    assert "metrics.parquet" not in missing and "retention.parquet" not in missing
