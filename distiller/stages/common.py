@@ -4,7 +4,7 @@ budget's split over the LLM steps, the model an iteration starts from."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -111,3 +111,16 @@ def model_ref(store: RunStore, cfg: DistillConfig, iteration: int) -> tuple[str,
     if not prev.is_dir():
         raise StageError(f"iteration {iteration} needs models/iter{iteration - 1}: run train for it first")
     return str(prev), prev
+
+
+def shards_note(counts: Mapping[str, Any], done_as: str) -> str:
+    """The stage message's shard counts, from the counts every sharded stage keeps (`shards`,
+    `shards_<done_as>`, `shards_reused`); '' when the stage ran without shards. A shard the stage found
+    done may have been written by this run's own shard tasks (the flow fans them out before the stage
+    merges), so the note does not say "earlier"."""
+    if "shards" not in counts:
+        return ""
+    return (
+        f"; {counts['shards']} shards ({counts[f'shards_{done_as}']} {done_as} by the stage itself, "
+        f"{counts['shards_reused']} found done: by this run's shard tasks or an earlier run)"
+    )

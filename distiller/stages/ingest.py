@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from distiller.config import DistillConfig
 from distiller.records import Chunk, Document, SkippedInput, write_parquet
-from distiller.stages.common import Progress
+from distiller.stages.common import Progress, shards_note
 from distiller.stages.keys import config_hash
 from distiller.store import RunStore, StageResult, sha256_file, stage_key
 
@@ -130,15 +130,9 @@ def ingest_stage(
         skipped = [s.model_dump() for s in result.skipped]
         for s in result.skipped:
             log.warning("skipped %s%s: %s", s.path, f":{s.line}" if s.line else "", s.reason)
-        note = (
-            f"; {shards['shards']} shards ({shards['shards_read']} read by the stage itself, "
-            f"{shards['shards_reused']} found done: by this run's shard tasks or an earlier run)"
-            if shards
-            else ""
-        )
         return {
             "message": f"{len(result.documents)} documents, {len(result.chunks)} chunks, "
-            f"{len(result.skipped)} skipped" + note,
+            f"{len(result.skipped)} skipped" + shards_note(shards, "read"),
             "details": {
                 "documents": len(result.documents),
                 "skipped_inputs": skipped,

@@ -10,7 +10,7 @@ from distiller.errors import StageError
 from distiller.records import Passage, Query, Triplet, read_parquet, write_parquet
 from distiller.retrieval.index import build_ann
 from distiller.retrieval.shards import EncodeShard, Mapper, SearchShard, gather_searches, search_shard
-from distiller.stages.common import budget_cause, model_ref
+from distiller.stages.common import budget_cause, model_ref, shards_note
 from distiller.stages.encoding import (
     backend_tag,
     encode_all,
@@ -188,15 +188,9 @@ def mine_stage(
                 + budget_cause(store)
             )
         write_parquet(store.path(plan.out_name), allrows, Triplet)
-        shards_note = (
-            f"; {encoded['shards']} shards ({encoded['shards_encoded']} encoded by the stage itself, "
-            f"{encoded['shards_reused']} found done: by this run's shard tasks or an earlier run)"
-            if "shards" in encoded
-            else ""
-        )
         return {
             "message": f"{len(result.triplets)} new triplets, {len(allrows)} accumulated"
-            + shards_note
+            + shards_note(encoded, "encoded")
             + note,
             "details": {
                 "new": len(result.triplets),
