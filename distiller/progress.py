@@ -115,7 +115,7 @@ class Counter:
         self.t0 = time.monotonic()
 
     def update(self, done: int, loss: float | None = None) -> None:
-        if not _work:
+        if not has_sinks():
             return
         emit_work(
             WorkEvent(
