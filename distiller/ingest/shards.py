@@ -46,6 +46,16 @@ class IngestShard(BaseModel):
     def done(self) -> bool:
         return (Path(self.out) / "meta.json").is_file()
 
+    @property
+    def cost(self) -> int:
+        """What reading it takes: its files' bytes (a file gone since planning counts nothing; its
+        shard reports it)."""
+        total = 0
+        for p in self.paths:
+            with contextlib.suppress(OSError):
+                total += Path(p).stat().st_size
+        return total
+
 
 class IngestDone(BaseModel):
     """What reading one group did (a task's result: small)."""

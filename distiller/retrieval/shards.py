@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -154,6 +154,13 @@ class EncodeShard(BaseModel):
     @property
     def done(self) -> bool:
         return Path(self.out).is_file()
+
+    @property
+    def cost(self) -> int:
+        """What encoding it takes, in characters: the texts' lengths, each capped where the model cuts
+        it (about 4 characters a token)."""
+        cap = 4 * self.max_seq_length if self.max_seq_length else None
+        return sum(len(t) if cap is None else min(len(t), cap) for t in self.texts)
 
 
 class ShardDone(BaseModel):
@@ -298,6 +305,11 @@ class SearchShard(BaseModel):
     def done(self) -> bool:
         return Path(self.out).is_file()
 
+    @property
+    def cost(self) -> int:
+        """What searching it takes: its queries (every search scans the same corpus)."""
+        return len(self.rows)
+
 
 def search_shards(
     corpus: list[EncodeShard],
@@ -393,6 +405,21 @@ def gather_searches(specs: list[SearchShard], ids: Sequence[str]) -> tuple[np.nd
         d, i = parts[n]
         scores[j, : d.shape[1]], rows[j, : i.shape[1]] = d[r], i[r]
     return scores, rows
+
+
+class _Costed(Protocol):
+    @property
+    def cost(self) -> int: ...
+
+
+Costed = TypeVar("Costed", bound=_Costed)
+
+
+def largest_first(specs: Sequence[Costed]) -> list[Costed]:
+    """The shards in the order to hand them to workers: the costliest first (longest processing time
+    first), so that the last shards to finish are short ones and no worker idles while another ends a
+    big one; content-defined shards differ in size up to 8x. Ties keep the plan's order."""
+    return sorted(specs, key=lambda s: -s.cost)
 
 
 Mapper = Callable[[Callable[[EncodeShard], ShardDone], list[EncodeShard]], list[ShardDone]]
@@ -537,6 +564,7 @@ __all__ = [
     "encode_shard",
     "encode_shards",
     "gather_searches",
+    "largest_first",
     "plan_shards",
     "search_shard",
     "search_shards",

@@ -20,6 +20,7 @@ from distiller.retrieval.shards import (
     ShardGroups,
     encode_shard,
     encode_shards,
+    largest_first,
     plan_shards,
     shard_specs,
 )
@@ -39,6 +40,21 @@ def test_shards_cover_every_row_once_in_order() -> None:
     assert max(b - a for a, b in shards) <= 4 * 100
     assert plan_shards(ids[:50], 100) == [(0, 50)] and plan_shards([], 100) == []
     assert plan_shards(ids, 0) == [(0, 5000)]
+
+
+def test_workers_get_the_biggest_shards_first_and_ties_keep_the_plan_order(tmp_path: Path) -> None:
+    ids = _ids(3000)
+    texts = [" ".join(["word"] * (1 + i % 7)) for i in range(3000)]  # 4 to 34 characters
+    specs = shard_specs(texts, ids, "document", "m", "m", tmp_path, 100, max_seq_length=4)
+    ordered = largest_first(specs)
+    assert sorted(s.index for s in ordered) == [s.index for s in specs]
+    costs = [s.cost for s in ordered]
+    assert costs == sorted(costs, reverse=True) and costs[0] > 2 * costs[-1]
+    # a text counts up to where the model cuts it: 4 tokens, about 16 characters
+    assert specs[0].cost == sum(min(len(t), 16) for t in specs[0].texts) < sum(map(len, specs[0].texts))
+    groups = [range(0, 100), range(100, 200), range(200, 250), range(250, 350)]
+    same = shard_specs(["abc"] * 350, ids[:350], "query", "m", "m", tmp_path, 100, groups=groups)
+    assert [s.index for s in largest_first(same)] == [0, 1, 3, 2]
 
 
 def test_inserting_rows_changes_only_the_shards_they_land_in() -> None:

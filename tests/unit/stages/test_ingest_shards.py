@@ -119,3 +119,16 @@ def test_a_stopped_ingest_resumes_at_the_first_unread_shard(tiny_corpus: Path, t
     assert not list(store.path("shards/ingest").glob("*.part-*"))
     cold = _outputs(_cfg(tiny_corpus, tmp_path / "cold", 0))
     pd.testing.assert_frame_equal(pd.read_parquet(store.path("chunks.parquet")), cold[1])
+
+
+def test_file_groups_cost_their_bytes_and_go_to_workers_biggest_first(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    from distiller.retrieval.shards import largest_first
+    from distiller.stages.ingest import shard_plan
+
+    (tiny_corpus / "zz-big.txt").write_text(GOOD * 50)
+    specs = shard_plan(open_store(cfg := _cfg(tiny_corpus, tmp_path, 2)), cfg)
+    assert [s.cost for s in specs] == [sum(Path(p).stat().st_size for p in s.paths) for s in specs]
+    first = largest_first(specs)[0]
+    assert any(p.endswith("zz-big.txt") for p in first.paths) and first.index == len(specs) - 1
