@@ -28,11 +28,23 @@ def _same_frame(a: pd.DataFrame, b: pd.DataFrame, floats: list[str]) -> None:
         assert (a[c] - b[c]).abs().max() < 1e-5, c
 
 
-def test_sharded_flow_on_two_dask_workers_equals_the_unsharded_run(tiny_corpus: Path, tmp_path: Path) -> None:
+def test_sharded_flow_on_two_dask_workers_equals_the_unsharded_run(
+    tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from distributed import Client, LocalCluster, get_task_stream
 
+    from flows import stages as flow_stages
     from flows.distill import distill
     from flows.stages import with_runner
+
+    handed: list[list[Any]] = []  # what the flow handed Dask, in its order
+    order = flow_stages.largest_first
+
+    def recorded(specs: list[Any]) -> list[Any]:
+        handed.append(order(specs))
+        return handed[-1]
+
+    monkeypatch.setattr(flow_stages, "largest_first", recorded)
 
     plain = _config(tiny_corpus, tmp_path / "plain", encoding={"shard_size": 0}, input={"files_per_shard": 0})
     distill(config=plain)
@@ -77,6 +89,13 @@ def test_sharded_flow_on_two_dask_workers_equals_the_unsharded_run(tiny_corpus: 
     # then each query shard of mining (training queries) and of evaluation (held-out queries, per model)
     # was searched as a task of its own; the stages found every search done
     search_runs = [e for e in stream.data if e["key"].startswith("search_shard_task")]
+    # each map went to Dask biggest shard first
+    kinds = {type(specs[0]).__name__ for specs in handed}
+    assert kinds == {"IngestShard", "EncodeShard", "SearchShard"}
+    costs = [[s.cost for s in specs] for specs in handed]
+    assert all(c == sorted(c, reverse=True) for c in costs)
+    planned = [[s.cost for s in sorted(specs, key=lambda s: s.index)] for specs in handed]
+    assert costs != planned, "no map was out of plan order: the check shows nothing"
     assert mine["searches"] > 1 and mine["searches_run"] == 0
     assert evaluate["searches"] >= 2 and evaluate["searches_run"] == 0  # base, iteration 1
     assert len(search_runs) == mine["searches"] + evaluate["searches"]
