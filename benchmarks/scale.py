@@ -245,8 +245,10 @@ def part1(args: argparse.Namespace) -> None:
     same = len({r[w]["triplet_hash"] for r in rounds for w in r}) == 1
     speedup = [r["sharded-1"]["seconds"] / r["sharded-2"]["seconds"] for r in rounds]
     over = [r["sharded-2"]["seconds"] / r["unsharded"]["seconds"] for r in rounds]
-    busy = [sum(r["sharded-2"]["workers_busy_seconds"]) / (2 * r["sharded-2"]["seconds"]) for r in rounds]
-    title = "median of the rounds" if args.repeat > 1 else "one round"
+    # the share of the wall time a worker computed, on average over the workers
+    two = [r["sharded-2"] for r in rounds]
+    busy = [statistics.mean(s["workers_busy_seconds"]) / s["seconds"] for s in two]
+    title = "times: median of the rounds; memory: the last round" if args.repeat > 1 else "one round"
     print(
         f"\n{u['passages']} passages, {u['queries']} queries, MiniLM max_seq_length {args.max_seq_length}, "
         f"shard size {args.shard_size} ({s2['shards']} shards); {title}\n"

@@ -157,7 +157,8 @@ def _map_shards(step: Step, config: DistillConfig, specs: list[Any]) -> list[Any
     if on_dask:
         if isinstance(specs[0], IngestShard | EncodeShard | SearchShard):
             # Dask starts tasks in the order they are submitted: the big shards first, so that the
-            # workers end together (benchmarks/scale.py, 2 workers vs 1: 1.65x in plan order, 1.8x so)
+            # workers end together (benchmarks/scale.py, 2 workers vs 1: 1.65x in plan order, 1.8x so).
+            # The LLM shards keep plan order: their grants of the budget were planned in it.
             specs = largest_first(specs)
         results = [f.result() for f in task_.map(specs, config=unmapped(config))]
     elif isinstance(specs[0], GrantedShard):
