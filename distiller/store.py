@@ -141,6 +141,18 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         _link_file(src, dst)
 
 
+def _linked(src: Path, dst: Path) -> bool:
+    """Whether dst already is src (a file or a folder tree): the same files, hard-linked, and no other."""
+    if src.is_dir():
+        if not dst.is_dir() or dst.is_symlink():
+            return False
+        names = {p.relative_to(src) for p in src.rglob("*")}
+        if names != {p.relative_to(dst) for p in dst.rglob("*")}:
+            return False
+        return all((src / n).is_dir() or os.path.samefile(src / n, dst / n) for n in names)
+    return dst.is_file() and not dst.is_symlink() and os.path.samefile(src, dst)
+
+
 def _link_file(src: str | Path, dst: str | Path) -> None:
     try:
         os.link(src, dst)
@@ -201,10 +213,13 @@ class StageCache:
 
     def restore(self, stage: str, key: str, run_dir: Path, outputs: Iterable[str]) -> None:
         """Link the entry's copies of exactly `outputs` into the run folder. Only those paths are
-        replaced: restoring `models/iter2` leaves `models/iter1` and `models/best` where they are."""
+        replaced: restoring `models/iter2` leaves `models/iter1` and `models/best` where they are. An
+        output that already is the entry's (a rerun of a finished run) is left alone: deleting and
+        linking it again would only open a window in which a kill leaves it half there."""
         files = self.entry(stage, key) / "files"
         for rel in outputs:
-            _link_or_copy(files / rel, run_dir / rel)
+            if not _linked(files / rel, run_dir / rel):
+                _link_or_copy(files / rel, run_dir / rel)
 
 
 class RunStore:

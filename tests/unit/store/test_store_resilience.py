@@ -85,6 +85,23 @@ def test_restore_brings_back_an_output_the_user_deleted(tmp_path: Path) -> None:
     assert (store.path("models/iter1") / "model.safetensors").read_text() == "w1"
 
 
+def test_a_rerun_leaves_outputs_that_already_are_the_cached_ones_in_place(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "run", StageCache(tmp_path / "cache"))
+    _two_iterations(store, calls := [])
+    folders = {rel: store.path(rel).stat().st_ino for rel in ("models/iter1", "models/iter2", "models/best")}
+    _two_iterations(store, calls)  # all cached: nothing deleted and linked again
+    assert {rel: store.path(rel).stat().st_ino for rel in folders} == folders
+    # a copy that is not the entry's any more is restored: a file written over, a file added
+    weights = store.path("models/iter1/model.safetensors")
+    weights.unlink()
+    weights.write_text("edited")
+    (store.path("models/best") / "extra.txt").write_text("x")
+    _two_iterations(store, calls)
+    assert calls == ["train1", "train2", "evaluate"]
+    assert weights.read_text() == "w1" and not (store.path("models/best") / "extra.txt").exists()
+    assert store.path("models/iter2").stat().st_ino == folders["models/iter2"]
+
+
 def test_cache_entry_that_loses_a_race_is_discarded(tmp_path: Path) -> None:
     cache = StageCache(tmp_path / "cache")
     a, b = RunStore(tmp_path / "runs" / "a", cache), RunStore(tmp_path / "runs" / "b", cache)
